@@ -1,0 +1,41 @@
+"""The ``sertool`` command line: thin wrappers that parse options and call the library."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sertool import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sertool")
+def main() -> None:
+    """Speech emotion recognition toolkit with Kaldi-style staged recipes."""
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print an error for the user (no traceback) and exit."""
+    click.echo(f"sertool: error: {message}", err=True)
+    sys.exit(code)
+
+
+# ----------------------------------------------------------------- data directories
+
+
+@main.command("validate-data-dir")
+@click.argument("data_dir", type=click.Path())
+@click.option("--no-check-files", is_flag=True, help="Do not check that audio files exist.")
+@click.option("--emotion", is_flag=True, help="Require utt2emo (emotion corpora).")
+def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) -> None:
+    """Check a Kaldi data directory; every problem is printed with its file and line."""
+    from sertool.datadir import validate_data_dir
+
+    problems = validate_data_dir(data_dir, check_files=not no_check_files,
+                                 require_emotion=emotion)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        fail(f"{data_dir}: {len(problems)} problem(s)")
+    click.echo(f"{data_dir}: valid")

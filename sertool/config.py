@@ -1,0 +1,99 @@
+"""Configuration files (TOML in conf/) with command-line overrides.
+
+Every stage takes ``--conf FILE`` and any number of ``--set section.key=value`` overrides.
+The resolved configuration is written next to the stage's outputs as JSON, so a run can
+be reproduced and a directory made with another configuration can be recognised.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def deep_update(base: dict, update: Mapping) -> dict:
+    """Return ``base`` updated recursively with ``update`` (nested tables merged)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value``; the value is read as a TOML value, else kept as a string."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def apply_overrides(conf: dict, overrides: Iterable[str]) -> dict:
+    out = copy.deepcopy(conf)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a table")
+        node[path[-1]] = value
+    return out
+
+
+def load_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found")
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def load_config(
+    default: Mapping, path: str | Path | None = None, overrides: Iterable[str] = ()
+) -> dict:
+    """Defaults, then the file (if any), then the overrides; unknown keys are refused."""
+    conf = copy.deepcopy(dict(default))
+    if path is not None:
+        from_file = load_toml(path)
+        _check_known(default, from_file, str(path))
+        conf = deep_update(conf, from_file)
+    overridden = apply_overrides(conf, overrides)
+    _check_known(default, overridden, "--set")
+    return overridden
+
+
+def _check_known(default: Mapping, given: Mapping, where: str, prefix: str = "") -> None:
+    for key, value in given.items():
+        if key not in default:
+            known = ", ".join(sorted(default)) or "(none)"
+            raise ConfigError(f"{where}: unknown option {prefix}{key!r} (known: {known})")
+        if isinstance(value, Mapping) and isinstance(default[key], Mapping) and default[key]:
+            _check_known(default[key], value, where, prefix=f"{prefix}{key}.")
+
+
+def config_fingerprint(conf: Mapping) -> str:
+    """Canonical JSON text of a configuration, for comparing two runs."""
+    return json.dumps(conf, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,35 @@
+"""Shared fixtures. Real recordings live in ../shared/data (never copied into the repo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("SERTOOL_SHARED_DATA", REPO.parent / "shared" / "data"))
+REQUIRE_SHARED = os.environ.get("SERTOOL_REQUIRE_SHARED_DATA", "") not in ("", "0")
+
+
+def _shared(sub: str) -> Path:
+    path = SHARED_DATA / sub
+    if not path.is_dir():
+        message = (f"real recordings not found at {path}: put the shared corpora there "
+                   "or set SERTOOL_SHARED_DATA")
+        if REQUIRE_SHARED:
+            pytest.fail(message + " (SERTOOL_REQUIRE_SHARED_DATA is set, so this is an error)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ravdess_dir() -> Path:
+    """Root of the real RAVDESS subset (``Audio_Speech_Actors_01-24`` inside)."""
+    return _shared("ravdess")
+
+
+@pytest.fixture(scope="session")
+def librispeech_dir() -> Path:
+    """Root of the real LibriSpeech subset (``LibriSpeech`` inside)."""
+    return _shared("librispeech-subset")
