@@ -39,3 +39,27 @@ def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) ->
     if problems:
         fail(f"{data_dir}: {len(problems)} problem(s)")
     click.echo(f"{data_dir}: valid")
+
+
+# ----------------------------------------------------------------- corpora and folds (issue 3)
+
+
+@main.command("check-folds")
+@click.argument("data_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--no-audio", is_flag=True, help="Only compare speakers, not audio content.")
+def check_folds_cmd(data_dir: str, as_json: bool, no_audio: bool) -> None:
+    """Report speakers and identical recordings on both sides of each fold (verdict first)."""
+    import json
+
+    from sertool.datadir import DataDirError
+    from sertool.folds import check_folds, format_check
+
+    try:
+        check = check_folds(data_dir, audio=not no_audio)
+    except (DataDirError, ValueError) as err:
+        fail(str(err))
+    if as_json:
+        click.echo(json.dumps(check.to_dict(), indent=2))
+    else:
+        click.echo(format_check(check))

@@ -1,0 +1,369 @@
+"""Evaluation protocols (fold makers) and the train/test leakage check.
+
+Every maker returns ``(folds, protocol)``; ``datadir.write_folds`` stores them as
+``folds/<k>/{train,test}`` plus ``folds/protocol.json`` with the fields ``name``,
+``description``, ``speaker_independent`` (what the protocol *claims*), ``folds`` and, for
+group-based protocols, ``test_groups`` (fold name -> held-out sessions / speakers).
+
+``check_folds`` verifies the claim on the files: a speaker, or an identical recording
+(same decoded samples, whatever the container), on both sides of a fold is reported. Scoring
+and reports put its ``verdict`` on their first line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sertool.datadir import DataDir, Fold, read_folds
+
+# ---------------------------------------------------------------------------- protocols
+
+
+def _fold_name(index: int) -> str:
+    return str(index + 1)
+
+
+def leave_one_group_out(
+    utt2group: Mapping[str, str],
+    *,
+    name: str,
+    description: str,
+    speaker_independent: bool,
+    order: Sequence[str] | None = None,
+) -> tuple[list[Fold], dict]:
+    """One fold per group (session, speaker, ...): that group is the test set."""
+    groups = list(order) if order is not None else sorted(set(utt2group.values()))
+    unknown = set(utt2group.values()) - set(groups)
+    if unknown:
+        raise ValueError(f"groups not in the fold order: {sorted(unknown)}")
+    if len(groups) < 2:
+        raise ValueError(f"{name}: need at least 2 groups, found {len(groups)}: {groups}")
+    folds, test_groups = [], {}
+    for index, group in enumerate(groups):
+        test = sorted(u for u, g in utt2group.items() if g == group)
+        train = sorted(u for u, g in utt2group.items() if g != group)
+        if not test:
+            raise ValueError(f"{name}: group {group!r} has no utterances")
+        folds.append(Fold(_fold_name(index), train, test))
+        test_groups[_fold_name(index)] = [group]
+    protocol = {"name": name, "description": description,
+                "speaker_independent": speaker_independent, "test_groups": test_groups}
+    return folds, protocol
+
+
+def leave_one_session_out(
+    utt2session: Mapping[str, str], order: Sequence[str] | None = None
+) -> tuple[list[Fold], dict]:
+    """IEMOCAP's protocol: each session (two speakers of their own) is the test set once."""
+    return leave_one_group_out(
+        utt2session, name="leave-one-session-out", speaker_independent=True, order=order,
+        description="one fold per session; the test session's speakers never occur in training",
+    )
+
+
+def leave_one_speaker_out(utt2spk: Mapping[str, str]) -> tuple[list[Fold], dict]:
+    return leave_one_group_out(
+        utt2spk, name="leave-one-speaker-out", speaker_independent=True,
+        description="one fold per speaker; the test speaker never occurs in training",
+    )
+
+
+def speaker_groups(
+    utt2spk: Mapping[str, str], groups: Sequence[Sequence[str]], *, name: str = "speaker-groups",
+    description: str | None = None,
+) -> tuple[list[Fold], dict]:
+    """Explicit test-speaker groups (e.g. RAVDESS's six EmoBox actor groups).
+
+    Every speaker of the data must be in exactly one group, and every listed speaker must exist:
+    a typo would otherwise silently move a speaker into every training set.
+    """
+    seen: dict[str, int] = {}
+    for index, group in enumerate(groups):
+        for spk in group:
+            if spk in seen:
+                raise ValueError(f"speaker {spk!r} is in groups {seen[spk] + 1} and {index + 1}")
+            seen[spk] = index
+    speakers = set(utt2spk.values())
+    if set(seen) - speakers:
+        raise ValueError(
+            f"speakers in the groups but not in the data: {sorted(set(seen) - speakers)}")
+    if speakers - set(seen):
+        raise ValueError(f"speakers of the data in no group: {sorted(speakers - set(seen))}")
+    folds, protocol = leave_one_group_out(
+        {u: str(seen[s]) for u, s in utt2spk.items()}, name=name, speaker_independent=True,
+        order=[str(i) for i in range(len(groups))],
+        description=description or "fixed groups of test speakers; a test group's speakers "
+        "never occur in training",
+    )
+    protocol["test_groups"] = {_fold_name(i): sorted(g) for i, g in enumerate(groups)}
+    return folds, protocol
+
+
+def _stratified_shuffle(
+    utt2label: Mapping[str, str], seed: int
+) -> dict[str, list[str]]:
+    rng = random.Random(seed)
+    by_label: dict[str, list[str]] = {}
+    for utt in sorted(utt2label):
+        by_label.setdefault(utt2label[utt], []).append(utt)
+    for utts in by_label.values():
+        rng.shuffle(utts)
+    return dict(sorted(by_label.items()))
+
+
+def kfold_random(
+    utt2label: Mapping[str, str], k: int = 5, seed: int = 0
+) -> tuple[list[Fold], dict]:
+    """Random k-fold CV over utterances, stratified by label (the paper's ablation).
+
+    NOT speaker-independent: a speaker's utterances fall on both sides of every fold.
+    """
+    if k < 2:
+        raise ValueError(f"k-fold needs k >= 2, got {k}")
+    if len(utt2label) < k:
+        raise ValueError(f"k-fold with k={k} needs at least {k} utterances, got {len(utt2label)}")
+    assign: dict[str, int] = {}
+    offset = 0
+    for utts in _stratified_shuffle(utt2label, seed).values():
+        # continue the round-robin across labels so fold sizes differ by at most one
+        for i, utt in enumerate(utts):
+            assign[utt] = (offset + i) % k
+        offset = (offset + len(utts)) % k
+    folds = [
+        Fold(_fold_name(f), sorted(u for u, a in assign.items() if a != f),
+             sorted(u for u, a in assign.items() if a == f))
+        for f in range(k)
+    ]
+    protocol = {"name": "kfold-random", "speaker_independent": False, "k": k, "seed": seed,
+                "description": f"random {k}-fold cross-validation over utterances, stratified "
+                "by label; NOT speaker-independent (speakers occur on both sides)"}
+    return folds, protocol
+
+
+def random_split(
+    utt2label: Mapping[str, str], test_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Fold], dict]:
+    """One random utterance-level train/test split (the second paper's 80/20), per label.
+
+    NOT speaker-independent; kept only to reproduce published numbers.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+    test: list[str] = []
+    for utts in _stratified_shuffle(utt2label, seed).values():
+        test += utts[: round(len(utts) * test_fraction)]
+    test_set = set(test)
+    train = sorted(u for u in utt2label if u not in test_set)
+    if not test or not train:
+        raise ValueError(f"random split of {len(utt2label)} utterances leaves a side empty")
+    pct = round(test_fraction * 100)
+    protocol = {"name": "random-split", "speaker_independent": False, "seed": seed,
+                "test_fraction": test_fraction,
+                "description": f"one random {100 - pct}/{pct} utterance split, stratified by "
+                "label; NOT speaker-independent (speakers occur on both sides)"}
+    return [Fold("1", train, sorted(test))], protocol
+
+
+# ---------------------------------------------------------------------------- the check
+
+
+@dataclass
+class FoldResult:
+    name: str
+    n_train: int
+    n_test: int
+    shared_speakers: list[str] = field(default_factory=list)
+    duplicate_audio: list[tuple[str, str]] = field(default_factory=list)  # (train, test)
+
+    @property
+    def clean(self) -> bool:
+        return not self.shared_speakers and not self.duplicate_audio
+
+
+@dataclass
+class FoldCheck:
+    """What ``check_folds`` found. ``verdict`` is one line for the top of a report."""
+
+    data_dir: str
+    protocol: dict
+    folds: list[FoldResult]
+    audio_checked: bool
+    unhashed: list[str] = field(default_factory=list)  # utterances whose audio was not read
+
+    @property
+    def clean(self) -> bool:
+        return all(f.clean for f in self.folds)
+
+    @property
+    def verdict(self) -> str:
+        n = len(self.folds)
+        spk_folds = [f for f in self.folds if f.shared_speakers]
+        dup_folds = [f for f in self.folds if f.duplicate_audio]
+        claim = self.protocol.get("name", "?")
+        if not spk_folds and not dup_folds:
+            what = "no speaker" + (" and no identical recording" if self.audio_checked else "")
+            tail = "" if self.audio_checked else " (audio not compared)"
+            if self.unhashed:
+                tail += f" ({len(self.unhashed)} utterances not readable, not compared)"
+            return f"SPEAKER-INDEPENDENT: {what} on both sides of any of {n} folds{tail}"
+        parts = []
+        if spk_folds:
+            worst = max(spk_folds, key=lambda f: len(f.shared_speakers))
+            shown = ", ".join(worst.shared_speakers[:3])
+            more = ", ..." if len(worst.shared_speakers) > 3 else ""
+            parts.append(f"{len(worst.shared_speakers)} speakers on both sides of fold "
+                         f"{worst.name} ({shown}{more})"
+                         + (f", speakers shared in {len(spk_folds)} of {n} folds"
+                            if len(spk_folds) > 1 else ""))
+        if dup_folds:
+            pairs = sum(len(f.duplicate_audio) for f in dup_folds)
+            train_utt, test_utt = dup_folds[0].duplicate_audio[0]
+            parts.append(f"{pairs} identical recordings on both sides in {len(dup_folds)} of "
+                         f"{n} folds (e.g. fold {dup_folds[0].name}: {train_utt} = {test_utt})")
+        head = "NOT SPEAKER-INDEPENDENT" if spk_folds else "LEAKING (identical audio)"
+        return f"{head}: " + "; ".join(parts) + f" [protocol {claim}]"
+
+    def to_dict(self) -> dict:
+        return {
+            "data_dir": self.data_dir,
+            "verdict": self.verdict,
+            "clean": self.clean,
+            "protocol": self.protocol,
+            "audio_checked": self.audio_checked,
+            "unhashed": self.unhashed,
+            "folds": [{**asdict(f), "clean": f.clean,
+                       "duplicate_audio": [list(p) for p in f.duplicate_audio]}
+                      for f in self.folds],
+        }
+
+
+_CACHE_NAME = ".audio_hashes.json"
+
+
+def audio_hash(
+    path: str | os.PathLike, start: float | None = None, end: float | None = None
+) -> str:
+    """SHA-1 of the decoded 16-bit samples (plus rate and channels) of a file or segment.
+
+    Hashing samples rather than bytes makes a ``.wav`` and a ``.flac`` of the same audio equal.
+    """
+    import numpy as np
+    import soundfile as sf
+
+    with sf.SoundFile(str(path)) as snd:
+        rate, channels = snd.samplerate, snd.channels
+        if start is not None:
+            snd.seek(int(round(start * rate)))
+        frames = -1 if end is None else int(round(end * rate)) - int(round((start or 0) * rate))
+        samples = snd.read(frames, dtype="int16", always_2d=True)
+    digest = hashlib.sha1(f"{rate}:{channels}:".encode())
+    digest.update(np.ascontiguousarray(samples).tobytes())
+    return digest.hexdigest()
+
+
+def hash_utterances(data: DataDir, utts: Iterable[str], cache_path: Path | None = None,
+                    progress: bool = True) -> tuple[dict[str, str], list[str]]:
+    """Content hashes of utterances, cached by (path, size, mtime, start, end)."""
+    from tqdm import tqdm
+
+    cache: dict[str, list] = {}
+    if cache_path is not None and cache_path.is_file():
+        try:
+            cache = json.loads(cache_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            cache = {}  # a broken cache is only a cache: recompute
+    hashes: dict[str, str] = {}
+    unhashed: list[str] = []
+    changed = False
+    utts = sorted(utts)
+    for utt in tqdm(utts, desc="hashing audio", unit="utt", disable=not progress or len(utts) < 200,
+                    file=None):
+        audio, start, end = data.audio_of(utt)
+        if audio.endswith("|"):
+            unhashed.append(utt)  # a pipe command: not run here
+            continue
+        path = Path(audio)
+        if not path.is_absolute() and data.path is not None:
+            path = data.path / path
+        try:
+            stat = path.stat()
+        except OSError:
+            unhashed.append(utt)
+            continue
+        key = f"{path.resolve()}|{start}|{end}"
+        entry = cache.get(key)
+        if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
+            hashes[utt] = entry[2]
+            continue
+        try:
+            value = audio_hash(path, start, end)
+        except Exception:  # noqa: BLE001 - unreadable audio is reported, not fatal here
+            unhashed.append(utt)
+            continue
+        hashes[utt] = value
+        cache[key] = [stat.st_size, stat.st_mtime_ns, value]
+        changed = True
+    if changed and cache_path is not None:
+        from sertool.io_utils import atomic_write_json
+
+        try:
+            atomic_write_json(cache_path, cache)
+        except OSError:
+            pass  # read-only data directory: the check still works, only slower next time
+    return hashes, unhashed
+
+
+def check_folds(data_dir: str | os.PathLike, *, audio: bool = True,
+                progress: bool = True) -> FoldCheck:
+    """Report speakers and identical recordings on both sides of each fold of ``data_dir``."""
+    data_dir = Path(data_dir)
+    data = DataDir.load(data_dir)
+    folds, protocol = read_folds(data_dir)
+    used = sorted({u for f in folds for u in (*f.train, *f.test)})
+    missing = [u for u in used if u not in data.utt2spk]
+    if missing:
+        raise ValueError(f"{data_dir / 'folds'}: {len(missing)} fold utterances are not in "
+                         f"utt2spk, e.g. {missing[0]!r}")
+    hashes: dict[str, str] = {}
+    unhashed: list[str] = []
+    if audio:
+        hashes, unhashed = hash_utterances(data, used, data_dir / _CACHE_NAME, progress)
+    results = []
+    for fold in folds:
+        train_spk = {data.utt2spk[u] for u in fold.train}
+        shared = sorted(train_spk & {data.utt2spk[u] for u in fold.test})
+        by_hash: dict[str, list[str]] = {}
+        for utt in fold.train:
+            if utt in hashes:
+                by_hash.setdefault(hashes[utt], []).append(utt)
+        dups = sorted((tr, te) for te in fold.test if te in hashes
+                      for tr in by_hash.get(hashes[te], []))
+        results.append(FoldResult(fold.name, len(fold.train), len(fold.test), shared, dups))
+    return FoldCheck(str(data_dir), protocol, results, audio, unhashed)
+
+
+def format_check(check: FoldCheck) -> str:
+    """Human-readable report: the verdict line first, then one block per fold."""
+    lines = [check.verdict,
+             f"protocol: {check.protocol.get('name', '?')} (claims speaker-independent: "
+             f"{check.protocol.get('speaker_independent', '?')})"]
+    for fold in check.folds:
+        status = "clean" if fold.clean else "LEAK"
+        lines.append(f"fold {fold.name}: train {fold.n_train}, test {fold.n_test}: {status}")
+        if fold.shared_speakers:
+            lines.append(f"  {len(fold.shared_speakers)} speakers on both sides: "
+                         + " ".join(fold.shared_speakers))
+        for train_utt, test_utt in fold.duplicate_audio[:20]:
+            lines.append(f"  identical audio: train {train_utt} = test {test_utt}")
+        if len(fold.duplicate_audio) > 20:
+            lines.append(f"  ... and {len(fold.duplicate_audio) - 20} more identical pairs")
+    if check.unhashed:
+        lines.append(f"{len(check.unhashed)} utterances could not be read for the audio "
+                     f"comparison, e.g. {check.unhashed[0]}")
+    return "\n".join(lines)
