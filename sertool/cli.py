@@ -63,3 +63,38 @@ def check_folds_cmd(data_dir: str, as_json: bool, no_audio: bool) -> None:
         click.echo(json.dumps(check.to_dict(), indent=2))
     else:
         click.echo(format_check(check))
+
+
+@main.command("prepare")
+@click.argument("corpus")
+@click.argument("src", type=click.Path())
+@click.argument("data_dir", type=click.Path())
+@click.option("--exp", type=click.IntRange(1, 3), default=1, show_default=True,
+              help="IEMOCAP class map: 1 ang/hap/neu/sad, 2 exc instead of hap, 3 hap+exc.")
+@click.option("--protocol", default="auto", show_default=True,
+              help="Folds: auto (the corpus's default), leave-one-session-out, "
+              "leave-one-speaker-out, speaker-groups, speaker-kfold, kfold-random, "
+              "random-split, none.")
+@click.option("--folds", "k", type=int, default=5, show_default=True,
+              help="K for speaker-kfold and kfold-random.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the random protocols.")
+@click.option("--wav-dir", type=click.Path(), default=None,
+              help="Where VoxCeleb2 .m4a are decoded to WAV (default DATA_DIR_wav).")
+@click.option("--strict", is_flag=True, help="Fail instead of skipping any file.")
+def prepare_cmd(corpus: str, src: str, data_dir: str, exp: int, protocol: str, k: int,
+                seed: int, wav_dir: str | None, strict: bool) -> None:
+    """Prepare CORPUS found at SRC into the Kaldi data directory DATA_DIR, with folds.
+
+    CORPUS: iemocap, voxceleb, librispeech, ravdess, emodb, cremad, tess, savee, emovo,
+    manifest (SRC is then a CSV file with columns path,label,speaker). Files that cannot be
+    used are listed in DATA_DIR/skipped with the reason.
+    """
+    from sertool.corpora import PrepareError, prepare
+
+    try:
+        result = prepare(corpus, src, data_dir, exp=exp, protocol=protocol, k=k, seed=seed,
+                         wav_dir=wav_dir, strict=strict)
+    except (PrepareError, ValueError) as err:
+        fail(str(err))
+    click.echo(result.summary())

@@ -105,6 +105,23 @@ def speaker_groups(
     return folds, protocol
 
 
+def speaker_kfold(
+    utt2spk: Mapping[str, str], k: int = 5, seed: int = 0
+) -> tuple[list[Fold], dict]:
+    """Speakers shuffled (seeded) and dealt into ``k`` test groups; speaker-independent."""
+    speakers = sorted(set(utt2spk.values()))
+    if not 2 <= k <= len(speakers):
+        raise ValueError(f"speaker k-fold needs 2 <= k <= {len(speakers)} speakers, got k={k}")
+    random.Random(seed).shuffle(speakers)
+    groups = [sorted(speakers[i::k]) for i in range(k)]
+    folds, protocol = speaker_groups(
+        utt2spk, groups, name="speaker-kfold",
+        description=f"speakers dealt at random (seed {seed}) into {k} test groups; a test "
+        "group's speakers never occur in training")
+    protocol.update(k=k, seed=seed)
+    return folds, protocol
+
+
 def _stratified_shuffle(
     utt2label: Mapping[str, str], seed: int
 ) -> dict[str, list[str]]:

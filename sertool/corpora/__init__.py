@@ -1,0 +1,242 @@
+"""Corpus preparation: a corpus as distributed -> a validated Kaldi data directory with folds.
+
+``prepare(corpus, src, data_dir, ...)`` scans the corpus with its module (one per corpus,
+listed in ``CORPORA``), writes ``wav.scp`` (absolute paths), ``utt2spk``, ``spk2utt``,
+``utt2emo`` (emotion corpora), ``utt2conv`` (IEMOCAP dialogs), ``folds/`` with
+``protocol.json``, ``skipped`` (every file left out, with the reason) and ``prepare.json``
+(counts and options), validates the result and only then moves it into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from sertool.corpora import (
+    cremad,
+    emodb,
+    emovo,
+    iemocap,
+    librispeech,
+    manifest,
+    ravdess,
+    savee,
+    tess,
+    voxceleb,
+)
+from sertool.corpora.base import PrepareError, Scan, Skip, Utt
+from sertool.datadir import DataDir, Fold, validate_data_dir, write_folds, write_table
+from sertool.io_utils import atomic_write_json, atomic_write_text
+
+CORPORA: dict[str, ModuleType] = {
+    m.NAME: m
+    for m in (iemocap, voxceleb, librispeech, ravdess, emodb, cremad, tess, savee, emovo, manifest)
+}
+# other spellings people type
+ALIASES = {"voxceleb1": "voxceleb", "voxceleb2": "voxceleb", "crema-d": "cremad",
+           "emo-db": "emodb", "csv": "manifest"}
+PROTOCOLS = ("auto", "leave-one-session-out", "leave-one-speaker-out", "speaker-groups",
+             "speaker-kfold", "kfold-random", "random-split", "none")
+
+__all__ = ["CORPORA", "PROTOCOLS", "PrepareError", "PrepareResult", "Scan", "Skip", "Utt",
+           "corpus_module", "make_folds", "prepare"]
+
+
+@dataclass
+class PrepareResult:
+    data_dir: Path
+    corpus: str
+    n_utts: int
+    n_speakers: int
+    labels: dict[str, int]
+    skipped: list[Skip]
+    excluded: dict[str, int]
+    protocol: dict | None
+    fold_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"{self.data_dir}: {self.corpus}: {self.n_utts} utterances, "
+                 f"{self.n_speakers} speakers"]
+        if self.labels:
+            lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in self.labels.items()))
+        if self.excluded:
+            lines.append("excluded by the class map: "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(self.excluded.items())))
+        if self.protocol:
+            sizes = " ".join(f"{n}:{tr}/{te}" for n, (tr, te) in self.fold_sizes.items())
+            lines.append(f"folds: {self.protocol['name']} (speaker-independent: "
+                         f"{self.protocol['speaker_independent']}) train/test {sizes}")
+        if self.skipped:
+            lines.append(f"SKIPPED {len(self.skipped)} files, listed in "
+                         f"{self.data_dir / 'skipped'}:")
+            lines += [f"  {s.path}: {s.reason}" for s in self.skipped[:10]]
+            if len(self.skipped) > 10:
+                lines.append(f"  ... and {len(self.skipped) - 10} more")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def corpus_module(name: str) -> ModuleType:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in CORPORA:
+        raise PrepareError(f"unknown corpus {name!r}; supported: {', '.join(sorted(CORPORA))}")
+    return CORPORA[key]
+
+
+def make_folds(
+    module: ModuleType, utts: list[Utt], protocol: str, *, k: int = 5, seed: int = 0
+) -> tuple[list[Fold], dict] | None:
+    """Folds of ``protocol`` for the scanned utterances (``None`` for ``none``)."""
+    from sertool import folds as F
+
+    n_spk = len({u.spk for u in utts})
+    if protocol == "auto":
+        protocol = module.DEFAULT_PROTOCOL
+        if protocol == "auto":  # generic manifest: one fold per speaker while that stays small
+            protocol = "leave-one-speaker-out" if n_spk <= 10 else "speaker-kfold"
+    utt2spk = {u.utt: u.spk for u in utts}
+    utt2label = {u.utt: u.label for u in utts if u.label is not None}
+    if protocol == "none":
+        return None
+    if protocol == "leave-one-session-out":
+        if any(u.group is None for u in utts):
+            raise PrepareError(f"{module.NAME} has no sessions; use leave-one-speaker-out or "
+                               "speaker-groups")
+        return F.leave_one_session_out({u.utt: u.group for u in utts})
+    if protocol == "leave-one-speaker-out":
+        return F.leave_one_speaker_out(utt2spk)
+    if protocol == "speaker-groups":
+        groups = getattr(module, "SPEAKER_GROUPS", None)
+        if groups is None:
+            raise PrepareError(f"{module.NAME} defines no speaker groups; use speaker-kfold")
+        return F.speaker_groups(utt2spk, groups, description=getattr(
+            module, "SPEAKER_GROUPS_DESCRIPTION", None))
+    if protocol == "speaker-kfold":
+        return F.speaker_kfold(utt2spk, k=min(k, n_spk), seed=seed)
+    if protocol in ("kfold-random", "random-split"):
+        if len(utt2label) != len(utts):
+            raise PrepareError(f"{protocol} is stratified by label; {module.NAME} has no labels")
+        if protocol == "kfold-random":
+            return F.kfold_random(utt2label, k=k, seed=seed)
+        return F.random_split(utt2label, test_fraction=0.2, seed=seed)
+    raise PrepareError(f"unknown protocol {protocol!r}; one of {', '.join(PROTOCOLS)}")
+
+
+def prepare(
+    corpus: str,
+    src: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    *,
+    exp: int = 1,
+    protocol: str = "auto",
+    k: int = 5,
+    seed: int = 0,
+    wav_dir: str | os.PathLike | None = None,
+    strict: bool = False,
+    progress: bool = True,
+) -> PrepareResult:
+    """Prepare ``corpus`` found at ``src`` into ``data_dir`` (replaced as a whole on success)."""
+    module = corpus_module(corpus)
+    src = Path(src).expanduser().resolve()
+    data_dir = Path(data_dir).expanduser().resolve()
+    if not src.exists():
+        raise PrepareError(f"{src}: not found")
+    if src.is_dir() and not any(src.iterdir()):
+        raise PrepareError(f"{src}: empty directory (expected layout: {module.LAYOUT})")
+    if data_dir == src or src in data_dir.parents:
+        raise PrepareError(f"{data_dir}: the data directory must not be inside the corpus")
+    wav_dir = Path(wav_dir) if wav_dir else data_dir.with_name(data_dir.name + "_wav")
+    scan: Scan = module.scan(src, exp=exp, wav_dir=wav_dir.resolve(), progress=progress)
+    if not scan.utts:
+        detail = f"; {len(scan.skipped)} files skipped, e.g. {scan.skipped[0].path}: " \
+                 f"{scan.skipped[0].reason}" if scan.skipped else ""
+        raise PrepareError(f"{src}: no utterances of {module.NAME} found "
+                           f"(expected layout: {module.LAYOUT}){detail}")
+    if strict and scan.skipped:
+        raise PrepareError(f"{len(scan.skipped)} files skipped (--strict), e.g. "
+                           f"{scan.skipped[0].path}: {scan.skipped[0].reason}")
+    _check_ids(scan.utts)
+    emotion = all(u.label is not None for u in scan.utts)
+    if module.EMOTION and module is not manifest and not emotion:
+        raise PrepareError(f"{module.NAME}: some utterances have no label")
+    folds = make_folds(module, scan.utts, protocol, k=k, seed=seed)
+
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.", suffix=".tmp", dir=data_dir.parent))
+    try:
+        data = DataDir(
+            wav_scp={u.utt: str(Path(u.path).resolve()) for u in scan.utts},
+            utt2spk={u.utt: u.spk for u in scan.utts},
+            utt2emo={u.utt: u.label for u in scan.utts} if emotion else None,
+        )
+        data.save(tmp)
+        if any(u.conv for u in scan.utts):
+            write_table(tmp / "utt2conv", {u.utt: u.conv for u in scan.utts if u.conv})
+        if folds is not None:
+            write_folds(tmp, *folds)
+        skipped = sorted(scan.skipped, key=lambda s: s.path)
+        if skipped:
+            atomic_write_text(tmp / "skipped",
+                              "".join(f"{s.path}\t{s.reason}\n" for s in skipped))
+        result = PrepareResult(
+            data_dir=data_dir, corpus=module.NAME, n_utts=len(scan.utts),
+            n_speakers=len(set(data.utt2spk.values())),
+            labels=dict(sorted(Counter(u.label for u in scan.utts if emotion).items())),
+            skipped=skipped, excluded=dict(scan.excluded),
+            protocol={**folds[1], "folds": [f.name for f in folds[0]]} if folds else None,
+            fold_sizes={f.name: (len(f.train), len(f.test)) for f in folds[0]} if folds else {},
+        )
+        result.notes += _expected_counts(module, result, exp)
+        atomic_write_json(tmp / "prepare.json", {
+            "corpus": module.NAME, "src": str(src), "exp": exp if module is iemocap else None,
+            "protocol": result.protocol, "n_utts": result.n_utts,
+            "n_speakers": result.n_speakers, "labels": result.labels,
+            "excluded": result.excluded, "n_skipped": len(skipped), "notes": result.notes})
+        problems = validate_data_dir(tmp, require_emotion=emotion)
+        if problems:  # a bug in a corpus module, not a user error; say everything
+            raise PrepareError("prepared directory is invalid:\n  " + "\n  ".join(problems))
+        _swap_into_place(tmp, data_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _check_ids(utts: list[Utt]) -> None:
+    seen: dict[str, Path] = {}
+    for u in utts:
+        if u.utt in seen:
+            raise PrepareError(f"{u.path}: utterance id {u.utt!r} also made from {seen[u.utt]}")
+        if not u.utt.startswith(u.spk):
+            raise PrepareError(f"{u.path}: utterance id {u.utt!r} does not start with its "
+                               f"speaker {u.spk!r}")
+        seen[u.utt] = u.path
+
+
+def _swap_into_place(tmp: Path, data_dir: Path) -> None:
+    """Replace ``data_dir`` by ``tmp``; the old directory is removed only after the rename."""
+    old = None
+    if data_dir.exists():
+        old = data_dir.with_name(f".{data_dir.name}.old.{os.getpid()}")
+        os.replace(data_dir, old)
+    os.replace(tmp, data_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _expected_counts(module: ModuleType, result: PrepareResult, exp: int) -> list[str]:
+    """Compare a complete real corpus with its published counts."""
+    notes = []
+    if module is iemocap and result.n_speakers == 10:
+        want = iemocap.EXPECTED[exp]
+        verdict = "matches" if result.n_utts == want else "DIFFERS FROM"
+        notes.append(f"{result.n_utts} utterances {verdict} the paper's Exp {exp} count {want}")
+    if module is ravdess and result.n_speakers == 24 and result.n_utts != 1440:
+        notes.append(f"{result.n_utts} utterances; the full RAVDESS speech set has 1440")
+    return notes
