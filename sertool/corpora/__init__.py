@@ -233,7 +233,8 @@ def _swap_into_place(tmp: Path, data_dir: Path) -> None:
 def _expected_counts(module: ModuleType, result: PrepareResult, exp: int) -> list[str]:
     """Compare a complete real corpus with its published counts."""
     notes = []
-    if module is iemocap and result.n_speakers == 10:
+    # the full release has 10039 evaluated turns; smaller trees (tests, the demo) get no note
+    if module is iemocap and result.n_utts + sum(result.excluded.values()) >= 10000:
         want = iemocap.EXPECTED[exp]
         verdict = "matches" if result.n_utts == want else "DIFFERS FROM"
         notes.append(f"{result.n_utts} utterances {verdict} the paper's Exp {exp} count {want}")
