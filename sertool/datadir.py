@@ -7,11 +7,14 @@ A data directory holds one ``key value`` table per file, sorted under ``LC_ALL=C
 ``utt2spk``   utterance id -> speaker id (the speaker id is a prefix of the utterance id)
 ``spk2utt``   speaker id -> its utterance ids
 ``utt2emo``   utterance id -> emotion label (emotion corpora)
+``utt2conv``  utterance id -> conversation / dialog id (IEMOCAP; conversation-level CMVN)
 ``feats.scp`` utterance id -> ``ark:offset`` (after ``extract-feats``)
 ``folds/<k>/{train,test}`` utterance lists, ``folds/protocol.json`` describes them.
 
 Python's ``sorted`` on ``str`` orders by code point, which is the byte order of UTF-8 and
-therefore the same as ``LC_ALL=C sort``.
+therefore the same as ``LC_ALL=C sort``. As in Kaldi, sorting utt2spk by utterance must also
+leave its speakers in sorted order (speaker id a prefix of the utterance id guarantees it
+when ids share one separator), so that per-speaker processing can stream the files.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from pathlib import Path
 
 from sertool.io_utils import atomic_open, atomic_write_json
 
-TABLES = ("wav.scp", "segments", "utt2spk", "spk2utt", "utt2emo", "feats.scp")
+TABLES = ("wav.scp", "segments", "utt2spk", "spk2utt", "utt2emo", "utt2conv", "feats.scp")
+# optional tables keyed by utterance, one token per value
+UTT_TABLES = ("utt2emo", "utt2conv")
 
 
 class DataDirError(ValueError):
@@ -138,6 +143,7 @@ class DataDir:
     utt2emo: dict[str, str] | None = None
     segments: dict[str, Segment] | None = None
     feats_scp: dict[str, str] | None = None
+    utt2conv: dict[str, str] | None = None
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -164,6 +170,7 @@ class DataDir:
         utt2spk = read_table(path / "utt2spk")
         utt2emo = read_table(path / "utt2emo") if (path / "utt2emo").exists() else None
         feats = read_table(path / "feats.scp") if (path / "feats.scp").exists() else None
+        conv = read_table(path / "utt2conv") if (path / "utt2conv").exists() else None
         segments = None
         if (path / "segments").exists():
             segments = {}
@@ -175,7 +182,7 @@ class DataDir:
                     segments[utt] = Segment(rec, float(start), float(end))
                 except ValueError as err:
                     raise DataDirError(path / "segments", lineno, f"bad time: {err}") from err
-        return cls(wav_scp, utt2spk, utt2emo, segments, feats, path)
+        return cls(wav_scp, utt2spk, utt2emo, segments, feats, conv, path)
 
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)
@@ -192,6 +199,8 @@ class DataDir:
             )
         if self.feats_scp is not None:
             write_table(path / "feats.scp", self.feats_scp)
+        if self.utt2conv is not None:
+            write_table(path / "utt2conv", self.utt2conv)
         self.path = path
 
     def subset(self, utts: Iterable[str]) -> DataDir:
@@ -210,6 +219,9 @@ class DataDir:
             segments=segments,
             feats_scp={u: f for u, f in self.feats_scp.items() if u in keep}
             if self.feats_scp
+            else None,
+            utt2conv={u: c for u, c in self.utt2conv.items() if u in keep}
+            if self.utt2conv
             else None,
         )
 
@@ -320,6 +332,7 @@ def validate_data_dir(
         elif not utt.startswith(spk):
             problems.append(f"{path / 'utt2spk'}:{_line_of(path / 'utt2spk', utt)}: "
                             f"speaker id {spk!r} is not a prefix of utterance id {utt!r}")
+    problems += _check_speaker_order(path / "utt2spk", utt2spk)
     if "spk2utt" in tables:
         expected = spk2utt_from_utt2spk(utt2spk)
         for spk, utts in tables["spk2utt"].items():
@@ -345,20 +358,22 @@ def validate_data_dir(
     else:
         problems += _mismatch(path, "wav.scp", set(wav), "utt2spk", set(utt2spk))
 
-    for optional in ("utt2emo", "feats.scp"):
+    for optional in (*UTT_TABLES, "feats.scp"):
         if optional in tables:
             extra = set(tables[optional]) - set(utt2spk)
             for utt in sorted(extra)[:10]:
                 problems.append(f"{path / optional}:{_line_of(path / optional, utt)}: "
                                 f"utterance {utt!r} is not in utt2spk")
-    if "utt2emo" in tables:
-        missing = set(utt2spk) - set(tables["utt2emo"])
+    for name in UTT_TABLES:
+        if name not in tables:
+            continue
+        missing = set(utt2spk) - set(tables[name])
         for utt in sorted(missing)[:10]:
-            problems.append(f"{path / 'utt2emo'}: utterance {utt!r} of utt2spk has no label")
-        for utt, label in tables["utt2emo"].items():
-            if len(label.split()) != 1:
-                problems.append(f"{path / 'utt2emo'}:{_line_of(path / 'utt2emo', utt)}: "
-                                f"label must be one token, got {label!r}")
+            problems.append(f"{path / name}: utterance {utt!r} of utt2spk has no entry")
+        for utt, value in tables[name].items():
+            if len(value.split()) != 1:
+                problems.append(f"{path / name}:{_line_of(path / name, utt)}: "
+                                f"value must be one token, got {value!r}")
 
     if check_files:
         for rec, value in wav.items():
@@ -374,6 +389,18 @@ def validate_data_dir(
     if (path / "folds" / "protocol.json").exists():
         problems += _validate_folds(path, set(utt2spk))
     return problems
+
+
+def _check_speaker_order(file: Path, utt2spk: Mapping[str, str]) -> list[str]:
+    """Kaldi's rule: utt2spk sorted by utterance is also sorted by speaker."""
+    previous = None
+    for lineno, (utt, spk) in enumerate(utt2spk.items(), start=1):
+        if previous is not None and spk < previous[1]:
+            return [f"{file}:{lineno}: speakers out of order: {utt!r} of speaker {spk!r} "
+                    f"sorts after {previous[0]!r} of speaker {previous[1]!r} (make speaker "
+                    "ids prefixes of utterance ids with one separator, e.g. spk-utt)"]
+        previous = (utt, spk)
+    return []
 
 
 def _mismatch(path: Path, name_a: str, keys_a: set, name_b: str, keys_b: set) -> list[str]:

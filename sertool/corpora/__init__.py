@@ -30,7 +30,7 @@ from sertool.corpora import (
     voxceleb,
 )
 from sertool.corpora.base import PrepareError, Scan, Skip, Utt
-from sertool.datadir import DataDir, Fold, validate_data_dir, write_folds, write_table
+from sertool.datadir import DataDir, Fold, validate_data_dir, write_folds
 from sertool.io_utils import atomic_write_json, atomic_write_text
 
 CORPORA: dict[str, ModuleType] = {
@@ -174,10 +174,10 @@ def prepare(
             wav_scp={u.utt: str(Path(u.path).resolve()) for u in scan.utts},
             utt2spk={u.utt: u.spk for u in scan.utts},
             utt2emo={u.utt: u.label for u in scan.utts} if emotion else None,
+            utt2conv={u.utt: u.conv for u in scan.utts} if all(u.conv for u in scan.utts)
+            else None,
         )
         data.save(tmp)
-        if any(u.conv for u in scan.utts):
-            write_table(tmp / "utt2conv", {u.utt: u.conv for u in scan.utts if u.conv})
         if folds is not None:
             write_folds(tmp, *folds)
         skipped = sorted(scan.skipped, key=lambda s: s.path)
