@@ -182,7 +182,8 @@ def test_missing_audio_and_required_files(tmp_path):
     (data / "utt2emo").unlink()
     assert validate_data_dir(data, check_files=False, require_emotion=True) == [
         f"{data / 'utt2emo'}: required file missing"]
-    assert validate_data_dir(tmp_path / "nope") == [f"{tmp_path / 'nope'}: data directory not found"]
+    missing = tmp_path / "nope"
+    assert validate_data_dir(missing) == [f"{missing}: data directory not found"]
 
 
 def test_require_valid_lists_every_problem(tmp_path):
