@@ -46,13 +46,15 @@ def speaker_of(utt: str) -> str | None:
     return f"{match.group(1)}{match.group(2)}" if match else None
 
 
-def read_emo_evaluation(path: Path, scan: Scan) -> dict[str, tuple[str, int]]:
+def read_emo_evaluation(path: Path, scan: Scan) -> dict[str, tuple[str | None, int]]:
     """Summary lines of one EmoEvaluation file: utt -> (label, line number).
+
+    The label is None for a line already listed as a skip (unknown label).
 
     A line that starts like a summary line (``[``) but does not parse (e.g. a file cut off in
     the middle) is a listed skip with its line; annotator lines are ignored.
     """
-    labels: dict[str, tuple[str, int]] = {}
+    labels: dict[str, tuple[str | None, int]] = {}
     with open(path, encoding="utf-8", errors="replace") as handle:
         for lineno, raw in enumerate(handle, start=1):
             line = raw.rstrip("\r\n")
@@ -67,6 +69,7 @@ def read_emo_evaluation(path: Path, scan: Scan) -> dict[str, tuple[str, int]]:
             if label not in KNOWN_LABELS:
                 scan.skip(f"{path}:{lineno}", f"unknown label {label!r} for {utt} "
                           f"(known: {' '.join(KNOWN_LABELS)})")
+                labels[utt] = (None, lineno)  # listed once, here; its audio is not listed again
                 continue
             if utt in labels:
                 scan.skip(f"{path}:{lineno}", f"{utt} already labelled on line {labels[utt][1]}")
@@ -115,15 +118,18 @@ def scan(src: Path, *, exp: int = 1, **_options) -> Scan:
                 scan.skip(f"{eval_file}:{labels[utt][1]}",
                           f"{utt} is labelled but has no audio file in {dialog}")
             for stem, path in audio.items():
+                spk = speaker_of(stem)
+                if spk is None or not stem.startswith(f"{dialog.name}_"):
+                    scan.skip(path, f"file name does not follow <dialog>_[FM]NNN "
+                              f"(expected {dialog.name}_F000 and the like)")
+                    continue
                 if stem not in labels:
                     scan.skip(path, f"no summary line for {stem} in {eval_file} "
                               "(truncated file?)")
                     continue
-                spk = speaker_of(stem)
-                if spk is None or not stem.startswith(spk[:5]):
-                    scan.skip(path, "utterance id does not follow SesNN[FM]_<dialog>_[FM]NNN")
-                    continue
                 label = labels[stem][0]
+                if label is None:
+                    continue  # listed above with the line of its unknown label
                 if label not in class_map:
                     scan.excluded[label] = scan.excluded.get(label, 0) + 1
                     continue
