@@ -172,9 +172,17 @@ def random_split(
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+    by_label = _stratified_shuffle(utt2label, seed)
+    # test size round(N * fraction), shared among labels by largest remainder
+    n_test = round(len(utt2label) * test_fraction)
+    exact = {lab: len(utts) * n_test / len(utt2label) for lab, utts in by_label.items()}
+    quota = {lab: int(x) for lab, x in exact.items()}
+    by_remainder = sorted(exact, key=lambda lab: (quota[lab] - exact[lab], lab))
+    for lab in by_remainder[: n_test - sum(quota.values())]:
+        quota[lab] += 1
     test: list[str] = []
-    for utts in _stratified_shuffle(utt2label, seed).values():
-        test += utts[: round(len(utts) * test_fraction)]
+    for lab, utts in by_label.items():
+        test += utts[: quota[lab]]
     test_set = set(test)
     train = sorted(u for u in utt2label if u not in test_set)
     if not test or not train:

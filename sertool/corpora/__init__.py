@@ -115,8 +115,17 @@ def make_folds(
         groups = getattr(module, "SPEAKER_GROUPS", None)
         if groups is None:
             raise PrepareError(f"{module.NAME} defines no speaker groups; use speaker-kfold")
-        return F.speaker_groups(utt2spk, groups, description=getattr(
-            module, "SPEAKER_GROUPS_DESCRIPTION", None))
+        # a partial copy of the corpus: keep the published groups, minus absent speakers
+        present = set(utt2spk.values())
+        absent = sorted({s for g in groups for s in g} - present)
+        groups = [kept for g in groups if (kept := [s for s in g if s in present])]
+        folds, proto = F.speaker_groups(utt2spk, groups)
+        proto["description"] = getattr(module, "SPEAKER_GROUPS_DESCRIPTION",
+                                       proto["description"])
+        if absent:
+            proto["note"] = (f"{len(absent)} speakers of the published groups are absent: "
+                             + " ".join(absent))
+        return folds, proto
     if protocol == "speaker-kfold":
         return F.speaker_kfold(utt2spk, k=min(k, n_spk), seed=seed)
     if protocol in ("kfold-random", "random-split"):

@@ -18,6 +18,8 @@ DEFAULT_PROTOCOL = "speaker-groups"
 LAYOUT = "[Audio_Speech_Actors_01-24/]Actor_NN/03-01-EE-II-SS-RR-AA.wav|.flac"
 LABELS = {"01": "neu", "02": "cal", "03": "hap", "04": "sad",
           "05": "ang", "06": "fea", "07": "dis", "08": "sur"}
+SPEAKER_GROUPS_DESCRIPTION = ("the six actor groups of the EmoBox benchmark (4 test actors per "
+                              "fold); a test group's actors never occur in training")
 # EmoBox's speaker-independent 6-fold split (test actors per fold), see ../shared/data/README.md
 SPEAKER_GROUPS = [[f"ravdess{a:02d}" for a in group] for group in (
     (1, 11, 20, 21), (4, 10, 12, 14), (8, 9, 19, 23),
