@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sertool.io_utils import atomic_write_text
+
 RATE = 16000
 SESSIONS = 5
 UTTS_PER_DIALOG = 24  # alternating F and M turns
@@ -206,9 +208,6 @@ def _iemocap(root: Path, seed: int) -> int:
                 clock += duration + rng.uniform(0.3, 2.0)
                 count += 1
             eval_file = session / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
-            eval_file.parent.mkdir(parents=True, exist_ok=True)
-            from sertool.io_utils import atomic_write_text
-
             atomic_write_text(eval_file, "\n".join(lines) + "\n")
     return count
 
@@ -230,7 +229,12 @@ def _voxceleb(root: Path, seed: int) -> int:
 
 
 def make_demo_corpus(out: str | os.PathLike, seed: int = 0) -> dict[str, int]:
-    """Write the synthetic demo corpora under ``out``; return utterance counts per corpus."""
+    """Write the synthetic demo corpora under ``out``; return utterance counts per corpus.
+
+    ``out/.done`` (holding the seed) is written last, so a recipe can skip a finished corpus.
+    """
     out = Path(out)
-    return {"iemocap": _iemocap(out / "IEMOCAP_full_release", seed),
-            "voxceleb": _voxceleb(out / "voxceleb", seed)}
+    counts = {"iemocap": _iemocap(out / "IEMOCAP_full_release", seed),
+              "voxceleb": _voxceleb(out / "voxceleb", seed)}
+    atomic_write_text(out / ".done", f"synthetic demo corpus, seed {seed}\n")
+    return counts
