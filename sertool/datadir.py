@@ -417,9 +417,15 @@ def _mismatch(path: Path, name_a: str, keys_a: set, name_b: str, keys_b: set) ->
 def _validate_folds(path: Path, utts: set[str]) -> list[str]:
     problems = []
     try:
-        folds, _ = read_folds(path)
-    except (DataDirError, KeyError, json.JSONDecodeError) as err:
+        folds, protocol = read_folds(path)
+    except (DataDirError, KeyError, TypeError, json.JSONDecodeError) as err:
         return [f"{path / 'folds'}: {err}"]
+    for key in ("name", "speaker_independent"):
+        if key not in protocol:
+            problems.append(f"{path / 'folds' / 'protocol.json'}: no {key!r} field "
+                            "(write folds with datadir.write_folds)")
+    if not folds:
+        problems.append(f"{path / 'folds' / 'protocol.json'}: lists no folds")
     for fold in folds:
         for part, items in (("train", fold.train), ("test", fold.test)):
             file = path / "folds" / fold.name / part

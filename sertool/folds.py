@@ -252,7 +252,9 @@ class FoldCheck:
             parts.append(f"{pairs} identical recordings on both sides in {len(dup_folds)} of "
                          f"{n} folds (e.g. fold {dup_folds[0].name}: {train_utt} = {test_utt})")
         head = "NOT SPEAKER-INDEPENDENT" if spk_folds else "LEAKING (identical audio)"
-        return f"{head}: " + "; ".join(parts) + f" [protocol {claim}]"
+        claimed = " claims speaker-independent!" if self.protocol.get("speaker_independent") \
+            else ""
+        return f"{head}: " + "; ".join(parts) + f" [protocol {claim}{claimed}]"
 
     def to_dict(self) -> dict:
         return {

@@ -125,6 +125,9 @@ def test_bad_inputs_are_listed_skips_naming_the_file(tmp_path):
     # unknown label
     ev3 = ses3 / "dialog" / "EmoEvaluation" / "Ses03M_impro03.txt"
     ev3.write_text(ev3.read_text().replace("Ses03M_impro03_M000\tang", "Ses03M_impro03_M000\tmad"))
+    # labels of a dialog whose audio directory is missing
+    orphan = ses3 / "dialog" / "EmoEvaluation" / "Ses03F_impro09.txt"
+    orphan.write_text(_eval_text([("Ses03F_impro09_F000", "ang")]))
     # a file name breaking the convention
     sf.write(ses3 / "sentences" / "wav" / "Ses03M_impro03" / "take2.wav",
              np.zeros(800, dtype="float32"), 16000)
@@ -142,10 +145,11 @@ def test_bad_inputs_are_listed_skips_naming_the_file(tmp_path):
     assert reasons[f"{ev3}:3"].startswith("unknown label 'mad' for Ses03M_impro03_M000")
     take2 = ses3 / "sentences" / "wav" / "Ses03M_impro03" / "take2.wav"
     assert "does not follow" in reasons[str(take2)]
-    assert len(skipped) == 8 and len(result.skipped) == 8
-    assert "SKIPPED 8 files" in result.summary()
+    assert reasons[str(orphan)].startswith("labels without audio: no directory")
+    assert len(skipped) == 9 and len(result.skipped) == 9
+    assert "SKIPPED 9 files" in result.summary()
     assert result.n_utts == 13 - 2 - 2 - 1  # hap+sad of the dialog, hap+neu cut off, ang
-    with pytest.raises(PrepareError, match="8 files skipped \\(--strict\\)"):
+    with pytest.raises(PrepareError, match="9 files skipped \\(--strict\\)"):
         prepare("iemocap", src, tmp_path / "strict", exp=3, strict=True, progress=False)
     assert not (tmp_path / "strict").exists()
 

@@ -260,3 +260,14 @@ def test_folds_round_trip_and_validation(tmp_path):
 def test_read_folds_without_protocol(tmp_path):
     with pytest.raises(DataDirError, match="no folds in this data directory"):
         read_folds(tmp_path)
+
+
+def test_protocol_without_its_fields(tmp_path):
+    data = _good_dir(tmp_path)
+    write_folds(data, [Fold("1", ["spkA-u1"], ["spkB-u1"])], {"description": "hand-made"})
+    assert validate_data_dir(data) == [
+        f"{data / 'folds' / 'protocol.json'}: no 'name' field (write folds with "
+        "datadir.write_folds)",
+        f"{data / 'folds' / 'protocol.json'}: no 'speaker_independent' field (write folds with "
+        "datadir.write_folds)",
+    ]

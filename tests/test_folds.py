@@ -158,6 +158,7 @@ def test_planted_duplicate_recording_in_another_format(tmp_path):
     assert all(f.shared_speakers == [] for f in check.folds)
     assert check.verdict.startswith("LEAKING (identical audio): 2 identical recordings on both "
                                     "sides in 2 of 4 folds (e.g. fold 1: s3-5 = s1-0)")
+    assert check.verdict.endswith("[protocol leave-one-speaker-out claims speaker-independent!]")
 
 
 def test_random_protocol_is_reported_not_speaker_independent(tmp_path):

@@ -247,6 +247,12 @@ def _expected_counts(module: ModuleType, result: PrepareResult, exp: int) -> lis
         want = iemocap.EXPECTED[exp]
         verdict = "matches" if result.n_utts == want else "DIFFERS FROM"
         notes.append(f"{result.n_utts} utterances {verdict} the paper's Exp {exp} count {want}")
+        if exp == 3 and result.protocol and result.protocol["name"] == "leave-one-session-out":
+            got = {result.protocol["test_groups"][f][0]: te
+                   for f, (_, te) in result.fold_sizes.items()}
+            if got != iemocap.EXPECTED_TEST_SESSIONS_EXP3:
+                notes.append(f"test sessions hold {got}; the paper's are "
+                             f"{iemocap.EXPECTED_TEST_SESSIONS_EXP3}")
     if module is ravdess and result.n_speakers == 24 and result.n_utts != 1440:
         notes.append(f"{result.n_utts} utterances; the full RAVDESS speech set has 1440")
     return notes

@@ -96,6 +96,10 @@ def scan(src: Path, *, exp: int = 1, **_options) -> Scan:
         eval_root = session / "dialog" / "EmoEvaluation"
         if not wav_root.is_dir():
             raise PrepareError(f"{wav_root}: missing (expected layout: {LAYOUT})")
+        dialogs = {p.name for p in wav_root.iterdir() if p.is_dir()}
+        for orphan in sorted(eval_root.glob("*.txt")) if eval_root.is_dir() else []:
+            if orphan.stem not in dialogs and not is_hidden(orphan):
+                scan.skip(orphan, f"labels without audio: no directory {wav_root / orphan.stem}")
         for dialog in sorted(p for p in wav_root.iterdir() if p.is_dir()):
             eval_file = eval_root / f"{dialog.name}.txt"
             audio = {}
