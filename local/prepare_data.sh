@@ -23,7 +23,7 @@ if [ $# -ne 3 ]; then
   exit 1
 fi
 corpus=$1 src=$2 data=$3
-args="$corpus $(cd "$(dirname "$src")" && pwd)/$(basename "$src") exp=$exp protocol=$protocol folds=$folds seed=$seed"
+args="$corpus $(realpath -m "$src") exp=$exp protocol=$protocol folds=$folds seed=$seed"
 
 if [ "$force" != true ] && [ -f "$data/.prepare_args" ] \
     && [ "$(cat "$data/.prepare_args")" = "$args" ] \

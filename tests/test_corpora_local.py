@@ -1,0 +1,47 @@
+"""local/prepare_data.sh, the wrapper the recipes call: prepares once, reruns are no-ops,
+the check-folds verdict is printed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "local" / "prepare_data.sh"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_prepare_data_wrapper_is_idempotent(tmp_path):
+    rng = np.random.default_rng(0)
+    for spk in ("03", "08"):
+        for name in (f"{spk}a01Wa", f"{spk}a01Na", f"{spk}a02Ta"):
+            path = tmp_path / "emodb" / "wav" / f"{name}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, (0.1 * rng.standard_normal(800)).astype("float32"), 16000)
+    data = tmp_path / "data"
+    first = _run("emodb", str(tmp_path / "emodb"), str(data))
+    assert first.returncode == 0, first.stderr
+    assert "emodb: 6 utterances, 2 speakers" in first.stdout
+    assert first.stdout.splitlines()[-1] == ("SPEAKER-INDEPENDENT: no speaker and no identical "
+                                             "recording on both sides of any of 2 folds")
+    second = _run("emodb", str(tmp_path / "emodb") + "/", str(data))
+    assert second.returncode == 0 and "already prepared" in second.stderr
+    assert "6 utterances" not in second.stdout
+    third = _run("--protocol", "kfold-random", "--folds", "2", "emodb", str(tmp_path / "emodb"),
+                 str(data))
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.splitlines()[-1].startswith("NOT SPEAKER-INDEPENDENT: 2 speakers")
+    bad = _run("emodb", str(tmp_path / "nowhere"), str(tmp_path / "d2"))
+    assert bad.returncode != 0 and "nowhere: not found" in bad.stderr
+    missing_parent = _run("emodb", str(tmp_path / "a" / "b"), str(tmp_path / "d3"))
+    assert missing_parent.returncode != 0 and "b: not found" in missing_parent.stderr
