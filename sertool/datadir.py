@@ -246,12 +246,24 @@ def write_folds(
     """
     root = Path(data_dir) / "folds"
     root.mkdir(parents=True, exist_ok=True)
-    names = []
+    folds = list(folds)
+    names = [fold.name for fold in folds]
+    for name in names:
+        if not name or name != Path(name).name or any(c.isspace() for c in name):
+            raise ValueError(f"fold name {name!r} must be one path component without spaces")
+    if len(set(names)) != len(names):
+        raise ValueError(f"fold names repeat: {names}")
     for fold in folds:
         write_list(root / fold.name / "train", fold.train)
         write_list(root / fold.name / "test", fold.test)
-        names.append(fold.name)
     atomic_write_json(root / "protocol.json", {**dict(protocol), "folds": names})
+    # folds of an earlier protocol with more folds would otherwise linger beside the new ones
+    for old in root.iterdir():
+        if old.is_dir() and old.name not in names and {p.name for p in old.iterdir()} <= {
+                "train", "test"}:
+            for part in old.iterdir():
+                part.unlink()
+            old.rmdir()
 
 
 def read_folds(data_dir: str | os.PathLike) -> tuple[list[Fold], dict]:

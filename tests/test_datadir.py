@@ -271,3 +271,15 @@ def test_protocol_without_its_fields(tmp_path):
         f"{data / 'folds' / 'protocol.json'}: no 'speaker_independent' field (write folds with "
         "datadir.write_folds)",
     ]
+
+
+def test_rewriting_folds_removes_stale_ones_and_checks_names(tmp_path):
+    data = _good_dir(tmp_path)
+    proto = {"name": "x", "speaker_independent": True}
+    write_folds(data, [Fold(str(k), ["spkA-u1"], ["spkB-u1"]) for k in (1, 2, 3)], proto)
+    write_folds(data, [Fold("1", ["spkA-u1"], ["spkB-u1"])], proto)
+    assert sorted(p.name for p in (data / "folds").iterdir()) == ["1", "protocol.json"]
+    with pytest.raises(ValueError, match="fold name '../x' must be one path component"):
+        write_folds(data, [Fold("../x", ["spkA-u1"], ["spkB-u1"])], proto)
+    with pytest.raises(ValueError, match="fold names repeat"):
+        write_folds(data, [Fold("1", ["spkA-u1"], ["spkB-u1"])] * 2, proto)
