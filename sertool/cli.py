@@ -72,9 +72,11 @@ def check_folds_cmd(data_dir: str, as_json: bool, no_audio: bool) -> None:
 @click.option("--exp", type=click.IntRange(1, 3), default=1, show_default=True,
               help="IEMOCAP class map: 1 ang/hap/neu/sad, 2 exc instead of hap, 3 hap+exc.")
 @click.option("--protocol", default="auto", show_default=True,
-              help="Folds: auto (the corpus's default), leave-one-session-out, "
-              "leave-one-speaker-out, speaker-groups, speaker-kfold, kfold-random, "
-              "random-split, none.")
+              type=click.Choice(["auto", "leave-one-session-out", "leave-one-speaker-out",
+                                 "speaker-groups", "speaker-kfold", "kfold-random",
+                                 "random-split", "none"]),
+              help="Folds; auto = the corpus's default. kfold-random and random-split are "
+              "NOT speaker-independent.")
 @click.option("--folds", "k", type=int, default=5, show_default=True,
               help="K for speaker-kfold and kfold-random.")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -115,3 +117,57 @@ def make_demo_corpus_cmd(out: str, seed: int) -> None:
     click.echo(f"{out}: synthetic demo corpus (seed {seed}): "
                f"{counts['iemocap']} emotion utterances in IEMOCAP_full_release/, "
                f"{counts['voxceleb']} speaker utterances in voxceleb/")
+
+
+# ----------------------------------------------------------------- scoring and reports (issue 5)
+
+
+@main.command("score")
+@click.argument("exp_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out-dir", type=click.Path(), default=None,
+              help="Where the report goes (default EXP_DIR; with several experiments "
+              "OUT_DIR/<experiment name>).")
+@click.option("--compare-out", type=click.Path(), default=None,
+              help="Also write the side-by-side table to this .md file (and a .json beside it).")
+@click.option("--ablation-png", type=click.Path(), default=None,
+              help="Bar chart of UA and WA (mean ± std over folds) per experiment.")
+@click.option("--allow-different-folds", is_flag=True,
+              help="Compare experiments even if their folds differ (marked in the table).")
+@click.option("--no-audio", is_flag=True,
+              help="Check only speakers, not identical audio, when re-checking the folds.")
+def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | None,
+              ablation_png: str | None, allow_different_folds: bool, no_audio: bool) -> None:
+    """Score experiments: WA, UA, macro-F1 and confusions per fold and mean ± std over folds.
+
+    Writes report.md (first line: the check-folds verdict, recomputed now), report.json and
+    confusion PNGs per experiment. With several EXP_DIRS also prints one side-by-side table,
+    refused if their folds differ.
+    """
+    from pathlib import Path
+
+    from sertool.io_utils import atomic_write_json, atomic_write_text
+    from sertool.scoring import ScoringError, compare, plot_ablation, score_experiment, write_report
+
+    scores = []
+    try:
+        for exp_dir in exp_dirs:
+            score = score_experiment(exp_dir, audio_check=not no_audio, progress=True)
+            out = out_dir
+            if out_dir is not None and len(exp_dirs) > 1:
+                out = str(Path(out_dir) / score.name)
+            written = write_report(score, out)
+            click.echo(f"{score.verdict}\n{score.name}: {len(score.folds)} of "
+                       f"{len(score.fold_names)} folds scored; wrote {written[0]}", err=True)
+            scores.append(score)
+        if len(scores) == 1 and not compare_out and not ablation_png:
+            click.echo((Path(out or exp_dirs[0]) / "report.md").read_text(encoding="utf-8"))
+            return
+        table, as_json = compare(scores, allow_different_folds=allow_different_folds)
+    except ScoringError as err:
+        fail(str(err))
+    click.echo(table)
+    if compare_out:
+        atomic_write_text(compare_out, table + "\n")
+        atomic_write_json(Path(compare_out).with_suffix(".json"), as_json)
+    if ablation_png:
+        plot_ablation(scores, ablation_png)
