@@ -184,3 +184,16 @@ def test_manifest_csv(tmp_path):
     bad.write_text("file,emotion\nx.wav,sad\n")
     with pytest.raises(PrepareError, match=r"bad.csv:1: header must name the columns path"):
         prepare("manifest", bad, tmp_path / "d2")
+
+
+def test_empty_and_unreadable_audio_are_listed(tmp_path):
+    src = tmp_path / "cremad" / "AudioWAV"
+    for name in ("1001_DFA_ANG_XX", "1002_DFA_ANG_XX"):
+        _audio(src / f"{name}.wav")
+    sf.write(src / "1001_DFA_NEU_XX.wav", np.zeros(0, dtype="float32"), 16000)
+    (src / "1002_DFA_NEU_XX.wav").write_bytes(b"RIFF....not a wav")
+    result = prepare("cremad", tmp_path / "cremad", tmp_path / "data", progress=False)
+    assert result.n_utts == 2
+    reasons = {Path(s.path).name: s.reason for s in result.skipped}
+    assert reasons["1001_DFA_NEU_XX.wav"] == "empty audio (0 samples)"
+    assert reasons["1002_DFA_NEU_XX.wav"].startswith("unreadable audio: ")

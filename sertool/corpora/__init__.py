@@ -162,6 +162,7 @@ def prepare(
         raise PrepareError(f"{data_dir}: the data directory must not be inside the corpus")
     wav_dir = Path(wav_dir) if wav_dir else data_dir.with_name(data_dir.name + "_wav")
     scan: Scan = module.scan(src, exp=exp, wav_dir=wav_dir.resolve(), progress=progress)
+    _drop_unreadable(scan, progress)
     if not scan.utts:
         detail = f"; {len(scan.skipped)} files skipped, e.g. {scan.skipped[0].path}: " \
                  f"{scan.skipped[0].reason}" if scan.skipped else ""
@@ -215,6 +216,27 @@ def prepare(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def _drop_unreadable(scan: Scan, progress: bool) -> None:
+    """Read each file's header: empty or unreadable audio becomes a listed skip now rather than
+    a failure in feature extraction later (CREMA-D, for one, has a zero-length file)."""
+    import soundfile as sf
+    from tqdm import tqdm
+
+    kept = []
+    for utt in tqdm(scan.utts, desc="checking audio headers", unit="file",
+                    disable=not progress or len(scan.utts) < 2000):
+        try:
+            frames = sf.info(str(utt.path)).frames
+        except (RuntimeError, sf.LibsndfileError) as err:
+            scan.skip(utt.path, f"unreadable audio: {err}")
+            continue
+        if frames <= 0:
+            scan.skip(utt.path, "empty audio (0 samples)")
+            continue
+        kept.append(utt)
+    scan.utts = kept
 
 
 def _check_ids(utts: list[Utt]) -> None:
