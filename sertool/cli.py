@@ -154,6 +154,9 @@ def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str |
             score = score_experiment(exp_dir, audio_check=not no_audio, progress=True)
             out = out_dir
             if out_dir is not None and len(exp_dirs) > 1:
+                if any(s.name == score.name for s in scores):
+                    fail(f"two experiments are named {score.name}: their reports would "
+                         f"overwrite each other in {out_dir} (score them one by one)")
                 out = str(Path(out_dir) / score.name)
             written = write_report(score, out)
             click.echo(f"{score.verdict}\n{score.name}: {len(score.folds)} of "

@@ -305,3 +305,32 @@ def test_cli_score_one_and_several(tmp_path):
     assert result.exit_code == 1 and "not evaluated on the same folds" in result.stderr
     result = runner.invoke(main, ["score", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "experiment.json: not found" in result.stderr
+
+
+def test_single_random_split_fold_has_no_std_and_says_so(tmp_path):
+    from sertool.folds import random_split
+
+    data = _data_dir(tmp_path, protocol=lambda u: random_split(UTT2LABEL, seed=0))
+    exp = _experiment(tmp_path, data, errors={"1": 0})
+    meta = json.loads((exp / "experiment.json").read_text())
+    meta["frontend"]["normalisation"] = "conversation"
+    meta["command"] = "sertool finetune a b | tee log"
+    (exp / "experiment.json").write_text(json.dumps(meta))
+    score = score_experiment(exp, audio_check=False)
+    write_report(score)
+    report = (exp / "report.md").read_text()
+    assert report.startswith("NOT SPEAKER-INDEPENDENT: ")
+    assert "| **mean ± std (1 of 1 folds)** | 5 | 100.00 (1 fold, no std) |" in report
+    assert "conversation-level mean and variance (NOT the default" in report
+    assert "`sertool finetune a b \\| tee log`" in report  # a | would end the table cell
+    assert json.loads((exp / "report.json").read_text())["std"]["ua"] is None
+
+
+def test_experiment_json_must_have_the_contract_keys(tmp_path):
+    data = _data_dir(tmp_path)
+    exp = _experiment(tmp_path, data)
+    meta = json.loads((exp / "experiment.json").read_text())
+    del meta["init"], meta["seed"]
+    (exp / "experiment.json").write_text(json.dumps(meta))
+    with pytest.raises(ScoringError, match=r"experiment.json: missing key\(s\) init, seed"):
+        score_experiment(exp)
