@@ -409,6 +409,12 @@ def score_experiment(exp_dir: str | os.PathLike, *, audio_check: bool = True,
                     + (f" (e.g. {absent[0]})" if absent else ""))
         else:
             test_lists[fold] = sorted(post.utts)
+        # The decision column is what is scored; say so when it is not the argmax.
+        chosen = post.probs[np.arange(len(post.utts)), post.preds]
+        not_argmax = int(np.sum(chosen < post.probs.max(axis=1) - 1e-6))
+        if not_argmax:
+            notes.append(f"fold {fold}: {not_argmax} of {len(post.utts)} decisions are not "
+                         f"the most probable class in {path}; the decisions are scored")
         cm = confusion_matrix(post.labels, post.preds, len(classes))
         scored.append(FoldMetrics.from_confusion(fold, cm))
     if not scored:
@@ -508,10 +514,10 @@ def report_markdown(score: ExperimentScore) -> str:
         f"| corpus | {_cell(meta['corpus'])} |",
         f"| classes | {' '.join(score.classes)} |",
         f"| class map | {_cell(_describe(meta['class_map']))} |",
-        f"| protocol | {protocol.get('name', '?')}: {protocol.get('description', '')} "
-        f"({len(score.fold_names)} folds) |",
-        f"| speaker independence | {score.verdict} (checked at scoring time on "
-        f"{meta['data_dir']}; the protocol claims speaker_independent={claims}) |",
+        f"| protocol | {_cell(protocol.get('name', '?'))}: "
+        f"{_cell(protocol.get('description', ''))} ({len(score.fold_names)} folds) |",
+        f"| speaker independence | {_cell(score.verdict)} (checked at scoring time on "
+        f"{_cell(meta['data_dir'])}; the protocol claims speaker_independent={claims}) |",
         f"| front-end | {_cell(_frontend_text(meta['frontend']))} |",
         f"| model | {_cell(_describe(meta['model']))} |",
         f"| initialisation | {_cell(init_text)} |",

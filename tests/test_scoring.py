@@ -22,6 +22,7 @@ from sertool.scoring import (
     per_class_f1,
     plot_ablation,
     read_posteriors,
+    report_markdown,
     row_normalise,
     score_experiment,
     unweighted_accuracy,
@@ -224,6 +225,20 @@ def test_leaking_folds_are_marked_in_line_one_and_missing_folds_listed(tmp_path)
     assert not (tmp_path / "out" / "confusion_4.png").exists()
 
 
+def test_decisions_that_are_not_the_argmax_are_noted(tmp_path):
+    data = _data_dir(tmp_path)
+    exp = _experiment(tmp_path, data)
+    path = exp / "fold_1" / "posteriors.tsv"
+    lines = path.read_text().splitlines()
+    lines[1] = "s1-0\ta\tb\t0.8\t0.1\t0.1"  # decides b while a is the most probable
+    path.write_text("\n".join(lines) + "\n")
+    score = score_experiment(exp, audio_check=False)
+    assert score.notes == [f"fold 1: 1 of 6 decisions are not the most probable class in "
+                           f"{path}; the decisions are scored"]
+    assert score.folds[0].wa == pytest.approx(5 / 6)
+    assert f"**Note:** {score.notes[0]}" in report_markdown(score)
+
+
 def test_posteriors_must_cover_the_test_list(tmp_path):
     data = _data_dir(tmp_path)
     exp = _experiment(tmp_path, data)
@@ -322,6 +337,7 @@ def test_single_random_split_fold_has_no_std_and_says_so(tmp_path):
     assert report.startswith("NOT SPEAKER-INDEPENDENT: ")
     assert "| **mean ± std (1 of 1 folds)** | 5 | 100.00 (1 fold, no std) |" in report
     assert "conversation-level mean and variance (NOT the default" in report
+    assert "Note:" not in report
     assert "`sertool finetune a b \\| tee log`" in report  # a | would end the table cell
     assert json.loads((exp / "report.json").read_text())["std"]["ua"] is None
 
