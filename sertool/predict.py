@@ -1,0 +1,290 @@
+"""Model bundles and emotion prediction on new audio: ``sertool predict``.
+
+A model bundle is one self-contained directory; ``predict`` needs nothing else::
+
+    bundle.json    format version, classes (output index order), model config and input
+                   dimension, the files below with their SHA-256, and provenance: corpus,
+                   fold (or "all"), protocol, initialisation, augmentation, held-out
+                   metrics, command, date, sertool version
+    model.pt       the weights, a checkpoint of sertool.checkpoint (loads with
+                   ``torch.load(weights_only=True)``: tensors and plain containers only)
+    frontend.json  the resolved front-end configuration, copied from the feature directory
+                   the model was trained on, so new audio gets the identical front-end
+    README.md      what the bundle is and how to run it
+
+Only these fixed file names inside the directory are used, never a path recorded in it, so
+a bundle still works after it is moved or copied elsewhere. It is written to a temporary
+directory beside its destination and renamed into place: a killed export leaves no
+half-written bundle.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sertool import __version__
+from sertool.io_utils import atomic_write_json, atomic_write_text
+
+BUNDLE_FORMAT = 1
+BUNDLE_JSON = "bundle.json"
+MODEL_FILE = "model.pt"
+FRONTEND_FILE = "frontend.json"
+README_FILE = "README.md"
+
+
+class BundleError(ValueError):
+    """A missing, damaged or incompatible model bundle (the message names the file)."""
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _readme(meta: Mapping) -> str:
+    prov = meta.get("provenance", {})
+    classes = ", ".join(meta["classes"])
+    lines = [
+        "# sertool model bundle",
+        "",
+        f"Speech emotion recognition model; classes (output order): {classes}.",
+        "",
+        "```sh",
+        "sertool predict THIS_DIR audio1.wav audio2.flac -o predictions.csv",
+        "```",
+        "",
+        "Any sample rate and channel count is accepted: audio is resampled and downmixed, then",
+        f"the front-end in `{FRONTEND_FILE}` (the one the model was trained with) is applied.",
+        "",
+        "| provenance | |",
+        "| --- | --- |",
+    ]
+    for key in sorted(prov):
+        value = prov[key]
+        text = json.dumps(value) if not isinstance(value, str) else value
+        text = text.replace("|", "\\|")
+        lines.append(f"| {key} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+def export_bundle(out_dir: str | os.PathLike, model: Any, *, classes: Sequence[str],
+                  model_conf: Mapping, feat_dim: int, frontend_json: str | os.PathLike,
+                  provenance: Mapping) -> Path:
+    """Write a model bundle for ``model`` (an ``SERModel``) to ``out_dir``, atomically.
+
+    ``frontend_json`` is the feature directory's ``frontend.json``; ``provenance`` is free-form
+    JSON (corpus, fold, command, ...); date and sertool version are added here. An existing
+    bundle at ``out_dir`` is replaced.
+    """
+    from sertool.checkpoint import save_checkpoint
+
+    out_dir = Path(out_dir)
+    frontend_json = Path(frontend_json)
+    if not frontend_json.is_file():
+        raise BundleError(f"{frontend_json}: front-end configuration not found (a feature "
+                          "directory made by extract-feats has one)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        save_checkpoint(tmp / MODEL_FILE, model, model_conf=dict(model_conf),
+                        num_classes=len(classes), feat_dim=int(feat_dim), labels=list(classes))
+        shutil.copyfile(frontend_json, tmp / FRONTEND_FILE)
+        meta = {
+            "format": BUNDLE_FORMAT,
+            "classes": list(classes),
+            "model_conf": dict(model_conf),
+            "feat_dim": int(feat_dim),
+            "files": {name: sha256_of(tmp / name) for name in (MODEL_FILE, FRONTEND_FILE)},
+            "provenance": {
+                **dict(provenance),
+                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "sertool_version": __version__,
+            },
+        }
+        atomic_write_json(tmp / BUNDLE_JSON, meta)
+        atomic_write_text(tmp / README_FILE, _readme(meta))
+        os.chmod(tmp, 0o755)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Bundle:
+    path: Path
+    meta: dict
+    classes: list[str]
+    frontend_conf: dict
+    model: Any  # SERModel in eval mode
+    device: str
+
+    @property
+    def provenance(self) -> dict:
+        return dict(self.meta.get("provenance", {}))
+
+
+def read_bundle_meta(path: str | os.PathLike) -> dict:
+    """Read and check ``bundle.json`` and the files it lists (existence and SHA-256)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a model bundle directory")
+    meta_path = path / BUNDLE_JSON
+    if not meta_path.is_file():
+        raise BundleError(f"{meta_path}: not found (a model bundle is the directory that "
+                          "`sertool finetune` exports, e.g. EXP_DIR/fold_1/bundle)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{meta_path}: not valid JSON: {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{meta_path}: bundle format {meta.get('format')!r} is not "
+                          f"{BUNDLE_FORMAT} (made by another sertool version?)")
+    for key in ("classes", "model_conf", "feat_dim", "files"):
+        if key not in meta:
+            raise BundleError(f"{meta_path}: missing key {key!r}")
+    for name, digest in meta["files"].items():
+        file = path / name
+        if Path(name).name != name:
+            raise BundleError(f"{meta_path}: file entry {name!r} is not a plain file name")
+        if not file.is_file():
+            raise BundleError(f"{file}: missing from the bundle")
+        if sha256_of(file) != digest:
+            raise BundleError(f"{file}: damaged (SHA-256 differs from {meta_path})")
+    return meta
+
+
+def load_bundle(path: str | os.PathLike, device: str = "cpu") -> Bundle:
+    """Load a bundle: its checked metadata, front-end configuration and model (eval mode)."""
+    path = Path(path)
+    meta = read_bundle_meta(path)
+    from sertool.checkpoint import load_model
+
+    frontend_conf = json.loads((path / FRONTEND_FILE).read_text(encoding="utf-8"))
+    try:
+        model, ckpt_meta = load_model(path / MODEL_FILE, device)
+    except Exception as err:  # noqa: BLE001 - any failure here means an unusable bundle
+        raise BundleError(f"{path / MODEL_FILE}: cannot load the model: {err}") from err
+    labels = list(ckpt_meta.get("labels") or meta["classes"])
+    if labels != list(meta["classes"]):
+        raise BundleError(f"{path}: {MODEL_FILE} labels {labels} differ from {BUNDLE_JSON} "
+                          f"classes {meta['classes']}")
+    model.eval()
+    return Bundle(path, meta, list(meta["classes"]), frontend_conf, model, device)
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+@dataclass
+class Prediction:
+    """One input file: class probabilities, or the error that stopped it."""
+
+    file: str
+    probs: dict[str, float] | None = None
+    duration_s: float | None = None
+    error: str | None = None
+
+    @property
+    def pred(self) -> str | None:
+        return max(self.probs, key=self.probs.get) if self.probs else None
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "pred": self.pred, "probs": self.probs,
+                "duration_s": self.duration_s, "error": self.error}
+
+
+def class_probabilities(model: Any, feats: Any, device: str = "cpu") -> Any:
+    """Softmax output of ``model`` for one whole segment's features (T, D) -> numpy (C,)."""
+    import torch
+
+    x = torch.as_tensor(feats, dtype=torch.float32, device=device).unsqueeze(0)
+    with torch.inference_mode():
+        return torch.softmax(model(x), dim=-1)[0].cpu().numpy()
+
+
+def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
+                  progress: bool = False) -> list[Prediction]:
+    """Predict every file; a file that cannot be read or processed gets ``error`` set and the
+    others are still predicted."""
+    from tqdm import tqdm
+
+    from sertool.frontend import Frontend, load_audio
+
+    frontend = Frontend(bundle.frontend_conf)
+    sample_rate = int(frontend.sample_rate)
+    out: list[Prediction] = []
+    for file in tqdm(files, desc="predict", unit="file", disable=not progress):
+        name = str(file)
+        try:
+            wave = load_audio(file, target_sr=sample_rate)
+        except Exception as err:  # noqa: BLE001 - reported per file, the rest go on
+            out.append(Prediction(name, error=str(err)))
+            continue
+        duration = len(wave) / sample_rate
+        try:
+            feats, _ = frontend.process(wave, sample_rate)
+            probs = class_probabilities(bundle.model, feats, bundle.device).tolist()
+        except Exception as err:  # noqa: BLE001
+            out.append(Prediction(name, duration_s=duration, error=f"cannot process: {err}"))
+            continue
+        out.append(Prediction(name, dict(zip(bundle.classes, probs, strict=True)), duration))
+    return out
+
+
+def predictions_csv(preds: Sequence[Prediction], classes: Sequence[str]) -> str:
+    """CSV text: ``file,pred,<class>...,duration_s,error`` (empty cells for a failed file)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "pred", *classes, "duration_s", "error"])
+    for p in preds:
+        probs = [f"{p.probs[c]:.6f}" for c in classes] if p.probs else [""] * len(classes)
+        duration = "" if p.duration_s is None or math.isnan(p.duration_s) else f"{p.duration_s:.3f}"
+        writer.writerow([p.file, p.pred or "", *probs, duration, p.error or ""])
+    return buffer.getvalue()
+
+
+def predictions_json(preds: Sequence[Prediction], bundle: Bundle) -> dict:
+    return {"bundle": bundle.path.name, "classes": bundle.classes,
+            "provenance": bundle.provenance, "results": [p.to_dict() for p in preds]}
+
+
+def write_predictions(path: str | os.PathLike, preds: Sequence[Prediction],
+                      bundle: Bundle) -> None:
+    """Write ``.csv`` or ``.json`` (by extension), atomically."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        atomic_write_json(path, predictions_json(preds, bundle))
+    elif suffix == ".csv":
+        atomic_write_text(path, predictions_csv(preds, bundle.classes))
+    else:
+        raise BundleError(f"{path}: output must end in .csv or .json")
