@@ -119,6 +119,85 @@ def make_demo_corpus_cmd(out: str, seed: int) -> None:
                f"{counts['voxceleb']} speaker utterances in voxceleb/")
 
 
+# ----------------------------------------------------------------- transfer, prediction (issue 5)
+
+
+@main.command("extract-embeddings")
+@click.argument("feat_dir", type=click.Path())
+@click.argument("model", type=click.Path())
+@click.argument("emb_dir", type=click.Path())
+@click.option("--copies", type=click.IntRange(min=0), default=2, show_default=True,
+              help="SpecAugment-ed copies per utterance (keys UTT#aug1..UTT#augN).")
+@click.option("--policy", type=click.Choice(["none", "conservative", "aggressive"]),
+              default="conservative", show_default=True,
+              help="SpecAugment policy of the copies (none: originals only).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Parallel jobs (one process and one thread each).")
+@click.option("--device", default="cpu", show_default=True)
+def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int, policy: str,
+                           seed: int, nj: int, device: str) -> None:
+    """Pooled trunk statistics of MODEL for every utterance of FEAT_DIR and its augmented
+    copies, as Kaldi ark/scp in EMB_DIR (emb.scp). Resumable: finished jobs are kept."""
+    from sertool.datadir import DataDirError
+    from sertool.embeddings import EmbeddingError, extract_embeddings
+
+    try:
+        result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
+                                    seed=seed, nj=nj, device=device)
+    except (EmbeddingError, DataDirError) as err:
+        fail(str(err))
+    meta = result.meta
+    click.echo(f"{emb_dir}: {meta['n_utts']} utterances x {1 + meta['copies']} "
+               f"({meta['policy']}) = {meta['n_utts'] * (1 + meta['copies'])} vectors of "
+               f"{meta['pooled_dim']} dims; {result.n_written} computed now")
+
+
+@main.command("predict")
+@click.argument("bundle", type=click.Path())
+@click.argument("audio", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", type=click.Path(), default=None,
+              help="Write the predictions to this .csv or .json file (default: CSV on stdout).")
+@click.option("--device", default="cpu", show_default=True)
+def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device: str) -> None:
+    """Class probabilities for each AUDIO file (wav/flac, any sample rate or channel count)
+    with the model BUNDLE that `sertool finetune` exported.
+
+    A file that cannot be read is named on stderr and in the output's error column; the others
+    are still predicted. The exit status is non-zero only if every file failed.
+    """
+    from pathlib import Path
+
+    from sertool.predict import (
+        BundleError,
+        load_bundle,
+        predict_files,
+        predictions_csv,
+        write_predictions,
+    )
+
+    if output is not None and Path(output).suffix.lower() not in (".csv", ".json"):
+        fail(f"{output}: output must end in .csv or .json")
+    try:
+        loaded = load_bundle(bundle, device)
+    except BundleError as err:
+        fail(str(err))
+    preds = predict_files(loaded, audio, progress=len(audio) > 1)
+    for p in preds:
+        if p.error:
+            click.echo(f"sertool: {p.file}: {p.error}", err=True)
+    if output is None:
+        click.echo(predictions_csv(preds, loaded.classes), nl=False)
+    else:
+        write_predictions(output, preds, loaded)
+    failed = sum(1 for p in preds if p.error)
+    if output is not None or failed:
+        click.echo(f"{len(preds) - failed} of {len(preds)} files predicted"
+                   + (f"; wrote {output}" if output else ""), err=True)
+    if failed == len(preds):
+        fail("no file could be predicted")
+
+
 # ----------------------------------------------------------------- scoring and reports (issue 5)
 
 
