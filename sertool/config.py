@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -78,20 +79,20 @@ def load_config(
     conf = copy.deepcopy(dict(default))
     if path is not None:
         from_file = load_toml(path)
-        _check_known(default, from_file, str(path))
+        check_known(default, from_file, str(path))
         conf = deep_update(conf, from_file)
     overridden = apply_overrides(conf, overrides)
-    _check_known(default, overridden, "--set")
+    check_known(default, overridden, "--set")
     return overridden
 
 
-def _check_known(default: Mapping, given: Mapping, where: str, prefix: str = "") -> None:
+def check_known(default: Mapping, given: Mapping, where: str, prefix: str = "") -> None:
     for key, value in given.items():
         if key not in default:
             known = ", ".join(sorted(default)) or "(none)"
             raise ConfigError(f"{where}: unknown option {prefix}{key!r} (known: {known})")
         if isinstance(value, Mapping) and isinstance(default[key], Mapping) and default[key]:
-            _check_known(default[key], value, where, prefix=f"{prefix}{key}.")
+            check_known(default[key], value, where, prefix=f"{prefix}{key}.")
 
 
 def config_fingerprint(conf: Mapping) -> str:
