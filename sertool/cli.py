@@ -41,6 +41,56 @@ def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) ->
     click.echo(f"{data_dir}: valid")
 
 
+# ----------------------------------------------------------------- front-end (issue 2)
+
+
+@main.command("extract-feats")
+@click.argument("data_dir", type=click.Path(), required=False)
+@click.argument("feat_dir", type=click.Path(), required=False)
+@click.option("--wav", "wavs", multiple=True, type=click.Path(),
+              help="Audio file(s) to extract without a data directory (repeatable); use -o.")
+@click.option("-o", "--out-dir", type=click.Path(), default=None,
+              help="Output directory for --wav.")
+@click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of parallel jobs (one archive and one log each).")
+@click.option("--conf", "conf_path", type=click.Path(), default=None,
+              help="Front-end TOML (default conf/frontend.toml; conf/mfcc.toml for MFCCs).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one front-end option, e.g. --set vad.hangover_ms=300.")
+@click.option("--strict", is_flag=True, help="Stop at the first bad utterance.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def extract_feats_cmd(data_dir: str | None, feat_dir: str | None, wavs: tuple[str, ...],
+                      out_dir: str | None, nj: int, conf_path: str | None,
+                      overrides: tuple[str, ...], strict: bool, no_progress: bool) -> None:
+    """Log-mel (or MFCC) features with VAD and CMVN: DATA_DIR -> FEAT_DIR/feats.scp.
+
+    Resumable: a rerun redoes only jobs that did not finish. Utterances that cannot be
+    used are listed in FEAT_DIR/failed (with --strict the first one stops the run).
+    """
+    from sertool.config import ConfigError
+    from sertool.datadir import DataDirError
+    from sertool.frontend.extract import ExtractError, extract_feats, extract_wavs
+    from sertool.frontend.pipeline import FrontendError
+
+    try:
+        if wavs:
+            if data_dir or feat_dir or not out_dir:
+                fail("use either DATA_DIR FEAT_DIR, or --wav FILE... -o OUT_DIR")
+            result = extract_wavs(wavs, out_dir, progress=not no_progress,
+                                  conf_path=conf_path, overrides=overrides)
+        else:
+            if not (data_dir and feat_dir):
+                fail("give DATA_DIR and FEAT_DIR (or --wav FILE... -o OUT_DIR)")
+            result = extract_feats(data_dir, feat_dir, nj=nj, strict=strict,
+                                   progress=not no_progress, conf_path=conf_path,
+                                   overrides=overrides)
+    except (ExtractError, DataDirError, ConfigError, FrontendError) as err:
+        fail(str(err))
+    for utt, source, reason in result.failed:
+        click.echo(f"skipped {utt} ({source}): {reason}", err=True)
+    click.echo(result.summary())
+
+
 # ----------------------------------------------------------------- corpora and folds (issue 3)
 
 
@@ -151,6 +201,66 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
     click.echo(f"{emb_dir}: {meta['n_utts']} utterances x {1 + meta['copies']} "
                f"({meta['policy']}) = {meta['n_utts'] * (1 + meta['copies'])} vectors of "
                f"{meta['pooled_dim']} dims; {result.n_written} computed now")
+
+
+@main.command("finetune")
+@click.argument("feat_dir", type=click.Path())
+@click.argument("data_dir", type=click.Path())
+@click.argument("exp_dir", type=click.Path())
+@click.option("--init", "init", required=True,
+              help="Speaker model to transfer from (its trunk), or 'none' to train from scratch.")
+@click.option("--fold", default="all", show_default=True, help="One fold name, or all.")
+@click.option("--unfreeze", is_flag=True,
+              help="Fine-tune the trunk too (trainer LR x unfreeze.trunk_lr_factor).")
+@click.option("--model-conf", type=click.Path(), default=None,
+              help="Network for --init none (e.g. conf/model_resnet_tiny.toml, cnn1d).")
+@click.option("--train-conf", type=click.Path(), default=None,
+              help="sertool train configuration (--unfreeze, --init none).")
+@click.option("--conf", "conf_path", type=click.Path(), default=None,
+              help="Finetune configuration (default conf/finetune.toml).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override: head.epochs=40, augment.policy=none, model.KEY=..., train.KEY=...")
+@click.option("--export-all", is_flag=True,
+              help="Also train on all utterances (no test fold) and export EXP_DIR/final/bundle.")
+@click.option("--emb-dir", type=click.Path(), default=None,
+              help="Embedding directory for the frozen trunk (default EXP_DIR/embeddings).")
+@click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Parallel jobs for the embedding extraction.")
+@click.option("--device", default="cpu", show_default=True)
+def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: str,
+                 unfreeze: bool, model_conf: str | None, train_conf: str | None,
+                 conf_path: str | None, overrides: tuple[str, ...], export_all: bool,
+                 emb_dir: str | None, nj: int, device: str) -> None:
+    """Transfer to emotion on every fold of DATA_DIR/folds; posteriors per fold in EXP_DIR.
+
+    Default (paper): the speaker model's trunk frozen, new FC layers trained on its pooled
+    statistics of each segment and its SpecAugment-ed copies. Model selection on held-out
+    TRAINING speakers only. Each fold exports a model bundle (EXP_DIR/fold_K/bundle) for
+    `sertool predict`. Finished folds are skipped on rerun. Then: `sertool score EXP_DIR`.
+    """
+    import shlex
+
+    from sertool.config import ConfigError
+    from sertool.datadir import DataDirError
+    from sertool.embeddings import EmbeddingError
+    from sertool.finetune import FinetuneError, finetune, resolve_configs
+
+    try:
+        conf, mconf, tconf = resolve_configs(conf_path, model_conf, train_conf, overrides)
+        summary = finetune(feat_dir, data_dir, exp_dir, init=init, conf=conf, model_conf=mconf,
+                           train_conf=tconf, fold=fold, unfreeze=unfreeze,
+                           export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
+                           command=shlex.join(["sertool", *sys.argv[1:]]))
+    except (FinetuneError, EmbeddingError, DataDirError, ConfigError) as err:
+        fail(str(err))
+    for f in summary.folds:
+        detail = (f"held-out UA {f.heldout['valid_ua']:.3f} (epoch {f.heldout['epoch']})"
+                  if f.heldout and "valid_ua" in f.heldout else "")
+        click.echo(f"fold {f.fold}: {f.status} {detail}".rstrip(), err=True)
+    if summary.bundle is not None:
+        click.echo(f"all-data bundle: {summary.bundle}", err=True)
+    click.echo(f"{exp_dir}: {summary.mode} transfer, {len(summary.folds)} fold(s); "
+               f"next: sertool score {exp_dir}")
 
 
 @main.command("predict")
