@@ -1,0 +1,225 @@
+"""extract-feats: archives, resumability after a kill, bad input, the real RAVDESS corpus."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import soundfile as sf
+from signals import voiced, with_noise
+
+from sertool.datadir import DataDir
+from sertool.frontend.extract import FAULT_ENV, ExtractError, extract_feats, extract_wavs
+from sertool.frontend.pipeline import Frontend
+
+SR = 16000
+SERTOOL = [sys.executable, "-m", "sertool"]
+
+
+def make_corpus(root: Path, n: int = 12, seed: int = 0) -> Path:
+    """n utterances of 2 speakers: silence, a voiced burst, silence, in light noise."""
+    rng = np.random.default_rng(seed)
+    wav_scp, utt2spk = {}, {}
+    for i in range(n):
+        spk = f"spk{i % 2}"
+        utt = f"{spk}-utt{i:03d}"
+        pad = np.zeros(int(0.3 * SR), np.float32)
+        wave = with_noise([pad, voiced(0.5 + 0.05 * i, rng, f0=110 + 10 * i), pad], rng)
+        path = root / "wav" / f"{utt}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, wave, SR)
+        wav_scp[utt], utt2spk[utt] = str(path), spk
+    DataDir(wav_scp=wav_scp, utt2spk=utt2spk).save(root / "data")
+    return root / "data"
+
+
+def read_all(feat_dir: Path) -> dict[str, np.ndarray]:
+    return {k: np.array(v) for k, v in kaldiio.load_scp(str(feat_dir / "feats.scp")).items()}
+
+
+def test_extract_writes_consistent_archives(tmp_path):
+    data = make_corpus(tmp_path)
+    result = extract_feats(data, tmp_path / "feats", nj=2, progress=False)
+    assert result.n_extracted == 12 and not result.failed
+    feats = read_all(tmp_path / "feats")
+    assert sorted(feats) == DataDir.load(data).utts
+    for mat in feats.values():
+        assert mat.shape[1] == 128 and mat.dtype == np.float32
+        np.testing.assert_allclose(mat.mean(axis=0), 0, atol=1e-3)
+        np.testing.assert_allclose(mat.std(axis=0), 1, atol=1e-2)
+    frames = dict(line.split() for line in open(tmp_path / "feats" / "utt2num_frames"))
+    assert {u: int(n) for u, n in frames.items()} == {u: m.shape[0] for u, m in feats.items()}
+    # VAD dropped the padding: fewer frames kept than read.
+    stats = [line.split() for line in open(tmp_path / "feats" / "vad_stats")]
+    assert all(int(kept) < int(n_in) for _, n_in, kept, *_ in stats)
+    assert (tmp_path / "feats" / "log" / "extract.1.log").is_file()
+    # An independent Kaldi reader sees exactly the same matrices.
+    import kaldi_io
+
+    for ark in sorted((tmp_path / "feats").glob("feats.*.ark")):
+        for key, mat in kaldi_io.read_mat_ark(str(ark)):
+            np.testing.assert_array_equal(mat, feats[key])
+
+
+def test_killed_run_resumes_to_identical_output(tmp_path):
+    data = make_corpus(tmp_path, n=16)
+    reference = tmp_path / "reference"
+    extract_feats(data, reference, nj=4, progress=False)
+
+    resumed = tmp_path / "resumed"
+    env = {**os.environ, FAULT_ENV: "2"}  # each job SIGKILLs itself after 2 utterances
+    killed = subprocess.run([*SERTOOL, "extract-feats", str(data), str(resumed), "--nj", "4",
+                             "--no-progress"], env=env, capture_output=True, text=True)
+    assert killed.returncode != 0
+    assert not (resumed / "feats.scp").exists()
+    assert list(resumed.glob("feats.*.ark.tmp")), "the kill should leave half-written archives"
+    again = subprocess.run([*SERTOOL, "extract-feats", str(data), str(resumed), "--nj", "4",
+                            "--no-progress"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "16 of 16" in again.stdout
+    ref, out = read_all(reference), read_all(resumed)
+    assert ref.keys() == out.keys()
+    for key in ref:
+        np.testing.assert_array_equal(ref[key], out[key])
+    # A third run finds every job done and redoes nothing.
+    third = extract_feats(data, resumed, nj=4, progress=False)
+    assert third.jobs_skipped == 4
+
+
+def test_other_frontend_config_is_refused(tmp_path):
+    data = make_corpus(tmp_path, n=4)
+    extract_feats(data, tmp_path / "feats", progress=False)
+    with pytest.raises(ExtractError, match="another front-end configuration"):
+        extract_feats(data, tmp_path / "feats", progress=False,
+                      overrides=["vad.hangover_ms=300"])
+
+
+def test_conversation_cmvn_normalises_per_conversation(tmp_path):
+    data = make_corpus(tmp_path, n=6)
+    d = DataDir.load(data)
+    d.utt2conv = {u: f"conv{i % 2}" for i, u in enumerate(d.utts)}
+    d.save(data)
+    extract_feats(data, tmp_path / "feats", nj=2, progress=False,
+                  overrides=["cmvn.mode=conversation"])
+    feats = read_all(tmp_path / "feats")
+    for conv in ("conv0", "conv1"):
+        stacked = np.concatenate([feats[u] for u, c in d.utt2conv.items() if c == conv])
+        np.testing.assert_allclose(stacked.mean(axis=0), 0, atol=1e-3)
+    # Single utterances are no longer normalised on their own.
+    assert max(abs(m.mean(axis=0)).max() for m in feats.values()) > 0.05
+
+
+def write_bad_inputs(root: Path) -> dict[str, str]:
+    """One file per kind of bad input; returns utt -> path."""
+    bad = {}
+    root.mkdir(parents=True, exist_ok=True)
+    bad["bad-missing"] = str(root / "does_not_exist.wav")
+    (root / "empty.wav").write_bytes(b"")
+    bad["bad-empty"] = str(root / "empty.wav")
+    (root / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage garbage")
+    bad["bad-corrupt"] = str(root / "corrupt.wav")
+    (root / "notes.flac").write_text("not audio at all\n" * 50)
+    bad["bad-text"] = str(root / "notes.flac")
+    sf.write(root / "nan.wav", np.array([0.1, np.inf] * 4000, np.float32), SR, subtype="FLOAT")
+    bad["bad-nan"] = str(root / "nan.wav")
+    sf.write(root / "short.wav", np.zeros(200, np.float32), SR)
+    bad["bad-short"] = str(root / "short.wav")
+    return bad
+
+
+def test_bad_inputs_are_listed_and_the_rest_survive(tmp_path):
+    data = make_corpus(tmp_path, n=4)
+    d = DataDir.load(data)
+    bad = write_bad_inputs(tmp_path / "bad")
+    d.wav_scp.update(bad)
+    d.utt2spk.update({u: "bad" for u in bad})
+    d.save(data)
+    result = extract_feats(data, tmp_path / "feats", nj=2, progress=False)
+    assert result.n_extracted == 4
+    failed = {utt: (src, reason) for utt, src, reason in result.failed}
+    assert set(failed) == set(bad)
+    for utt, (src, reason) in failed.items():
+        assert src == bad[utt] and reason
+    assert "not found" in failed["bad-missing"][1]
+    assert "NaN or infinite" in failed["bad-nan"][1]
+    assert "shorter than one frame" in failed["bad-short"][1]
+    listed = (tmp_path / "feats" / "failed").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in listed) == sorted(bad)
+    assert set(read_all(tmp_path / "feats")) == set(DataDir.load(data).utts) - set(bad)
+
+    cli = subprocess.run([*SERTOOL, "extract-feats", str(data), str(tmp_path / "strict"),
+                          "--strict", "--no-progress"], capture_output=True, text=True)
+    assert cli.returncode != 0
+    assert "bad-corrupt" in cli.stderr and bad["bad-corrupt"] in cli.stderr
+
+
+def test_vad_that_keeps_nothing(tmp_path):
+    rng = np.random.default_rng(5)
+    path = tmp_path / "noise.wav"
+    sf.write(path, rng.normal(0, 0.01, SR).astype(np.float32), SR)
+    data = tmp_path / "data"
+    DataDir(wav_scp={"n-1": str(path)}, utt2spk={"n-1": "n"}).save(data)
+    kept = extract_feats(data, tmp_path / "keep", progress=False)
+    assert kept.vad_fallback == ["n-1"] and kept.n_extracted == 1
+    assert "vad_fallback" in (tmp_path / "keep" / "vad_stats").read_text()
+    assert "VAD kept only" in (tmp_path / "keep" / "log" / "extract.1.log").read_text()
+    with pytest.raises(ExtractError, match="every utterance failed.*VAD kept"):
+        extract_feats(data, tmp_path / "fail", progress=False,
+                      overrides=['vad.on_too_little="fail"'])
+
+
+def test_all_failed_exits_non_zero(tmp_path):
+    bad = write_bad_inputs(tmp_path / "bad")
+    data = tmp_path / "data"
+    DataDir(wav_scp=bad, utt2spk={u: "bad" for u in bad}).save(data)
+    cli = subprocess.run([*SERTOOL, "extract-feats", str(data), str(tmp_path / "feats"),
+                          "--no-progress"], capture_output=True, text=True)
+    assert cli.returncode == 1
+    assert "every utterance failed" in cli.stderr
+
+
+def test_extract_loose_wav_files(tmp_path):
+    rng = np.random.default_rng(6)
+    wave = with_noise([np.zeros(4000, np.float32), voiced(0.6, rng)], rng)
+    sf.write(tmp_path / "x.wav", wave, SR, subtype="FLOAT")  # exact samples
+    sf.write(tmp_path / "y.flac", wave, SR)  # 16-bit
+    result = extract_wavs([tmp_path / "x.wav", tmp_path / "y.flac"], tmp_path / "out",
+                          progress=False)
+    assert result.n_extracted == 2
+    feats = read_all(tmp_path / "out")
+    expected, _ = Frontend().process(wave)
+    np.testing.assert_allclose(feats["x"], expected, atol=1e-5)
+    assert feats["y"].shape == expected.shape
+    assert np.corrcoef(feats["y"].ravel(), expected.ravel())[0, 1] > 0.99
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_whole_ravdess_corpus(tmp_path, ravdess_dir):
+    from sertool.corpora import prepare
+
+    prepare("ravdess", ravdess_dir, tmp_path / "data", progress=False)
+    result = extract_feats(tmp_path / "data", tmp_path / "feats", nj=2, progress=False)
+    assert result.n_extracted == 1440 and not result.failed
+    feats = read_all(tmp_path / "feats")
+    assert len(feats) == 1440
+    raw_sum = np.zeros(128)
+    raw_sq = np.zeros(128)
+    n = 0
+    for mat in feats.values():
+        assert mat.shape[1] == 128 and mat.shape[0] >= 20
+        np.testing.assert_allclose(mat.mean(axis=0), 0, atol=1e-3)
+        np.testing.assert_allclose(mat.std(axis=0), 1, atol=1e-2)
+        raw_sum += mat.sum(axis=0)
+        raw_sq += (mat ** 2).sum(axis=0)
+        n += mat.shape[0]
+    # No mel channel is constant over the corpus (after CMVN a constant channel would be 0).
+    assert ((raw_sq / n - (raw_sum / n) ** 2) > 0.5).all()
+    kept = [line.split() for line in open(tmp_path / "feats" / "vad_stats")]
+    ratio = sum(int(k[2]) for k in kept) / sum(int(k[1]) for k in kept)
+    assert 0.3 < ratio < 0.9  # RAVDESS: ~1 s of silence around ~2 s sentences
