@@ -1,0 +1,1 @@
+"""Benchmarks (make bench); docs/RESULTS.md keeps the results with their commands."""
