@@ -1,0 +1,140 @@
+"""Networks of sertool: the paper's ResNet (with/without statistics pooling) and the 1D-CNN.
+
+Every model is a :class:`SERModel` taking features ``(B, T, F)`` (batch, frames, feature dim)
+and made of ``trunk`` (frame-level network + pooling -> ``(B, pooled_dim)``) and ``head``
+(segment-level FC layers -> logits). ``pooled`` runs the trunk only (embedding extraction
+with a frozen trunk), ``head_forward`` the head only, ``replace_head`` puts new randomly
+initialised FC layers of the same architecture for another label set (transfer learning).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+RESNET_DEFAULTS: dict = {
+    "type": "resnet",
+    "layers": [3, 4, 6, 3],   # BasicBlocks per stage (ResNet34)
+    "channels": 32,           # first-stage width; stage i has channels * 2**i
+    "pooling": "stats",       # "stats" (mean || std over time) or "none" (paper's ablation)
+    "fixed_frames": 200,      # pooling "none": input truncated / zero-padded to this length
+    "embed_dim": 256,         # segment-level FC size (the speaker embedding)
+    "fc_layers": 2,           # segment-level FC layers (Linear + BN + PReLU) before the output
+}
+CNN1D_DEFAULTS: dict = {
+    "type": "cnn1d_attention",
+    "channels": 256,
+    "kernel": 7,
+    "dropout": 0.2,
+    "reduction": 16,
+    "spatial_kernel": 7,
+    "dense": 64,
+}
+DEFAULTS_BY_TYPE = {"resnet": RESNET_DEFAULTS, "cnn1d_attention": CNN1D_DEFAULTS}
+
+
+class ModelConfigError(ValueError):
+    pass
+
+
+class SERModel(nn.Module):
+    """trunk (features -> pooled vector) + head (pooled vector -> logits)."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module, model_conf: Mapping,
+                 num_classes: int, feat_dim: int):
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+        self.model_conf = dict(model_conf)
+        self.num_classes = int(num_classes)
+        self.feat_dim = int(feat_dim)
+        self.pooled_dim = int(trunk.pooled_dim)
+        self.min_frames = int(getattr(trunk, "min_frames", 1))
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) -> (B, pooled_dim): trunk and pooling only."""
+        return self.trunk(x)
+
+    def head_forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.feat_dim:
+            raise ValueError(f"expected features (batch, frames, {self.feat_dim}), "
+                             f"got {tuple(x.shape)}")
+        return self.head(self.trunk(x))
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the last hidden FC layer (the speaker embedding), before the output layer."""
+        return self.head[:-1](self.trunk(x))
+
+    def replace_head(self, num_classes: int) -> None:
+        """New randomly initialised FC layers (same architecture) for ``num_classes`` classes."""
+        device = next(self.trunk.parameters()).device
+        self.head = _make_head(self.model_conf, self.pooled_dim, num_classes).to(device)
+        self.num_classes = int(num_classes)
+
+
+def _make_head(conf: Mapping, pooled_dim: int, num_classes: int) -> nn.Module:
+    if conf["type"] == "resnet":
+        from sertool.models.resnet import fc_head
+
+        return fc_head(pooled_dim, int(conf["embed_dim"]), int(conf["fc_layers"]), num_classes)
+    from sertool.models.cnn1d_attention import dense_head
+
+    return dense_head(pooled_dim, int(conf["dense"]), num_classes)
+
+
+def resolve_model_conf(model_conf: Mapping) -> dict:
+    """Fill defaults of the model type; unknown types and keys are refused."""
+    kind = model_conf.get("type", "resnet")
+    if kind not in DEFAULTS_BY_TYPE:
+        raise ModelConfigError(f"unknown model type {kind!r} (known: "
+                               f"{', '.join(DEFAULTS_BY_TYPE)})")
+    defaults = DEFAULTS_BY_TYPE[kind]
+    unknown = sorted(set(model_conf) - set(defaults))
+    if unknown:
+        raise ModelConfigError(f"model type {kind!r}: unknown option(s) {unknown} "
+                               f"(known: {sorted(defaults)})")
+    conf = copy.deepcopy(defaults)
+    conf.update(copy.deepcopy(dict(model_conf)))
+    return conf
+
+
+def build_model(model_conf: Mapping, num_classes: int, feat_dim: int) -> SERModel:
+    """The network described by ``model_conf`` (see conf/model_*.toml)."""
+    conf = resolve_model_conf(model_conf)
+    if conf["type"] == "resnet":
+        from sertool.models.resnet import ResNetTrunk
+
+        trunk: nn.Module = ResNetTrunk(feat_dim, list(conf["layers"]), int(conf["channels"]),
+                                       conf["pooling"], int(conf["fixed_frames"]))
+    else:
+        from sertool.models.cnn1d_attention import CNN1DTrunk
+
+        trunk = CNN1DTrunk(feat_dim, int(conf["channels"]), int(conf["kernel"]),
+                           float(conf["dropout"]), int(conf["reduction"]),
+                           int(conf["spatial_kernel"]))
+    head = _make_head(conf, int(trunk.pooled_dim), num_classes)
+    return SERModel(trunk, head, conf, num_classes, feat_dim)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def load_model_conf(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
+    """Model configuration from a TOML file (default conf/model_resnet34.toml) + ``k=v`` sets."""
+    from sertool.config import CONF_DIR, ConfigError, apply_overrides, load_toml
+
+    path = Path(path) if path is not None else CONF_DIR / "model_resnet34.toml"
+    raw = apply_overrides(load_toml(path), overrides)
+    raw = raw.get("model", raw)  # a [model] table or top-level keys
+    try:
+        return resolve_model_conf(raw)
+    except ModelConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err

@@ -1,0 +1,47 @@
+"""Pooling from frame-level feature maps to one vector per segment.
+
+Statistics pooling (Snyder et al. 2018; as in the paper and WeSpeaker's ``TSTP``): mean ‖
+standard deviation over time of every (channel, frequency) output of the trunk. The
+no-pooling variant of the paper's ablation flattens a fixed-size map instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class StatsPool(nn.Module):
+    """(B, D, T) -> (B, 2D): mean ‖ std over the last axis (population std, floored)."""
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1)
+        # population variance so a single frame is legal (std 0 -> sqrt(eps))
+        var = x.var(dim=-1, unbiased=False)
+        return torch.cat([mean, torch.sqrt(var.clamp(min=self.eps))], dim=-1)
+
+
+class MeanPool(nn.Module):
+    """(B, D, T) -> (B, D): mean over time (the 1D-CNN's global average pooling)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=-1)
+
+
+class FlattenPool(nn.Module):
+    """(B, D, T) -> (B, D*T): no statistics pooling; T must be fixed (paper's ablation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def fix_length(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """Truncate (keep the start) or zero-pad (at the end) (B, T, F) features to ``frames``."""
+    t = x.shape[1]
+    if t >= frames:
+        return x[:, :frames]
+    return torch.nn.functional.pad(x, (0, 0, 0, frames - t))

@@ -1,0 +1,101 @@
+"""ResNet with statistics pooling: the speaker network of the paper (ResNet34, BasicBlock).
+
+Written after WeSpeaker's ``wespeaker/models/resnet.py`` in spirit (BasicBlock, a 3x3 stem,
+stages with strides 1/2/2/2 on the (frequency, time) plane, statistics pooling over time of
+the flattened channel x frequency map) with the paper's choices: PReLU instead of ReLU in every
+layer, batch norm in every layer, 32 first-stage channels (32/64/128/256) and segment-level
+FC layers (PReLU + BN) before the output layer.
+
+Input convention (all sertool models): features ``(B, T, F)`` - batch, frames, feature dim.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sertool.models.pooling import FlattenPool, StatsPool, fix_length
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.act1 = nn.PReLU(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.act2 = nn.PReLU(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+class ResNetTrunk(nn.Module):
+    """Frame-level ResNet + pooling: (B, T, F) -> (B, pooled_dim)."""
+
+    def __init__(self, feat_dim: int, layers: list[int], channels: int = 32,
+                 pooling: str = "stats", fixed_frames: int = 200):
+        super().__init__()
+        if pooling not in ("stats", "none"):
+            raise ValueError(f"resnet pooling must be 'stats' or 'none', not {pooling!r}")
+        self.pooling_type = pooling
+        self.fixed_frames = int(fixed_frames)
+        self.stem = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels), nn.PReLU(channels))
+        stages, in_planes = [], channels
+        for i, n in enumerate(layers):
+            planes, stride = channels * 2 ** i, (1 if i == 0 else 2)
+            blocks = []
+            for j in range(n):
+                blocks.append(BasicBlock(in_planes, planes, stride if j == 0 else 1))
+                in_planes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        n_down = max(0, len(layers) - 1)
+        self.min_frames = 2 ** n_down  # one output frame; shorter input still runs (padding)
+        freq_out = feat_dim
+        for _ in range(n_down):
+            freq_out = math.floor((freq_out - 1) / 2) + 1
+        self.frame_dim = in_planes * freq_out
+        if pooling == "stats":
+            self.pool: nn.Module = StatsPool()
+            self.pooled_dim = 2 * self.frame_dim
+        else:
+            t_out = self.fixed_frames
+            for _ in range(n_down):
+                t_out = math.floor((t_out - 1) / 2) + 1
+            self.pool = FlattenPool()
+            self.pooled_dim = self.frame_dim * t_out
+
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) -> frame-level map (B, C*F', T')."""
+        if self.pooling_type == "none":
+            x = fix_length(x, self.fixed_frames)
+        out = self.stages(self.stem(x.transpose(1, 2).unsqueeze(1)))  # (B, C, F', T')
+        return out.flatten(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.frames(x))
+
+
+def fc_head(in_dim: int, embed_dim: int, n_hidden: int, num_classes: int) -> nn.Sequential:
+    """Segment-level FC layers (Linear + BN + PReLU) then the linear output layer."""
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(dim, embed_dim), nn.BatchNorm1d(embed_dim), nn.PReLU(embed_dim)]
+        dim = embed_dim
+    layers.append(nn.Linear(dim, num_classes))
+    return nn.Sequential(*layers)
