@@ -105,7 +105,8 @@ def export_bundle(out_dir: str | os.PathLike, model: Any, *, classes: Sequence[s
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         save_checkpoint(tmp / MODEL_FILE, model, model_conf=dict(model_conf),
-                        num_classes=len(classes), feat_dim=int(feat_dim), labels=list(classes))
+                        num_classes=len(classes), feat_dim=int(feat_dim), labels=list(classes),
+                        with_rng=False)
         shutil.copyfile(frontend_json, tmp / FRONTEND_FILE)
         meta = {
             "format": BUNDLE_FORMAT,
@@ -238,9 +239,13 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
     others are still predicted."""
     from tqdm import tqdm
 
-    from sertool.frontend import Frontend, load_audio
+    from sertool.frontend.audio import load_audio
+    from sertool.frontend.cmvn import segment_cmvn
+    from sertool.frontend.pipeline import Frontend
 
     frontend = Frontend(bundle.frontend_conf)
+    # A model trained with conversation-level CMVN sees each file as its own conversation.
+    per_file_cmvn = frontend.conf["cmvn"]["mode"] != "segment"
     sample_rate = int(frontend.sample_rate)
     out: list[Prediction] = []
     for file in tqdm(files, desc="predict", unit="file", disable=not progress):
@@ -253,6 +258,8 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
         duration = len(wave) / sample_rate
         try:
             feats, _ = frontend.process(wave, sample_rate)
+            if per_file_cmvn:
+                feats = segment_cmvn(feats, frontend.conf["cmvn"]["norm_vars"])
             probs = class_probabilities(bundle.model, feats, bundle.device).tolist()
         except Exception as err:  # noqa: BLE001
             out.append(Prediction(name, duration_s=duration, error=f"cannot process: {err}"))
