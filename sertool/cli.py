@@ -169,6 +169,53 @@ def make_demo_corpus_cmd(out: str, seed: int) -> None:
                f"{counts['voxceleb']} speaker utterances in voxceleb/")
 
 
+# ----------------------------------------------------------------- models and training (issue 4)
+
+
+@main.command("train")
+@click.argument("feat_dir", type=click.Path())
+@click.argument("data_dir", type=click.Path())
+@click.argument("exp_dir", type=click.Path())
+@click.option("--task", type=click.Choice(["speaker", "emotion"]), default="speaker",
+              show_default=True, help="Labels from utt2spk (speaker) or utt2emo (emotion).")
+@click.option("--conf", "conf_path", type=click.Path(), default=None,
+              help="Trainer configuration (default conf/train_speaker.toml).")
+@click.option("--model-conf", type=click.Path(), default=None,
+              help="Model configuration (default conf/model_resnet34.toml).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override: epochs=4, augment.policy=aggressive, model.channels=16, ...")
+@click.option("--init", "init_model", type=click.Path(), default=None,
+              help="Start from this checkpoint's trunk (new FC layers).")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: best available).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: str | None,
+              model_conf: str | None, overrides: tuple[str, ...], init_model: str | None,
+              device: str | None, no_progress: bool) -> None:
+    """Train a network on feature chunks; a rerun resumes. Under torchrun: DDP."""
+    from sertool.checkpoint import CheckpointError
+    from sertool.config import ConfigError
+    from sertool.data import DataError
+    from sertool.datadir import DataDirError
+    from sertool.train import TrainError, load_train_conf, train
+
+    try:
+        model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
+        conf = load_train_conf(conf_path, [o for o in overrides if not o.startswith("model.")])
+        if model_conf is not None or model_sets or not conf["model"]:
+            from sertool.models import load_model_conf
+
+            if model_conf is not None or model_sets or init_model is None:
+                conf["model"] = load_model_conf(model_conf, model_sets)
+        result = train(feat_dir, data_dir, exp_dir, conf, task=task, init_model=init_model,
+                       device=device, progress=not no_progress)
+    except (ConfigError, TrainError, CheckpointError, DataError, DataDirError) as err:
+        fail(str(err))
+    best = result.best
+    click.echo(f"{exp_dir}: {len(result.history)} epochs, {len(result.labels)} classes; "
+               f"best held-out accuracy {best.get('valid_acc', float('nan')):.3f} at epoch "
+               f"{best['epoch']}; final model {result.final_model}")
+
+
 # ----------------------------------------------------------------- transfer, prediction (issue 5)
 
 

@@ -1,0 +1,153 @@
+"""Checkpoints: model, optimizer, scheduler, RNG states and position, loadable with
+``torch.load(weights_only=True)``.
+
+Only tensors and plain containers (dict/list/str/int/float/bool/None) are stored, so loading
+never runs pickled code. Files are written atomically (temporary name, then ``os.replace``):
+a kill while saving leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "sertool-checkpoint-1"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def rng_state() -> dict:
+    """Python, numpy and torch (CPU and CUDA) generator states as tensors/primitives."""
+    np_state = np.random.get_state()
+    state = {
+        "python": json.dumps(_to_json(random.getstate())),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping) -> None:
+    random.setstate(_from_json(json.loads(state["python"])))
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32),
+                         np_state["pos"], np_state["has_gauss"], np_state["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_json(obj: Any) -> Any:
+    if isinstance(obj, tuple):
+        return {"t": [_to_json(o) for o in obj]}
+    return obj
+
+
+def _from_json(obj: Any) -> Any:
+    if isinstance(obj, dict) and "t" in obj:
+        return tuple(_from_json(o) for o in obj["t"])
+    return obj
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+                    epoch: int = 0, extra: Mapping | None = None, *,
+                    model_conf: Mapping | None = None, num_classes: int | None = None,
+                    feat_dim: int | None = None, labels: list[str] | None = None,
+                    step: int = 0, fingerprint: str = "", with_rng: bool = True) -> None:
+    """Write ``path`` atomically. ``model`` may be DDP-wrapped. ``extra`` must hold only
+    tensors and primitive containers (it is stored as-is under ``extra``)."""
+    net = model.module if hasattr(model, "module") else model
+    payload = {
+        "format": FORMAT,
+        "model": net.state_dict(),
+        "model_conf": dict(model_conf if model_conf is not None else net.model_conf),
+        "num_classes": int(num_classes if num_classes is not None else net.num_classes),
+        "feat_dim": int(feat_dim if feat_dim is not None else net.feat_dim),
+        "labels": list(labels) if labels is not None else [],
+        "epoch": int(epoch),
+        "step": int(step),
+        "fingerprint": fingerprint,
+        "extra": dict(extra or {}),
+    }
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        payload["scheduler"] = scheduler.state_dict()
+    if with_rng:
+        payload["rng"] = rng_state()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """The raw checkpoint dictionary; a missing, corrupt or foreign file -> CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated zip, pickle error, foreign object
+        raise CheckpointError(f"{path}: not a readable sertool checkpoint ({err})") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a sertool checkpoint (format "
+                              f"{ckpt.get('format') if isinstance(ckpt, dict) else None!r})")
+    return ckpt
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
+               ) -> tuple[torch.nn.Module, dict]:
+    """(model on ``device``, metadata: model_conf, num_classes, feat_dim, labels, epoch, step,
+    fingerprint, extra). The model is in eval mode."""
+    from sertool.models import build_model
+
+    ckpt = load_checkpoint(path, device)
+    try:
+        model = build_model(ckpt["model_conf"], ckpt["num_classes"], ckpt["feat_dim"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: checkpoint does not match its model configuration "
+                              f"{ckpt.get('model_conf')}: {err}") from err
+    model.to(device).eval()
+    meta = {k: ckpt[k] for k in ("model_conf", "num_classes", "feat_dim", "labels", "epoch",
+                                 "step", "fingerprint", "extra")}
+    return model, meta
+
+
+def load_state_into(path: str | os.PathLike, model: torch.nn.Module, *, trunk_only: bool = False,
+                    device: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint's weights into an existing model (all, or the trunk only); a model of
+    another architecture -> CheckpointError naming the file."""
+    ckpt = load_checkpoint(path, device)
+    net = model.module if hasattr(model, "module") else model
+    state = ckpt["model"]
+    try:
+        if trunk_only:
+            trunk = {k[len("trunk."):]: v for k, v in state.items() if k.startswith("trunk.")}
+            net.trunk.load_state_dict(trunk)
+        else:
+            net.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit this model (checkpoint model "
+                              f"{ckpt.get('model_conf')}, this one {net.model_conf}): "
+                              f"{str(err).splitlines()[0]}") from err
+    return ckpt

@@ -1,0 +1,212 @@
+"""Training data from feature archives: random fixed-length chunks and whole segments.
+
+Features are read with kaldiio from ``FEAT_DIR/feats.scp`` (archives written by
+``extract-feats``), never from audio, so loading is a seek and a copy per segment.
+
+Training items are ``(utterance, label, first frame, end frame)`` regions; one batch draws its
+chunk length T from ``chunk_frames`` (paper: {150, 200, 250, 300}) and every item a random
+offset inside its region. A region shorter than T is padded by *repeating* it (wrap-around,
+as WeSpeaker does), so a short segment still gives speech in every frame, not zeros.
+
+Randomness is a pure function of (seed, epoch, batch index): the batch sampler yields
+``(item, T, seed)`` triples and the dataset derives the offset and the SpecAugment masks from
+that seed. Batches are thus identical with any number of DataLoader workers and a resumed run
+can skip the batches already done and continue exactly (see sertool.train).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sertool.augment import SpecAugment
+
+
+class DataError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Item:
+    utt: str
+    label: int
+    start: int  # first frame of the region used
+    end: int  # one past its last frame
+    augment: bool = False  # an augmented copy (paper: original + two augmented versions)
+
+
+def read_feats_scp(feat_dir: str | os.PathLike) -> dict[str, str]:
+    """utt -> kaldiio rxfile from FEAT_DIR/feats.scp."""
+    from sertool.datadir import read_table
+
+    path = Path(feat_dir) / "feats.scp"
+    if not path.is_file():
+        raise DataError(f"{path}: feats.scp not found (run sertool extract-feats first)")
+    return read_table(path)
+
+
+def read_num_frames(feat_dir: str | os.PathLike, feats: Mapping[str, str]) -> dict[str, int]:
+    """Frames per utterance from utt2num_frames, else by reading the matrices."""
+    from sertool.datadir import read_table
+
+    path = Path(feat_dir) / "utt2num_frames"
+    if path.is_file():
+        table = read_table(path)
+        try:
+            return {u: int(table[u]) for u in feats}
+        except KeyError as err:
+            raise DataError(f"{path}: no entry for utterance {err.args[0]} of feats.scp") from err
+    import kaldiio
+
+    return {u: int(np.asarray(kaldiio.load_mat(rx)).shape[0]) for u, rx in feats.items()}
+
+
+def load_feats(rxfile: str, utt: str = "") -> np.ndarray:
+    import kaldiio
+
+    try:
+        mat = np.asarray(kaldiio.load_mat(rxfile), dtype=np.float32)
+    except Exception as err:  # noqa: BLE001 - kaldiio raises many types
+        raise DataError(f"utterance {utt}: cannot read features {rxfile}: {err}") from err
+    if mat.ndim != 2 or mat.shape[0] == 0:
+        raise DataError(f"utterance {utt}: features {rxfile} have shape {mat.shape}")
+    return mat
+
+
+def repeat_pad(mat: np.ndarray, frames: int) -> np.ndarray:
+    """Repeat ``mat`` (T, F) along time until it has ``frames`` frames."""
+    reps = -(-frames // mat.shape[0])
+    return np.tile(mat, (reps, 1))[:frames]
+
+
+class ChunkDataset(torch.utils.data.Dataset):
+    """Index with ``(item index, T, seed)``: a (T, F) chunk at a seeded random offset."""
+
+    def __init__(self, items: Sequence[Item], feats: Mapping[str, str],
+                 augment: SpecAugment | None = None):
+        self.items = list(items)
+        self.feats = dict(feats)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
+        index, frames, seed = key
+        item = self.items[index]
+        mat = load_feats(self.feats[item.utt], item.utt)[item.start:item.end]
+        rng = np.random.default_rng(seed)
+        if mat.shape[0] <= frames:
+            chunk = repeat_pad(mat, frames)
+        else:
+            offset = int(rng.integers(0, mat.shape[0] - frames + 1))
+            chunk = mat[offset:offset + frames]
+        x = torch.tensor(chunk)  # copy: kaldiio may hand out read-only memory
+        if item.augment and self.augment is not None:
+            gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+            x = self.augment(x, generator=gen)
+        return x, item.label
+
+
+def collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch])
+
+
+class ChunkBatchSampler(torch.utils.data.Sampler):
+    """Batches of ``(item, T, seed)`` for one epoch; T drawn per batch.
+
+    Order: a permutation seeded by (seed, epoch), split between DDP ranks like
+    ``DistributedSampler(drop_last=True)`` (rank r takes every world-th item, equal counts);
+    the last incomplete batch is dropped (it would upset batch norm). ``skip`` leaves out the
+    first batches (a resumed epoch).
+    """
+
+    def __init__(self, n_items: int, batch_size: int, chunk_frames: Sequence[int], seed: int,
+                 epoch: int, rank: int = 0, world: int = 1, skip: int = 0):
+        self.n_items, self.batch_size = n_items, batch_size
+        self.chunk_frames = list(chunk_frames)
+        self.seed, self.epoch, self.rank, self.world, self.skip = seed, epoch, rank, world, skip
+
+    def batches_per_epoch(self) -> int:
+        return (self.n_items // self.world) // self.batch_size
+
+    def __len__(self) -> int:
+        return max(0, self.batches_per_epoch() - self.skip)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.n_items)
+        per_rank = self.n_items // self.world
+        mine = order[self.rank::self.world][:per_rank]
+        lengths = rng.choice(self.chunk_frames, size=max(1, self.batches_per_epoch()))
+        item_seeds = rng.integers(0, 2**62, size=self.n_items)
+        for b in range(self.skip, self.batches_per_epoch()):
+            idx = mine[b * self.batch_size:(b + 1) * self.batch_size]
+            yield [(int(i), int(lengths[b]), int(item_seeds[i])) for i in idx]
+
+
+class SegmentDataset(torch.utils.data.Dataset):
+    """Whole regions (variable length) for evaluation; batch size 1."""
+
+    def __init__(self, items: Sequence[Item], feats: Mapping[str, str]):
+        self.items = list(items)
+        self.feats = dict(feats)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        item = self.items[index]
+        mat = load_feats(self.feats[item.utt], item.utt)[item.start:item.end]
+        return torch.tensor(mat), item.label
+
+
+def expand_copies(items: Sequence[Item], copies: int) -> list[Item]:
+    """Each original item plus ``copies`` augmented versions (the paper's setting)."""
+    out: list[Item] = []
+    for it in items:
+        out.append(it)
+        out += [Item(it.utt, it.label, it.start, it.end, True) for _ in range(copies)]
+    return out
+
+
+def speaker_heldout(utts: Sequence[str], utt2spk: Mapping[str, str],
+                    num_frames: Mapping[str, int], fraction: float, seed: int,
+                    min_frames: int = 100) -> tuple[list[tuple[str, int, int]],
+                                                    list[tuple[str, int, int]]]:
+    """Split into (train regions, held-out regions) per speaker.
+
+    A speaker with several utterances gives round(fraction * n) (at least one) of them,
+    drawn at random, to the held-out set. A speaker with a single utterance (LibriSpeech
+    train-clean-100 here) cannot: its utterance is cut in time, the last ``fraction`` of its
+    frames (at least ``min_frames``) held out, the rest trained on - held-out chunks are then
+    other stretches of the same recording, not other recordings. ``fraction`` 0: no held-out.
+    """
+    rng = np.random.default_rng(seed)
+    by_spk: dict[str, list[str]] = {}
+    for u in sorted(utts):
+        by_spk.setdefault(utt2spk[u], []).append(u)
+    train, held = [], []
+    for spk in sorted(by_spk):
+        mine = by_spk[spk]
+        if fraction <= 0:
+            train += [(u, 0, num_frames[u]) for u in mine]
+        elif len(mine) >= 2:
+            n_held = min(len(mine) - 1, max(1, round(fraction * len(mine))))
+            chosen = set(rng.choice(len(mine), size=n_held, replace=False).tolist())
+            for i, u in enumerate(mine):
+                (held if i in chosen else train).append((u, 0, num_frames[u]))
+        else:
+            u, n = mine[0], num_frames[mine[0]]
+            cut = n - max(min_frames, int(round(fraction * n)))
+            if cut < min_frames:  # too short to split: train only
+                train.append((u, 0, n))
+            else:
+                train.append((u, 0, cut))
+                held.append((u, cut, n))
+    return train, held
