@@ -236,13 +236,14 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
                            seed: int, nj: int, device: str) -> None:
     """Pooled trunk statistics of MODEL for every utterance of FEAT_DIR and its augmented
     copies, as Kaldi ark/scp in EMB_DIR (emb.scp). Resumable: finished jobs are kept."""
+    from sertool.checkpoint import CheckpointError
     from sertool.datadir import DataDirError
     from sertool.embeddings import EmbeddingError, extract_embeddings
 
     try:
         result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
                                     seed=seed, nj=nj, device=device)
-    except (EmbeddingError, DataDirError) as err:
+    except (EmbeddingError, DataDirError, CheckpointError) as err:
         fail(str(err))
     meta = result.meta
     click.echo(f"{emb_dir}: {meta['n_utts']} utterances x {1 + meta['copies']} "
@@ -287,10 +288,12 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
     """
     import shlex
 
+    from sertool.checkpoint import CheckpointError
     from sertool.config import ConfigError
     from sertool.datadir import DataDirError
     from sertool.embeddings import EmbeddingError
     from sertool.finetune import FinetuneError, finetune, resolve_configs
+    from sertool.predict import BundleError
 
     try:
         conf, mconf, tconf = resolve_configs(conf_path, model_conf, train_conf, overrides)
@@ -298,7 +301,8 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
                            train_conf=tconf, fold=fold, unfreeze=unfreeze,
                            export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
                            command=shlex.join(["sertool", *sys.argv[1:]]))
-    except (FinetuneError, EmbeddingError, DataDirError, ConfigError) as err:
+    except (FinetuneError, EmbeddingError, DataDirError, ConfigError, CheckpointError,
+            BundleError) as err:
         fail(str(err))
     for f in summary.folds:
         detail = (f"held-out UA {f.heldout['valid_ua']:.3f} (epoch {f.heldout['epoch']})"

@@ -104,7 +104,7 @@ def _run_job(job: int, entries: list[tuple[str, str]], model_path: str, out_dir:
     done = 0
     with kaldiio.WriteHelper(f"ark,scp:{ark},{scp_tmp}") as writer:
         for utt, rxfile in entries:
-            feats = torch.as_tensor(np.asarray(kaldiio.load_mat(rxfile)), dtype=torch.float32)
+            feats = torch.tensor(np.asarray(kaldiio.load_mat(rxfile)), dtype=torch.float32)
             batch = [feats]
             for k in range(1, copies + 1):
                 gen = torch.Generator().manual_seed(copy_seed(seed, utt, k))

@@ -33,9 +33,12 @@ configuration is refused instead of mixing two experiments in one directory.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -214,3 +217,335 @@ def train_head(head, x_train, y_train, x_valid, y_valid, conf: Mapping, *, n_cla
             best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
     head.load_state_dict(best_state)
     return HeadResult(best_state, best_epoch, history[best_epoch - 1], history)
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+@dataclass
+class FoldOutcome:
+    fold: str
+    status: str  # "trained" or "skipped" (its posteriors were already there)
+    heldout: dict | None = None  # held-out metrics of the kept epoch
+
+
+@dataclass
+class FinetuneSummary:
+    exp_dir: Path
+    mode: str  # "frozen", "unfreeze" or "scratch"
+    folds: list[FoldOutcome]
+    bundle: Path | None = None  # the all-data bundle, with export_all
+
+
+@dataclass
+class _Setup:
+    """What every fold shares."""
+
+    feat_dir: Path
+    data_dir: Path
+    exp_dir: Path
+    mode: str
+    init: Path | None
+    conf: dict
+    model_conf: dict
+    train_conf: dict | None
+    classes: list[str]
+    utt2spk: dict[str, str]
+    utt2label: dict[str, str]
+    feats_table: dict[str, str]
+    feat_dim: int
+    device: str
+    provenance: dict
+    progress: bool
+
+
+def _frontend_summary(frontend: Mapping) -> dict:
+    """The experiment.json ``frontend`` entry from the feature dir's frontend.json."""
+    cmvn = frontend.get("cmvn", {})
+    return {"kind": frontend.get("kind", "?"),
+            "normalisation": cmvn.get("mode", "segment") if isinstance(cmvn, Mapping) else cmvn,
+            "vad": bool(frontend.get("vad", {}).get("enabled", True))}
+
+
+def _check_identity(exp_dir: Path, identity: dict) -> None:
+    """Refuse an EXP_DIR made with another configuration (a rerun with the same one resumes)."""
+    from sertool.config import config_fingerprint
+    from sertool.io_utils import atomic_write_json
+
+    path = exp_dir / "finetune.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if config_fingerprint(old) != config_fingerprint(identity):
+            changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            raise FinetuneError(f"{exp_dir} was made with another configuration "
+                                f"({', '.join(changed)} differ): use another EXP_DIR or remove it")
+        return
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, identity)
+
+
+def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
+             exp_dir: str | os.PathLike, *, init: str | os.PathLike | None,
+             conf: Mapping, model_conf: Mapping | None = None,
+             train_conf: Mapping | None = None, fold: str = "all", unfreeze: bool = False,
+             export_all: bool = False, emb_dir: str | os.PathLike | None = None, nj: int = 1,
+             device: str = "cpu", command: str = "", progress: bool = True) -> FinetuneSummary:
+    """Train and score every fold (or ``fold``) of ``data_dir/folds``; see the module docstring.
+
+    ``init`` is the speaker model (a checkpoint of sertool.checkpoint) or None for the
+    no-transfer baseline; ``conf`` is the resolved :data:`DEFAULTS`; ``model_conf`` the network
+    for ``init=None``; ``train_conf`` the sertool.train configuration for the modes that go
+    through the trainer (``unfreeze``, ``init=None``).
+    """
+    from sertool.checkpoint import load_model
+    from sertool.datadir import DataDirError, read_folds, read_table
+    from sertool.io_utils import atomic_write_json
+    from sertool.scoring import EXPERIMENT_JSON
+
+    feat_dir, data_dir, exp_dir = Path(feat_dir), Path(data_dir), Path(exp_dir)
+    conf = dict(conf)
+    folds, protocol = read_folds(data_dir)
+    utt2spk = read_table(data_dir / "utt2spk")
+    if not (data_dir / "utt2emo").is_file():
+        raise DataDirError(data_dir / "utt2emo", None, "not found (an emotion data directory "
+                           "has one)")
+    utt2label = read_table(data_dir / "utt2emo")
+    feats_table = read_table(feat_dir / "feats.scp")
+    frontend_json = feat_dir / "frontend.json"
+    if not frontend_json.is_file():
+        raise FinetuneError(f"{frontend_json}: not found (make FEAT_DIR with extract-feats)")
+    frontend = json.loads(frontend_json.read_text(encoding="utf-8"))
+    used = sorted({u for f in folds for u in f.train + f.test})
+    for table, name in ((utt2label, data_dir / "utt2emo"), (feats_table, feat_dir / "feats.scp")):
+        absent = [u for u in used if u not in table]
+        if absent:
+            hint = (f" (extract-feats lists the utterances it could not use in "
+                    f"{feat_dir / 'failed'}; remove them from the data dir and its folds)"
+                    if table is feats_table else "")
+            raise FinetuneError(f"{name}: {len(absent)} utterance(s) of the folds are missing, "
+                                f"e.g. {absent[0]!r}{hint}")
+    classes = sorted({utt2label[u] for u in used})
+    if fold != "all" and fold not in [f.name for f in folds]:
+        raise FinetuneError(f"{data_dir}/folds: no fold {fold!r} (folds: "
+                            f"{', '.join(f.name for f in folds)})")
+
+    init_path = None if init is None or str(init) == "none" else Path(init)
+    if init_path is not None:
+        if not init_path.is_file():
+            raise FinetuneError(f"{init_path}: speaker model not found")
+        if model_conf:
+            raise FinetuneError("--model-conf is for --init none: with --init the network is "
+                                f"the speaker model's ({init_path})")
+        _, init_meta = load_model(init_path, "cpu")
+        model_conf = dict(init_meta["model_conf"])
+        mode = "unfreeze" if unfreeze else "frozen"
+    else:
+        if not model_conf:
+            raise FinetuneError("--init none needs --model-conf (the network to train)")
+        if unfreeze:
+            raise FinetuneError("--unfreeze needs --init SPEAKER_MODEL (nothing is frozen "
+                                "without a pretrained trunk)")
+        mode = "scratch"
+    if mode != "frozen" and train_conf is None:
+        raise FinetuneError(f"mode {mode} trains through sertool.train: give --train-conf")
+
+    import kaldiio
+
+    feat_dim = int(np.asarray(kaldiio.load_mat(feats_table[used[0]])).shape[1])
+    prepare = data_dir / "prepare.json"
+    prep = json.loads(prepare.read_text(encoding="utf-8")) if prepare.is_file() else {}
+    corpus = str(prep.get("corpus") or data_dir.name)
+    class_map = prep.get("class_map") or {
+        "labels": "as in utt2emo", **({"iemocap_exp": prep["exp"]} if "exp" in prep else {}),
+        **({"left_out": prep["excluded"]} if prep.get("excluded") else {})}
+    policy = conf["augment"]["policy"]
+    copies = 0 if policy == "none" else int(conf["augment"]["copies"])
+    init_text = "none" if init_path is None else str(init_path.resolve())
+    identity = {"feat_dir": str(feat_dir.resolve()), "data_dir": str(data_dir.resolve()),
+                "init": init_text, "mode": mode, "conf": conf, "model_conf": dict(model_conf),
+                "train_conf": dict(train_conf) if train_conf is not None else None,
+                "classes": classes}
+    _check_identity(exp_dir, identity)
+    experiment = {
+        "name": exp_dir.resolve().name, "corpus": corpus,
+        "data_dir": str(data_dir.resolve()), "feat_dir": str(feat_dir.resolve()),
+        "classes": classes, "class_map": class_map, "protocol": protocol,
+        "frontend": {**_frontend_summary(frontend), "dims": feat_dim},
+        "model": {"pooling": model_conf.get("pooling", "stats"), **dict(model_conf)},
+        "init": init_text, "augmentation": {"policy": policy, "copies": copies},
+        "unfreeze": mode == "unfreeze", "mode": mode, "command": command,
+        "seed": int(conf["seed"]), "heldout": {"speakers": conf["heldout_speakers"],
+                                               "fallback_fraction": conf["heldout_fraction"]},
+    }
+    exp_json = exp_dir / EXPERIMENT_JSON
+    if exp_json.is_file():  # a resumed run: keep the command that made it, log this one
+        first = json.loads(exp_json.read_text(encoding="utf-8"))
+        experiment["command"] = first.get("command", command)
+        experiment["reruns"] = [*first.get("reruns", []), command]
+    atomic_write_json(exp_json, experiment)
+    setup = _Setup(feat_dir, data_dir, exp_dir, mode, init_path, conf, dict(model_conf),
+                   dict(train_conf) if train_conf is not None else None, classes, utt2spk,
+                   utt2label, feats_table, feat_dim, device,
+                   {"corpus": corpus, "data_dir": data_dir.name, "protocol": protocol.get("name"),
+                    "init": "none" if init_path is None else init_path.name, "mode": mode,
+                    "augmentation": {"policy": policy, "copies": copies}, "command": command},
+                   progress)
+
+    embeddings = None
+    if mode == "frozen":
+        from sertool.embeddings import extract_embeddings, read_embeddings
+
+        target = Path(emb_dir) if emb_dir is not None else exp_dir / "embeddings"
+        extract_embeddings(feat_dir, init_path, target, copies=copies, policy=policy,
+                           seed=int(conf["seed"]), nj=nj, device=device, utts=used,
+                           progress=progress)
+        embeddings, _ = read_embeddings(target)
+
+    outcomes = []
+    for f in folds:
+        if fold != "all" and f.name != fold:
+            continue
+        fold_dir = exp_dir / f"fold_{f.name}"
+        if (fold_dir / "posteriors.tsv").is_file():
+            outcomes.append(FoldOutcome(f.name, "skipped"))
+            continue
+        outcomes.append(_run_fold(setup, f.name, f.train, f.test, fold_dir, embeddings))
+    bundle = None
+    if export_all:
+        bundle = exp_dir / "final" / "bundle"
+        if not (bundle / "bundle.json").is_file():
+            _run_fold(setup, "all", used, [], exp_dir / "final", embeddings)
+    return FinetuneSummary(exp_dir, mode, outcomes, bundle)
+
+
+def _run_fold(setup: _Setup, name: str, train_utts: list[str], test_utts: list[str],
+              fold_dir: Path, embeddings: dict | None) -> FoldOutcome:
+    """Train one fold, save its model and bundle, then (last) its test posteriors."""
+    from sertool.checkpoint import save_checkpoint
+    from sertool.io_utils import atomic_write_json
+    from sertool.predict import export_bundle
+    from sertool.scoring import write_posteriors
+
+    conf = setup.conf
+    split = split_heldout(train_utts, setup.utt2spk, setup.utt2label,
+                          n_speakers=int(conf["heldout_speakers"]),
+                          fraction=float(conf["heldout_fraction"]), seed=int(conf["seed"]),
+                          fold=name)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(fold_dir / "split.json", split.to_dict())
+    if setup.mode == "frozen":
+        model, heldout, probs = _frozen_fold(setup, name, split, test_utts, fold_dir, embeddings)
+    else:
+        model, heldout, probs = _trainer_fold(setup, name, split, test_utts, fold_dir)
+    meta = dict(model_conf=setup.model_conf, num_classes=len(setup.classes),
+                feat_dim=setup.feat_dim, labels=setup.classes)
+    save_checkpoint(fold_dir / "model.pt", model, **meta)
+    export_bundle(fold_dir / "bundle", model, classes=setup.classes,
+                  model_conf=setup.model_conf, feat_dim=setup.feat_dim,
+                  frontend_json=setup.feat_dir / "frontend.json",
+                  provenance={**setup.provenance,
+                              "fold": name if name != "all" else "all data (no test fold)",
+                              "heldout": {k: heldout[k] for k in heldout if k != "epoch"},
+                              "heldout_speakers": split.heldout_speakers})
+    if test_utts:
+        labels = [setup.utt2label[u] for u in test_utts]
+        write_posteriors(fold_dir / "posteriors.tsv", test_utts, labels, setup.classes, probs)
+    return FoldOutcome(name, "trained", heldout)
+
+
+def _seed_for(setup: _Setup, name: str) -> int:
+    return _fold_seed(int(setup.conf["seed"]), name) >> 1
+
+
+def _frozen_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list[str],
+                 fold_dir: Path, embeddings: dict):
+    """Paper default: new FC layers on the frozen trunk's stored pooled statistics."""
+    import torch
+
+    from sertool.checkpoint import load_model
+    from sertool.embeddings import aug_key
+    from sertool.io_utils import atomic_write_json
+
+    index = {c: i for i, c in enumerate(setup.classes)}
+    copies = 0 if setup.conf["augment"]["policy"] == "none" else int(
+        setup.conf["augment"]["copies"])
+    keys = [k for u in split.train for k in [u] + [aug_key(u, j) for j in range(1, copies + 1)]]
+    x_train = torch.as_tensor(np.stack([embeddings[k] for k in keys]))
+    y_train = torch.as_tensor([index[setup.utt2label[k.split("#aug")[0]]] for k in keys])
+    x_valid = torch.as_tensor(np.stack([embeddings[u] for u in split.heldout]))
+    y_valid = torch.as_tensor([index[setup.utt2label[u]] for u in split.heldout])
+
+    model, _ = load_model(setup.init, "cpu")
+    torch.manual_seed(_seed_for(setup, name))
+    model.replace_head(len(setup.classes))
+    model.eval()
+    result = train_head(model.head, x_train, y_train, x_valid, y_valid, setup.conf["head"],
+                        n_classes=len(setup.classes), seed=_seed_for(setup, name),
+                        progress=setup.progress, desc=f"fold {name}")
+    atomic_write_json(fold_dir / "train_log.json",
+                      {"best_epoch": result.best_epoch, "best": result.best,
+                       "history": result.history, "n_train_vectors": len(keys),
+                       "n_heldout": len(split.heldout)})
+    model.eval()
+    probs = np.zeros((0, len(setup.classes)))
+    if test_utts:
+        x_test = torch.as_tensor(np.stack([embeddings[u] for u in test_utts]))
+        with torch.no_grad():
+            probs = torch.softmax(model.head_forward(x_test), dim=-1).numpy()
+    return model, result.best, probs
+
+
+def _trainer_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list[str],
+                  fold_dir: Path):
+    """``--unfreeze``, ``--init none`` and the 1D-CNN: the whole network through sertool.train."""
+    import torch
+
+    from sertool.checkpoint import load_model
+    from sertool.predict import class_probabilities
+    from sertool.train import train
+
+    train_conf = dict(setup.train_conf)
+    result = train(setup.feat_dir, setup.data_dir, fold_dir / "train", train_conf,
+                   task="emotion", train_utts=split.train, valid_utts=split.heldout,
+                   init_model=setup.init, device=setup.device)
+    model, _ = load_model(result.best_model, setup.device)
+    model.eval()
+    import kaldiio
+
+    probs = np.zeros((0, len(setup.classes)))
+    if test_utts:
+        probs = np.stack([
+            class_probabilities(model, np.asarray(kaldiio.load_mat(setup.feats_table[u])),
+                                setup.device) for u in test_utts])
+    torch.set_grad_enabled(True)
+    return model, dict(result.best) if hasattr(result, "best") else {}, probs
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def resolve_configs(conf_path: str | None, model_conf_path: str | None,
+                    train_conf_path: str | None, overrides: Sequence[str] = ()
+                    ) -> tuple[dict, dict | None, dict | None]:
+    """(finetune conf, model conf, trainer conf) from their files and ``--set`` overrides.
+
+    ``--set model.KEY=V`` goes to the model configuration, ``--set train.KEY=V`` to the
+    trainer's, anything else to the finetune configuration (:data:`DEFAULTS`).
+    """
+    from sertool.config import CONF_DIR, load_config
+
+    mine = [o for o in overrides if not o.startswith(("model.", "train."))]
+    model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
+    train_sets = [o[len("train."):] for o in overrides if o.startswith("train.")]
+    conf = load_config(DEFAULTS, conf_path or CONF_DIR / "finetune.toml", mine)
+    model_conf = None
+    if model_conf_path is not None or model_sets:
+        from sertool.models import load_model_conf
+
+        model_conf = load_model_conf(model_conf_path, model_sets)
+    train_conf = None
+    if train_conf_path is not None or train_sets:
+        from sertool.train import load_train_conf
+
+        train_conf = load_train_conf(train_conf_path, train_sets)
+    return conf, model_conf, train_conf
