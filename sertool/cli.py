@@ -305,8 +305,9 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
             BundleError) as err:
         fail(str(err))
     for f in summary.folds:
-        detail = (f"held-out UA {f.heldout['valid_ua']:.3f} (epoch {f.heldout['epoch']})"
-                  if f.heldout and "valid_ua" in f.heldout else "")
+        metric = next((m for m in ("valid_ua", "valid_acc") if m in (f.heldout or {})), None)
+        detail = (f"held-out {metric[6:].upper()} {f.heldout[metric]:.3f} "
+                  f"(epoch {f.heldout['epoch']})" if metric else "")
         click.echo(f"fold {f.fold}: {f.status} {detail}".rstrip(), err=True)
     if summary.bundle is not None:
         click.echo(f"all-data bundle: {summary.bundle}", err=True)

@@ -347,7 +347,11 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
                                 "without a pretrained trunk)")
         mode = "scratch"
     if mode != "frozen" and train_conf is None:
-        raise FinetuneError(f"mode {mode} trains through sertool.train: give --train-conf")
+        from sertool.train import load_train_conf
+
+        train_conf = load_train_conf()
+    if mode == "frozen":
+        train_conf = None  # not used: kept out of the configuration identity
 
     import kaldiio
 
@@ -497,28 +501,38 @@ def _frozen_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list[
 
 def _trainer_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list[str],
                   fold_dir: Path):
-    """``--unfreeze``, ``--init none`` and the 1D-CNN: the whole network through sertool.train."""
-    import torch
+    """``--unfreeze``, ``--init none`` and the 1D-CNN: the whole network through sertool.train
+    (chunked training, SpecAugment on the fly; the trainer keeps the epoch with the best
+    held-out accuracy on whole segments)."""
+    import kaldiio
 
     from sertool.checkpoint import load_model
     from sertool.predict import class_probabilities
     from sertool.train import train
 
-    train_conf = dict(setup.train_conf)
-    result = train(setup.feat_dir, setup.data_dir, fold_dir / "train", train_conf,
-                   task="emotion", train_utts=split.train, valid_utts=split.heldout,
-                   init_model=setup.init, device=setup.device)
-    model, _ = load_model(result.best_model, setup.device)
-    model.eval()
-    import kaldiio
-
-    probs = np.zeros((0, len(setup.classes)))
-    if test_utts:
-        probs = np.stack([
-            class_probabilities(model, np.asarray(kaldiio.load_mat(setup.feats_table[u])),
-                                setup.device) for u in test_utts])
-    torch.set_grad_enabled(True)
-    return model, dict(result.best) if hasattr(result, "best") else {}, probs
+    conf = dict(setup.train_conf)
+    conf["seed"] = int(setup.conf["seed"])
+    conf["augment"] = dict(setup.conf["augment"])
+    conf["train_trunk"] = True
+    if setup.mode == "unfreeze":
+        conf["model"] = {}  # the speaker model's architecture
+        conf["trunk_lr_factor"] = float(setup.conf["unfreeze"]["trunk_lr_factor"])
+    else:
+        conf["model"] = dict(setup.model_conf)
+        conf["trunk_lr_factor"] = 1.0
+    result = train(setup.feat_dir, setup.data_dir, fold_dir / "train", conf, task="emotion",
+                   train_utts=split.train, valid_utts=split.heldout, init_model=setup.init,
+                   device=setup.device, progress=setup.progress)
+    model, meta = load_model(result.best_model, setup.device)
+    # the trainer orders its outputs by the (sorted) labels of the fold's training list
+    if list(meta["labels"]) != setup.classes:
+        raise FinetuneError(f"fold {name}: the training list has labels {meta['labels']}, "
+                            f"the experiment {setup.classes}: every class must be trained")
+    probs = np.zeros((len(test_utts), len(setup.classes)))
+    for row, utt in enumerate(test_utts):
+        feats = np.asarray(kaldiio.load_mat(setup.feats_table[utt]))
+        probs[row] = class_probabilities(model, feats, setup.device)
+    return model, dict(result.best), probs
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -543,9 +557,6 @@ def resolve_configs(conf_path: str | None, model_conf_path: str | None,
         from sertool.models import load_model_conf
 
         model_conf = load_model_conf(model_conf_path, model_sets)
-    train_conf = None
-    if train_conf_path is not None or train_sets:
-        from sertool.train import load_train_conf
+    from sertool.train import load_train_conf
 
-        train_conf = load_train_conf(train_conf_path, train_sets)
-    return conf, model_conf, train_conf
+    return conf, model_conf, load_train_conf(train_conf_path, train_sets)

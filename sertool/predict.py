@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sertool import __version__
 from sertool.io_utils import atomic_write_json, atomic_write_text
 
@@ -228,7 +230,7 @@ def class_probabilities(model: Any, feats: Any, device: str = "cpu") -> Any:
     """Softmax output of ``model`` for one whole segment's features (T, D) -> numpy (C,)."""
     import torch
 
-    x = torch.as_tensor(feats, dtype=torch.float32, device=device).unsqueeze(0)
+    x = torch.tensor(np.asarray(feats), dtype=torch.float32, device=device).unsqueeze(0)
     with torch.inference_mode():
         return torch.softmax(model(x), dim=-1)[0].cpu().numpy()
 
