@@ -34,7 +34,7 @@ def test_mask_widths_within_policy_bounds(policy):
     freq_total, time_total, seen_freq, seen_time = [], [], set(), set()
     for frames in (40, 200, 1000):
         w_prime = min(aug.W, int(aug.p * frames))
-        for _ in range(300):
+        for _ in range(120):
             m = aug.masks(frames, 128, generator=gen)
             freq_cols = m.all(dim=0)
             time_rows = m.all(dim=1)
