@@ -20,8 +20,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SERTOOL = Path(sys.executable).parent / "sertool"
-MODELS = {"ResNet34 (paper, 128 mels)": "model_resnet.toml",
+MODELS = {"ResNet34 (paper, 128 mels)": "model_resnet34.toml",
           "tiny (tests)": "model_resnet_tiny.toml"}
+THREADS = (1, 2)  # --threads: one per core vs one (better when other work shares the cores)
 
 
 def _bundle(root: Path, model_file: str) -> Path:
@@ -57,6 +58,7 @@ def main() -> dict:
 
     results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                                 f"{platform.python_implementation()} {platform.python_version()}",
+                     "load_average_at_start": round(os.getloadavg()[0], 1),
                      "date": time.strftime("%Y-%m-%d", time.gmtime())}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -67,18 +69,22 @@ def main() -> dict:
                             "source": "sertool make-demo-corpus (16 kHz mono WAV)"}
         for name, model_file in MODELS.items():
             bundle = _bundle(root, model_file)
-            one = [_run(["predict", str(bundle), str(wavs[0])]) for _ in range(3)]
-            many = _run(["predict", str(bundle), *map(str, wavs), "-o", str(root / "p.csv")])
-            results[name] = {
-                "latency_one_file_s": round(statistics.median(one), 2),
-                "hundred_files_s": round(many, 2),
-                "files_per_s": round(len(wavs) / many, 1),
-                "x_real_time": round(audio_s / many, 1),
-            }
-            print(f"predict {name}: one file {results[name]['latency_one_file_s']} s "
-                  f"(median of 3, whole command); {len(wavs)} files ({audio_s:.0f} s of audio) "
-                  f"in {many:.1f} s = {results[name]['files_per_s']} files/s, "
-                  f"{results[name]['x_real_time']}x real time", flush=True)
+            for threads in THREADS:
+                opt = ["--threads", str(threads)]
+                one = [_run(["predict", str(bundle), str(wavs[0]), *opt]) for _ in range(3)]
+                many = _run(["predict", str(bundle), *map(str, wavs), "-o",
+                             str(root / "p.csv"), *opt])
+                key = f"{name}, {threads} thread(s)"
+                results[key] = {
+                    "latency_one_file_s": round(statistics.median(one), 2),
+                    "hundred_files_s": round(many, 2),
+                    "files_per_s": round(len(wavs) / many, 1),
+                    "x_real_time": round(audio_s / many, 1),
+                }
+                print(f"predict {key}: one file {results[key]['latency_one_file_s']} s "
+                      f"(median of 3, whole command); {len(wavs)} files ({audio_s:.0f} s of "
+                      f"audio) in {many:.1f} s = {results[key]['files_per_s']} files/s, "
+                      f"{results[key]['x_real_time']}x real time", flush=True)
     out = REPO / "bench" / "out" / "predict.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -321,7 +321,11 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Write the predictions to this .csv or .json file (default: CSV on stdout).")
 @click.option("--device", default="cpu", show_default=True)
-def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device: str) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for the model (default: PyTorch's, one per core). 1 is "
+              "fastest on a machine busy with other work.")
+def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device: str,
+                threads: int | None) -> None:
     """Class probabilities for each AUDIO file (wav/flac, any sample rate or channel count)
     with the model BUNDLE that `sertool finetune` exported.
 
@@ -340,6 +344,10 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
 
     if output is not None and Path(output).suffix.lower() not in (".csv", ".json"):
         fail(f"{output}: output must end in .csv or .json")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         loaded = load_bundle(bundle, device)
     except BundleError as err:
