@@ -163,7 +163,7 @@ def test_transfer_and_no_transfer_side_by_side(demo):
     root, speaker = demo
     if not (root / "transfer" / "fold_5" / "posteriors.tsv").is_file():
         _run(root, "transfer", speaker)
-    summary = _run(root, "no_transfer", None, "train.epochs=3", "train.num_workers=0",
+    summary = _run(root, "no_transfer", None, "train.epochs=2", "train.num_workers=0",
                    model_conf=TINY)
     assert summary.mode == "scratch"
     assert all((root / "no_transfer" / f"fold_{k}" / "posteriors.tsv").is_file()
@@ -187,3 +187,22 @@ def test_export_all_writes_a_final_bundle(demo):
     assert prov["fold"].startswith("all data")
     assert [f.fold for f in summary.folds] == ["1"]
     assert not (root / "final_only" / "fold_2").exists()
+
+
+def test_unfreeze_fine_tunes_the_trunk_at_a_lower_lr(demo):
+    from sertool.checkpoint import load_model
+
+    root, speaker = demo
+    summary = _run(root, "unfrozen", speaker, "train.epochs=1", "train.num_workers=0",
+                   fold="1", unfreeze=True)
+    assert summary.mode == "unfreeze"
+    assert json.loads((root / "unfrozen" / "experiment.json").read_text())["unfreeze"] is True
+    config = json.loads((root / "unfrozen" / "fold_1" / "train" / "config.json").read_text())
+    assert config["conf"]["trunk_lr_factor"] == 0.1 and config["conf"]["train_trunk"] is True
+    tuned, meta = load_model(root / "unfrozen" / "fold_1" / "model.pt")
+    original, _ = load_model(speaker)
+    assert meta["labels"] == ["ang", "hap", "neu", "sad"]
+    before = dict(original.trunk.named_parameters())
+    moved = [n for n, p in tuned.trunk.named_parameters() if not torch.equal(p, before[n])]
+    assert len(moved) == len(before)  # every trunk weight learned (frozen: none would)
+    assert (root / "unfrozen" / "fold_1" / "posteriors.tsv").is_file()

@@ -22,7 +22,7 @@ def test_transfer_on_two_ravdess_folds_beats_chance(ravdess_dir, librispeech_dir
     from sertool.models import load_model_conf
     from sertool.train import load_train_conf, train
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     conf = {"mel": {"num_bins": 40}}
     prepare("librispeech", librispeech_dir, tmp_path / "data_spk")
     prepare("ravdess", ravdess_dir, tmp_path / "data_rav")
