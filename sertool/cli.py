@@ -311,7 +311,9 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
         click.echo(f"fold {f.fold}: {f.status} {detail}".rstrip(), err=True)
     if summary.bundle is not None:
         click.echo(f"all-data bundle: {summary.bundle}", err=True)
-    click.echo(f"{exp_dir}: {summary.mode} transfer, {len(summary.folds)} fold(s); "
+    what = {"frozen": "transfer, trunk frozen", "unfreeze": "transfer, all layers fine-tuned",
+            "scratch": "no transfer (trained from scratch)"}[summary.mode]
+    click.echo(f"{exp_dir}: {what}, {len(summary.folds)} fold(s); "
                f"next: sertool score {exp_dir}")
 
 
