@@ -8,7 +8,8 @@ For every fold of ``DATA_DIR/folds`` (or one, ``--fold``):
    until the chosen model scores it. A fold whose training data has too few speakers falls
    back to a label-stratified utterance split of the training list and says so in
    ``fold_<k>/split.json`` (the held-out set then shares speakers with training, not with test).
-2. A model is trained and the epoch with the best held-out UA (ties: lower held-out loss) kept:
+2. A model is trained and its best epoch on the held-out set kept (frozen trunk: best UA, ties
+   broken by lower loss; through the trainer: its best held-out accuracy on whole segments):
 
    * default (paper): the speaker model's trunk is frozen; its FC layers are replaced by new,
      randomly initialised ones (``SERModel.replace_head``) which are trained with SGD on the
@@ -375,7 +376,7 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         "data_dir": str(data_dir.resolve()), "feat_dir": str(feat_dir.resolve()),
         "classes": classes, "class_map": class_map, "protocol": protocol,
         "frontend": {**_frontend_summary(frontend), "dims": feat_dim},
-        "model": {"pooling": model_conf.get("pooling", "stats"), **dict(model_conf)},
+        "model": {"pooling": model_conf.get("pooling", "not applicable"), **dict(model_conf)},
         "init": init_text, "augmentation": {"policy": policy, "copies": copies},
         "unfreeze": mode == "unfreeze", "mode": mode, "command": command,
         "seed": int(conf["seed"]), "heldout": {"speakers": conf["heldout_speakers"],
