@@ -12,6 +12,9 @@ A model bundle is one self-contained directory; ``predict`` needs nothing else::
                    the model was trained on, so new audio gets the identical front-end
     README.md      what the bundle is and how to run it
 
+A model trained with conversation-level CMVN is given per-file CMVN at prediction time (each
+file is its own conversation: there is no other context to pool statistics over).
+
 Only these fixed file names inside the directory are used, never a path recorded in it, so
 a bundle still works after it is moved or copied elsewhere. It is written to a temporary
 directory beside its destination and renamed into place: a killed export leaves no
