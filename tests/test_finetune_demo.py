@@ -206,3 +206,24 @@ def test_unfreeze_fine_tunes_the_trunk_at_a_lower_lr(demo):
     moved = [n for n, p in tuned.trunk.named_parameters() if not torch.equal(p, before[n])]
     assert len(moved) == len(before)  # every trunk weight learned (frozen: none would)
     assert (root / "unfrozen" / "fold_1" / "posteriors.tsv").is_file()
+
+
+def test_cli_extract_embeddings_and_finetune_errors(demo, tmp_path):
+    root, speaker = demo
+    runner = CliRunner()
+    emb = tmp_path / "emb"
+    result = runner.invoke(main, ["extract-embeddings", str(root / "feats_emo"), str(speaker),
+                                  str(emb), "--policy", "none"])
+    assert result.exit_code == 0, result.output
+    n = len(read_table(root / "feats_emo" / "feats.scp"))
+    assert f"{n} utterances x 1 (none) = {n} vectors" in result.stdout
+    assert len((emb / "emb.scp").read_text().splitlines()) == n
+    args = ["finetune", str(root / "feats_emo"), str(root / "data_emo"), str(tmp_path / "x")]
+    for extra, message in (
+            (["--init", "none"], "--init none needs --model-conf"),
+            (["--init", str(speaker), "--model-conf", TINY], "--model-conf is for --init none"),
+            (["--init", "none", "--model-conf", TINY, "--unfreeze"], "--unfreeze needs --init"),
+            (["--init", str(tmp_path / "nope.pt")], "nope.pt: speaker model not found"),
+            (["--init", str(speaker), "--set", "head.nope=1"], "unknown option")):
+        result = runner.invoke(main, args + extra)
+        assert result.exit_code == 1 and message in result.stderr, (extra, result.output)
