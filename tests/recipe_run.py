@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 def copy_recipe(name: str, tmp: Path) -> Path:
     """``tmp/recipes/<name>`` with ``tmp/local`` and ``tmp/conf`` linked to the repository's."""
     recipe = tmp / "recipes" / name
-    shutil.copytree(REPO / "recipes" / name, recipe, symlinks=True)
+    # Outputs of a run in the working tree (ignored by git) are not part of the recipe.
+    shutil.copytree(REPO / "recipes" / name, recipe, symlinks=True,
+                    ignore=shutil.ignore_patterns("corpus", "data", "feats", "exp"))
     for shared in ("local", "conf"):
         if not (tmp / shared).exists():
             (tmp / shared).symlink_to(REPO / shared)
