@@ -29,7 +29,7 @@ emovo=/export/corpora/EMOVO          # f1/rab-f1-b1.wav ...
 ravdess=../../../shared/data/ravdess # Audio_Speech_Actors_01-24/Actor_01/03-01-...wav|flac
 mfcc_conf=../../conf/mfcc.toml
 model_conf=../../conf/model_cnn1d.toml
-finetune_conf=conf/finetune.toml
+finetune_conf=../../conf/finetune.toml
 train_conf=conf/train_cnn1d.toml
 option_names="stage stop_stage nj device seed split corpora emodb cremad tess savee emovo ravdess
   mfcc_conf model_conf finetune_conf train_conf"
