@@ -82,9 +82,8 @@ class ExtractResult:
 
 
 def _conversation_of(data: DataDir, utt: str) -> str:
-    utt2conv = getattr(data, "utt2conv", None)
-    if utt2conv and utt in utt2conv:
-        return utt2conv[utt]
+    if data.utt2conv and utt in data.utt2conv:
+        return data.utt2conv[utt]
     if data.segments is not None:
         return data.segments[utt].recording
     return utt

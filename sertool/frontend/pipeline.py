@@ -52,9 +52,8 @@ def resolve_conf(conf: dict | None = None, path: str | Path | None = None,
                  overrides: tuple[str, ...] | list[str] = ()) -> dict:
     """Defaults < file < overrides; then the FFT size is fixed (``n_fft = 0`` means auto)."""
     if conf is not None:  # e.g. a frontend.json: complete it with the defaults
-        start = load_config(DEFAULTS, None, ())
-        start = deep_update(start, conf)
         check_known(DEFAULTS, conf, "front-end configuration")
+        start = deep_update(DEFAULTS, conf)
     elif path is None:
         start = default_frontend_conf()
     else:
