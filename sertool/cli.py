@@ -256,12 +256,13 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
 @click.argument("data_dir", type=click.Path())
 @click.argument("exp_dir", type=click.Path())
 @click.option("--init", "init", required=True,
-              help="Speaker model to transfer from (its trunk), or 'none' to train from scratch.")
+              help="Speaker model to transfer from (its trunk); 'none' to train from scratch; "
+              "'random' for the frozen-trunk system on an untrained trunk (no transfer).")
 @click.option("--fold", default="all", show_default=True, help="One fold name, or all.")
 @click.option("--unfreeze", is_flag=True,
               help="Fine-tune the trunk too (trainer LR x unfreeze.trunk_lr_factor).")
 @click.option("--model-conf", type=click.Path(), default=None,
-              help="Network for --init none (e.g. conf/model_resnet_tiny.toml, cnn1d).")
+              help="Network for --init none|random (e.g. conf/model_resnet_tiny.toml, cnn1d).")
 @click.option("--train-conf", type=click.Path(), default=None,
               help="sertool train configuration (--unfreeze, --init none).")
 @click.option("--conf", "conf_path", type=click.Path(), default=None,

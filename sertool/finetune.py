@@ -20,7 +20,9 @@ For every fold of ``DATA_DIR/folds`` (or one, ``--fold``):
    * ``unfreeze``: everything fine-tuned through :func:`sertool.train.train` with the trunk's LR
      scaled by ``trunk_lr_factor``;
    * ``init = none`` (no-transfer baseline) and the 1D-CNN attention model: trained from scratch
-     through :func:`sertool.train.train`.
+     through :func:`sertool.train.train`;
+   * ``init = random``: the frozen-trunk system on an untrained trunk (the network of
+     ``model_conf``, seeded), i.e. the no-transfer row at the cost of the transfer row.
 3. The fold's test list is scored with whole segments (variable length, eval mode) and written
    to ``fold_<k>/posteriors.tsv`` (the :mod:`sertool.scoring` contract), after the fold model
    (``fold_<k>/model.pt``) and its model bundle (``fold_<k>/bundle``, see
@@ -330,8 +332,20 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         raise FinetuneError(f"{data_dir}/folds: no fold {fold!r} (folds: "
                             f"{', '.join(f.name for f in folds)})")
 
-    init_path = None if init is None or str(init) == "none" else Path(init)
-    if init_path is not None:
+    import kaldiio
+
+    feat_dim = int(np.asarray(kaldiio.load_mat(feats_table[used[0]])).shape[1])
+    random_trunk = init is not None and str(init) == "random"
+    init_path = None if init is None or str(init) in ("none", "random") else Path(init)
+    if random_trunk:
+        if not model_conf:
+            raise FinetuneError("--init random needs --model-conf (the network whose untrained "
+                                "trunk is frozen)")
+        if unfreeze:
+            raise FinetuneError("--init random is the frozen random-trunk baseline; a network "
+                                "trained from scratch is --init none")
+        mode = "frozen"
+    elif init_path is not None:
         if not init_path.is_file():
             raise FinetuneError(f"{init_path}: speaker model not found")
         if model_conf:
@@ -347,6 +361,11 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             raise FinetuneError("--unfreeze needs --init SPEAKER_MODEL (nothing is frozen "
                                 "without a pretrained trunk)")
         mode = "scratch"
+    if random_trunk:
+        # The no-transfer row of the frozen-trunk system: the same network and FC training on
+        # the pooled statistics of an untrained (seeded random) trunk.
+        init_path = _random_trunk(exp_dir / "random_trunk.pt", model_conf, feat_dim,
+                                  int(conf["seed"]))
     if mode != "frozen" and train_conf is None:
         from sertool.train import load_train_conf
 
@@ -354,9 +373,6 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     if mode == "frozen":
         train_conf = None  # not used: kept out of the configuration identity
 
-    import kaldiio
-
-    feat_dim = int(np.asarray(kaldiio.load_mat(feats_table[used[0]])).shape[1])
     prepare = data_dir / "prepare.json"
     prep = json.loads(prepare.read_text(encoding="utf-8")) if prepare.is_file() else {}
     corpus = str(prep.get("corpus") or data_dir.name)
@@ -365,7 +381,9 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         **({"left_out": prep["excluded"]} if prep.get("excluded") else {})}
     policy = conf["augment"]["policy"]
     copies = 0 if policy == "none" else int(conf["augment"]["copies"])
-    init_text = "none" if init_path is None else str(init_path.resolve())
+    init_text = ("none" if init_path is None else
+                 f"random (untrained trunk, seed {int(conf['seed'])})" if random_trunk
+                 else str(init_path.resolve()))
     identity = {"feat_dir": str(feat_dir.resolve()), "data_dir": str(data_dir.resolve()),
                 "init": init_text, "mode": mode, "conf": conf, "model_conf": dict(model_conf),
                 "train_conf": dict(train_conf) if train_conf is not None else None,
@@ -392,7 +410,8 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
                    dict(train_conf) if train_conf is not None else None, classes, utt2spk,
                    utt2label, feats_table, feat_dim, device,
                    {"corpus": corpus, "data_dir": data_dir.name, "protocol": protocol.get("name"),
-                    "init": "none" if init_path is None else init_path.name, "mode": mode,
+                    "init": ("none" if init_path is None else "random" if random_trunk
+                             else init_path.name), "mode": mode,
                     "augmentation": {"policy": policy, "copies": copies}, "command": command},
                    progress)
 
@@ -421,6 +440,20 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         if not (bundle / "bundle.json").is_file():
             _run_fold(setup, "all", used, [], exp_dir / "final", embeddings)
     return FinetuneSummary(exp_dir, mode, outcomes, bundle)
+
+
+def _random_trunk(path: Path, model_conf: Mapping, feat_dim: int, seed: int) -> Path:
+    """A checkpoint of the untrained network ``model_conf`` (seeded), made once per EXP_DIR."""
+    if not path.is_file():
+        import torch
+
+        from sertool.checkpoint import save_checkpoint
+        from sertool.models import build_model
+
+        torch.manual_seed(seed)
+        model = build_model(model_conf, 1, feat_dim)
+        save_checkpoint(path, model, feat_dim=feat_dim, with_rng=False)
+    return path
 
 
 def _run_fold(setup: _Setup, name: str, train_utts: list[str], test_utts: list[str],

@@ -501,6 +501,7 @@ def report_markdown(score: ExperimentScore) -> str:
     claims = protocol.get("speaker_independent", "?")
     init = meta["init"]
     init_text = ("none (random initialisation, no transfer)" if str(init) == "none"
+                 else f"{init}: no transfer" if str(init).startswith("random")
                  else f"transfer from speaker model {init}")
     init_text += "; trunk fine-tuned (unfrozen)" if meta["unfreeze"] else (
         "; trunk frozen" if str(init) != "none" else "")
@@ -670,8 +671,9 @@ def compare(scores: Sequence[ExperimentScore], *,
              "UA % | WA % | macro-F1 % |",
              "| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        init = "none" if r["init"] == "none" else ("speaker (unfrozen)" if r["unfreeze"]
-                                                    else "speaker")
+        init = ("none" if r["init"] == "none" else "random trunk (frozen)"
+                if r["init"].startswith("random") else "speaker (unfrozen)" if r["unfreeze"]
+                else "speaker")
         folds = f"{r['folds']}/{r['folds_expected']}" + (
             " INCOMPLETE" if r["folds"] < r["folds_expected"] else "")
         lines.append(f"| {_cell(r['experiment'])} | {init} | {_cell(r['augmentation'])} | "

@@ -178,6 +178,28 @@ def test_transfer_and_no_transfer_side_by_side(demo):
     assert "transfer" in table and "no_transfer" in table
 
 
+def test_random_trunk_is_the_frozen_system_on_an_untrained_network(demo):
+    from sertool.checkpoint import load_model
+    from sertool.models import build_model, load_model_conf
+
+    root, _ = demo
+    summary = _run(root, "random_trunk", "random", fold="2", model_conf=TINY)
+    assert summary.mode == "frozen" and [f.fold for f in summary.folds] == ["2"]
+    exp = root / "random_trunk"
+    meta = json.loads((exp / "experiment.json").read_text())
+    assert meta["init"] == "random (untrained trunk, seed 0)" and meta["unfreeze"] is False
+    # the fold model's trunk is exactly the seeded untrained network, the head was trained
+    model, _ = load_model(exp / "fold_2" / "model.pt")
+    torch.manual_seed(0)
+    fresh = build_model(load_model_conf(TINY), 1, 40)
+    fresh_trunk = dict(fresh.trunk.state_dict())
+    assert all(torch.equal(v, fresh_trunk[k]) for k, v in model.trunk.state_dict().items())
+    assert (exp / "fold_2" / "posteriors.tsv").is_file()
+    report = CliRunner().invoke(main, ["score", str(exp), "--no-audio"])
+    assert "random (untrained trunk, seed 0): no transfer; trunk frozen" in (
+        exp / "report.md").read_text(), report.output
+
+
 def test_export_all_writes_a_final_bundle(demo):
     root, speaker = demo
     summary = _run(root, "final_only", speaker, "augment.policy=none", fold="1",
@@ -221,6 +243,8 @@ def test_cli_extract_embeddings_and_finetune_errors(demo, tmp_path):
     args = ["finetune", str(root / "feats_emo"), str(root / "data_emo"), str(tmp_path / "x")]
     for extra, message in (
             (["--init", "none"], "--init none needs --model-conf"),
+            (["--init", "random"], "--init random needs --model-conf"),
+            (["--init", "random", "--model-conf", TINY, "--unfreeze"], "a network trained"),
             (["--init", str(speaker), "--model-conf", TINY], "--model-conf is for --init none"),
             (["--init", "none", "--model-conf", TINY, "--unfreeze"], "--unfreeze needs --init"),
             (["--init", str(tmp_path / "nope.pt")], "nope.pt: speaker model not found"),
