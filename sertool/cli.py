@@ -58,15 +58,21 @@ def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) ->
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one front-end option, e.g. --set vad.hangover_ms=300.")
 @click.option("--strict", is_flag=True, help="Stop at the first bad utterance.")
+@click.option("--wave-augment", "wave_augment", type=click.Path(), default=None,
+              help="Also write waveform-augmented copies of each utterance (noise, pitch "
+              "shift; e.g. conf/wave_augment.toml) to FEAT_DIR/wave_aug.scp; training uses "
+              "the copies of its training utterances.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def extract_feats_cmd(data_dir: str | None, feat_dir: str | None, wavs: tuple[str, ...],
                       out_dir: str | None, nj: int, conf_path: str | None,
-                      overrides: tuple[str, ...], strict: bool, no_progress: bool) -> None:
+                      overrides: tuple[str, ...], strict: bool, wave_augment: str | None,
+                      no_progress: bool) -> None:
     """Log-mel (or MFCC) features with VAD and CMVN: DATA_DIR -> FEAT_DIR/feats.scp.
 
     Resumable: a rerun redoes only jobs that did not finish. Utterances that cannot be
     used are listed in FEAT_DIR/failed (with --strict the first one stops the run).
     """
+    from sertool.augment import WaveAugment, WaveAugmentError
     from sertool.config import ConfigError
     from sertool.datadir import DataDirError
     from sertool.frontend.extract import ExtractError, extract_feats, extract_wavs
@@ -76,15 +82,18 @@ def extract_feats_cmd(data_dir: str | None, feat_dir: str | None, wavs: tuple[st
         if wavs:
             if data_dir or feat_dir or not out_dir:
                 fail("use either DATA_DIR FEAT_DIR, or --wav FILE... -o OUT_DIR")
+            if wave_augment:
+                fail("--wave-augment makes training copies of a data directory, not of --wav")
             result = extract_wavs(wavs, out_dir, progress=not no_progress,
                                   conf_path=conf_path, overrides=overrides)
         else:
             if not (data_dir and feat_dir):
                 fail("give DATA_DIR and FEAT_DIR (or --wav FILE... -o OUT_DIR)")
+            augment = WaveAugment.load(wave_augment) if wave_augment else None
             result = extract_feats(data_dir, feat_dir, nj=nj, strict=strict,
                                    progress=not no_progress, conf_path=conf_path,
-                                   overrides=overrides)
-    except (ExtractError, DataDirError, ConfigError, FrontendError) as err:
+                                   overrides=overrides, wave_augment=augment)
+    except (ExtractError, DataDirError, ConfigError, FrontendError, WaveAugmentError) as err:
         fail(str(err))
     for utt, source, reason in result.failed:
         click.echo(f"skipped {utt} ({source}): {reason}", err=True)

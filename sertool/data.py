@@ -50,6 +50,24 @@ def read_feats_scp(feat_dir: str | os.PathLike) -> dict[str, str]:
     return read_table(path)
 
 
+def read_wave_copies(feat_dir: str | os.PathLike) -> dict[str, list[tuple[str, str, int]]]:
+    """source utterance -> [(copy key, rxfile, frames)]: the waveform-augmented copies that
+    ``extract-feats --wave-augment`` wrote (FEAT_DIR/wave_aug and wave_aug.scp); {} if none."""
+    from sertool.datadir import read_table
+
+    feat_dir = Path(feat_dir)
+    if not (feat_dir / "wave_aug.scp").is_file():
+        return {}
+    rx = read_table(feat_dir / "wave_aug.scp")
+    copies: dict[str, list[tuple[str, str, int]]] = {}
+    for key, rest in read_table(feat_dir / "wave_aug").items():
+        utt, _, frames = rest.split()
+        if key not in rx:
+            raise DataError(f"{feat_dir / 'wave_aug'}: copy {key} is not in wave_aug.scp")
+        copies.setdefault(utt, []).append((key, rx[key], int(frames)))
+    return copies
+
+
 def read_num_frames(feat_dir: str | os.PathLike, feats: Mapping[str, str]) -> dict[str, int]:
     """Frames per utterance from utt2num_frames, else by reading the matrices."""
     from sertool.datadir import read_table

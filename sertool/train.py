@@ -120,7 +120,13 @@ def _labels_of(data_dir: Path, task: str) -> dict[str, str]:
 
 def _items(feat_dir: Path, data_dir: Path, conf: Mapping, task: str,
            train_utts: Sequence[str] | None, valid_utts: Sequence[str] | None):
-    from sertool.data import Item, read_feats_scp, read_num_frames, speaker_heldout
+    from sertool.data import (
+        Item,
+        read_feats_scp,
+        read_num_frames,
+        read_wave_copies,
+        speaker_heldout,
+    )
     from sertool.datadir import read_table
 
     feats = read_feats_scp(feat_dir)
@@ -148,8 +154,19 @@ def _items(feat_dir: Path, data_dir: Path, conf: Mapping, task: str,
     unseen = sorted({utt2label[u] for u, _, _ in held} - set(labels))
     if unseen:
         raise TrainError(f"held-out labels {unseen} do not occur in the training set")
-    mk = lambda rs: [Item(u, index[utt2label[u]], s, e) for u, s, e in rs]  # noqa: E731
-    return feats, labels, mk(train), mk(held)
+    # Waveform-augmented copies (extract-feats --wave-augment) of the training utterances
+    # only. A region cut out of an utterance (single-utterance speakers' held-out split) gets
+    # none: its copies would hold the held-out stretch too.
+    source = {u: u for u, _, _ in train + held}
+    copies = []
+    wave_copies = read_wave_copies(feat_dir)
+    for u, start, end in train:
+        if start == 0 and end == nframes[u]:
+            for key, rx, frames in wave_copies.get(u, []):
+                feats[key], source[key] = rx, u
+                copies.append((key, 0, frames))
+    mk = lambda rs: [Item(u, index[utt2label[source[u]]], s, e) for u, s, e in rs]  # noqa: E731
+    return feats, labels, mk(train) + mk(copies), mk(held)
 
 
 def _fingerprint(conf: Mapping, task: str, feat_dir: Path, train_items, valid_items,

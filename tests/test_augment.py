@@ -8,7 +8,10 @@ import torch
 
 from sertool.augment import (
     POLICIES,
+    WAVE_AUGMENT_DEFAULTS,
     SpecAugment,
+    WaveAugment,
+    WaveAugmentError,
     add_noise,
     augmented_copies,
     pitch_shift,
@@ -127,3 +130,43 @@ def test_pitch_shift_moves_the_fundamental():
     spec = np.abs(np.fft.rfft(up[2000:-2000]))
     peak = np.argmax(spec) * sr / (len(up) - 4000)
     assert abs(peak - 400) < 20
+
+
+def _peak_hz(wave: np.ndarray, sr: int) -> float:
+    part = wave[2000:-2000]
+    return float(np.argmax(np.abs(np.fft.rfft(part))) * sr / len(part))
+
+
+def test_wave_augment_copies_are_deterministic_and_do_what_they_say():
+    sr = 16000
+    wave = (0.5 * np.sin(2 * np.pi * 200 * np.arange(2 * sr) / sr)).astype(np.float32)
+    aug = WaveAugment()  # noise, pitch (+0.7 semitone), pitch + noise
+    first = dict(aug.apply("spk1-u1", wave, sr))
+    again = dict(aug.apply("spk1-u1", wave, sr))
+    other = dict(aug.apply("spk1-u2", wave, sr))
+    assert list(first) == ["spk1-u1#noise", "spk1-u1#pitch", "spk1-u1#pitch_noise"]
+    assert all(np.array_equal(first[k], again[k]) for k in first)  # a rerun makes the same
+    assert not np.array_equal(first["spk1-u1#noise"], other["spk1-u2#noise"])
+    assert all(c.shape == wave.shape and c.dtype == np.float32 for c in first.values())
+    noise = first["spk1-u1#noise"] - wave
+    assert 0 < np.std(noise) <= 0.035 * 0.5 * 1.05
+    assert _peak_hz(wave, sr) == pytest.approx(200, abs=1)
+    assert _peak_hz(first["spk1-u1#pitch"], sr) == pytest.approx(200 * 2 ** (0.7 / 12), abs=1.5)
+    added = first["spk1-u1#pitch_noise"] - first["spk1-u1#pitch"]
+    assert 0 < np.std(added) <= 0.035 * np.abs(first["spk1-u1#pitch"]).max() * 1.05
+
+
+def test_wave_augment_conf_file_and_bad_settings():
+    from sertool.config import CONF_DIR, load_toml
+
+    assert load_toml(CONF_DIR / "wave_augment.toml") == WAVE_AUGMENT_DEFAULTS
+    assert WaveAugment.load(CONF_DIR / "wave_augment.toml") == WaveAugment()
+    assert WaveAugment.load(None, ("copies=['pitch']",)).copies == ("pitch",)
+    for conf, message in (({"copies": ["echo"]}, "at most once"),
+                          ({"copies": ["noise", "noise"]}, "at most once"),
+                          ({"copies": "noise"}, "a list of names"),
+                          ({"noise_max_ratio": 2.0}, "noise_max_ratio"),
+                          ({"speed": 1.1}, "unknown option")):
+        with pytest.raises(ValueError, match=message):
+            WaveAugment.from_conf(conf)
+    assert issubclass(WaveAugmentError, ValueError)

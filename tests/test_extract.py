@@ -223,3 +223,64 @@ def test_whole_ravdess_corpus(tmp_path, ravdess_dir):
     kept = [line.split() for line in open(tmp_path / "feats" / "vad_stats")]
     ratio = sum(int(k[2]) for k in kept) / sum(int(k[1]) for k in kept)
     assert 0.3 < ratio < 0.9  # RAVDESS: ~1 s of silence around ~2 s sentences
+
+
+def test_wave_augment_writes_copies_beside_unchanged_originals(tmp_path):
+    from click.testing import CliRunner
+
+    from sertool.augment import WaveAugment
+    from sertool.cli import main
+    from sertool.config import CONF_DIR
+    from sertool.train import _items
+
+    data = make_corpus(tmp_path, n=6)
+    extract_feats(data, tmp_path / "plain", nj=1, progress=False)
+    aug = WaveAugment(copies=("noise", "pitch"))
+    one = extract_feats(data, tmp_path / "aug1", nj=1, progress=False, wave_augment=aug)
+    extract_feats(data, tmp_path / "aug2", nj=2, progress=False, wave_augment=aug)
+    assert one.n_extracted == 6 and one.n_copies == 12
+    # feats.scp holds the originals, identical to a run without augmentation
+    plain, originals = read_all(tmp_path / "plain"), read_all(tmp_path / "aug1")
+    assert sorted(plain) == sorted(originals)
+    assert all(np.array_equal(plain[k], originals[k]) for k in plain)
+
+    def copies_of(feat_dir):
+        return {k: np.array(v) for k, v in kaldiio.load_scp(str(feat_dir / "wave_aug.scp")).items()}
+
+    copies = copies_of(tmp_path / "aug1")
+    assert sorted(copies) == sorted(f"{u}#{c}" for u in plain for c in ("noise", "pitch"))
+    split_jobs = copies_of(tmp_path / "aug2")  # each copy depends on its utterance alone
+    assert all(np.array_equal(copies[k], split_jobs[k]) for k in copies)
+    for key, mat in copies.items():
+        source = plain[key.split("#")[0]]
+        assert mat.shape[1] == 128
+        assert mat.shape != source.shape or not np.array_equal(mat, source)
+    rows = [line.split() for line in open(tmp_path / "aug1" / "wave_aug")]
+    assert {r[0]: (r[1], r[2], int(r[3])) for r in rows} == {
+        k: (k.split("#")[0], k.split("#")[1], m.shape[0]) for k, m in copies.items()}
+
+    # a FEAT_DIR is never mixed: with and without copies, or other copies
+    with pytest.raises(ExtractError, match="made with waveform augmentation"):
+        extract_feats(data, tmp_path / "aug1", nj=1, progress=False)
+    with pytest.raises(ExtractError, match="made with no waveform augmentation"):
+        extract_feats(data, tmp_path / "plain", nj=1, progress=False, wave_augment=aug)
+    again = extract_feats(data, tmp_path / "aug1", nj=1, progress=False, wave_augment=aug)
+    assert again.jobs_skipped == 1 and again.n_copies == 12
+
+    # training adds the copies of its training utterances, never of held-out ones
+    utts = sorted(plain)
+    feats, _, train, held = _items(tmp_path / "aug1", data, {}, "speaker", utts[:4], utts[4:])
+    assert sorted(i.utt for i in train) == sorted(
+        utts[:4] + [f"{u}#{c}" for u in utts[:4] for c in ("noise", "pitch")])
+    assert sorted(i.utt for i in held) == utts[4:]
+    by_utt = {i.utt: i for i in train}
+    assert all(by_utt[f"{u}#pitch"].label == by_utt[u].label for u in utts[:4])
+    assert all(by_utt[k].end == copies[k].shape[0] for k in by_utt if "#" in k)
+    assert all(k in feats for k in by_utt)
+
+    result = CliRunner().invoke(main, [
+        "extract-feats", str(data), str(tmp_path / "cli"), "--no-progress", "--set",
+        "mel.num_bins=40", "--wave-augment", str(CONF_DIR / "wave_augment.toml")])
+    assert result.exit_code == 0, result.output
+    assert "6 of 6 utterances extracted" in result.output
+    assert "plus 18 waveform-augmented copies" in result.output

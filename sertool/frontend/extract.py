@@ -12,6 +12,10 @@ Layout of FEAT_DIR (Kaldi's steps/make_fbank.sh is the model):
 ``utt2num_frames``      frames kept per utterance
 ``vad_stats``           utt frames_in frames_kept [vad_fallback]
 ``failed``              utt <TAB> file <TAB> reason, one line per skipped utterance
+``wave_aug.json``       with ``--wave-augment`` only: the waveform augmentation
+``wave_aug.scp``        its copies, ``<utt>#<copy>`` -> ark:offset (not in feats.scp, so every
+                        other stage sees the original utterances alone)
+``wave_aug``            copy_key utt copy frames, one line per copy
 ``log/extract.N.log``   one log per job
 """
 
@@ -33,6 +37,7 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
+from sertool.augment import WaveAugment
 from sertool.config import config_fingerprint
 from sertool.datadir import DataDir, require_valid, write_table
 from sertool.frontend.audio import AudioError, load_audio
@@ -69,10 +74,13 @@ class ExtractResult:
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     vad_fallback: list[str] = field(default_factory=list)
     jobs_skipped: int = 0
+    n_copies: int = 0  # waveform-augmented copies (wave_aug.scp)
 
     def summary(self) -> str:
         text = (f"{self.feat_dir}: {self.n_extracted} of {self.n_utts} utterances extracted"
                 f" ({self.jobs_skipped} job(s) already done)")
+        if self.n_copies:
+            text += f", plus {self.n_copies} waveform-augmented copies (wave_aug.scp)"
         if self.vad_fallback:
             text += (f"; VAD kept too little in {len(self.vad_fallback)} utterance(s), kept "
                      f"whole (see {self.feat_dir / 'vad_stats'})")
@@ -119,14 +127,16 @@ def _job_paths(feat_dir: Path, index: int) -> dict[str, Path]:
         "scp": feat_dir / f"feats.{index}.scp",
         "vad": feat_dir / f"vad_stats.{index}",
         "failed": feat_dir / f"failed.{index}",
+        "aug": feat_dir / f"wave_aug.{index}",
         "done": feat_dir / f".done.{index}",
         "log": feat_dir / "log" / f"extract.{index}.log",
     }
 
 
 def run_job(job: JobSpec, conf: dict, feat_dir: str, digest: str, strict: bool,
-            progress_queue=None) -> int:
-    """Extract one job's utterances into feats.N.ark; returns the number written."""
+            progress_queue=None, wave_augment: dict | None = None) -> int:
+    """Extract one job's utterances (and their waveform-augmented copies) into feats.N.ark;
+    returns the number of utterances written."""
     feat_dir_path = Path(feat_dir)
     paths = _job_paths(feat_dir_path, job.index)
     paths["done"].unlink(missing_ok=True)
@@ -136,7 +146,8 @@ def run_job(job: JobSpec, conf: dict, feat_dir: str, digest: str, strict: bool,
     fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
     tmp_ark = paths["ark"].with_name(paths["ark"].name + ".tmp")
     tmp_scp = paths["scp"].with_name(paths["scp"].name + ".tmp")
-    vad_lines, failed_lines = [], []
+    vad_lines, failed_lines, aug_lines = [], [], []
+    augment = WaveAugment.from_conf(wave_augment) if wave_augment else None
     written = 0
     with open(paths["log"], "w", encoding="utf-8") as log, \
             kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer:
@@ -178,6 +189,16 @@ def run_job(job: JobSpec, conf: dict, feat_dir: str, digest: str, strict: bool,
                 else:
                     writer(utt, feats)
                     written += 1
+                if augment is not None:
+                    for key, copy in augment.apply(utt, wave, frontend.sample_rate):
+                        try:
+                            copy_feats, _ = frontend.process(copy)
+                        except FrontendError as err:  # a lost copy is not a lost utterance
+                            log.write(f"WARNING copy {key} ({source}) skipped: {err}\n")
+                            continue
+                        writer(key, copy_feats)
+                        aug_lines.append(f"{key} {utt} {key.rsplit('#', 1)[1]} "
+                                         f"{copy_feats.shape[0]}\n")
             if progress_queue is not None:
                 progress_queue.put(1)
             if fault_after and written >= fault_after:
@@ -196,13 +217,23 @@ def run_job(job: JobSpec, conf: dict, feat_dir: str, digest: str, strict: bool,
     tmp_scp.unlink(missing_ok=True)
     atomic_write_text(paths["vad"], "".join(vad_lines))
     atomic_write_text(paths["failed"], "".join(failed_lines))
+    atomic_write_text(paths["aug"], "".join(aug_lines))
     atomic_write_text(paths["done"], digest + "\n")
     return written
 
 
-def _prepare_feat_dir(feat_dir: Path, conf: dict) -> str:
-    """Write frontend.json, or check that an existing one matches. Returns its fingerprint."""
+def _prepare_feat_dir(feat_dir: Path, conf: dict, wave_augment: dict | None = None) -> str:
+    """Write frontend.json (and wave_aug.json), or check that existing ones match. Returns the
+    fingerprint of both."""
     feat_dir.mkdir(parents=True, exist_ok=True)
+    aug_path = feat_dir / "wave_aug.json"
+    previous_aug = (json.loads(aug_path.read_text(encoding="utf-8"))
+                    if aug_path.exists() else None)
+    if (feat_dir / "frontend.json").exists() and previous_aug != wave_augment:
+        had = (f"waveform augmentation {previous_aug}" if previous_aug
+               else "no waveform augmentation")
+        raise ExtractError(f"{feat_dir} was made with {had} (see {aug_path}); give the same "
+                           "--wave-augment, remove the directory or choose another FEAT_DIR")
     conf_path = feat_dir / "frontend.json"
     fingerprint = config_fingerprint(conf)
     if conf_path.exists():
@@ -213,14 +244,18 @@ def _prepare_feat_dir(feat_dir: Path, conf: dict) -> str:
                 f"{feat_dir} was made with another front-end configuration "
                 f"(see {conf_path}); remove the directory or choose another FEAT_DIR")
     else:
-        atomic_write_json(conf_path, conf)
+        if wave_augment:
+            atomic_write_json(aug_path, wave_augment)
+        atomic_write_json(conf_path, conf)  # last: it marks the directory as made
+    if wave_augment:
+        fingerprint = config_fingerprint({"frontend": conf, "wave_augment": wave_augment})
     return fingerprint
 
 
 def _remove_stale_jobs(feat_dir: Path, nj: int) -> None:
     for path in feat_dir.iterdir():
         match = re.fullmatch(r"(?:feats\.(\d+)\.(?:ark|scp)|vad_stats\.(\d+)|failed\.(\d+)|"
-                             r"\.done\.(\d+))(?:\.tmp)?", path.name)
+                             r"wave_aug\.(\d+)|\.done\.(\d+))(?:\.tmp)?", path.name)
         if match and int(next(g for g in match.groups() if g)) > nj:
             path.unlink()
 
@@ -239,8 +274,12 @@ def extract_feats(
     progress: bool = True,
     conf_path: str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
+    wave_augment: WaveAugment | None = None,
 ) -> ExtractResult:
     """Extract features for every utterance of ``data_dir`` into ``feat_dir``.
+
+    With ``wave_augment`` each utterance also gets its waveform-augmented copies, written to
+    FEAT_DIR/wave_aug.scp (feats.scp keeps the originals only).
 
     Bad utterances (unreadable, empty, non-finite, shorter than a frame, ...) are listed in
     FEAT_DIR/failed and skipped; ``strict`` makes the first one fatal. Raises ExtractError
@@ -249,7 +288,10 @@ def extract_feats(
     data = require_valid(data_dir, check_files=False)  # a missing file fails one utterance
     feat_dir = Path(feat_dir).resolve()
     resolved = resolve_conf(conf, conf_path, list(overrides))
-    fingerprint = _prepare_feat_dir(feat_dir, resolved)
+    aug_conf = wave_augment.to_dict() if wave_augment is not None else None
+    if aug_conf and resolved["cmvn"]["mode"] == "conversation":
+        raise ExtractError("--wave-augment needs segment-level (or no) CMVN, not conversation")
+    fingerprint = _prepare_feat_dir(feat_dir, resolved, aug_conf)
     jobs = split_jobs(data, nj, resolved["cmvn"]["mode"] == "conversation")
     _remove_stale_jobs(feat_dir, len(jobs))
 
@@ -268,23 +310,26 @@ def extract_feats(
     try:
         if len(todo) <= 1:
             for job, digest in todo:
-                run_job(job, resolved, str(feat_dir), digest, strict, None)
+                run_job(job, resolved, str(feat_dir), digest, strict, None, aug_conf)
                 bar.update(len(job.utts))
         else:
-            _run_parallel(todo, resolved, feat_dir, strict, bar)
+            _run_parallel(todo, resolved, feat_dir, strict, bar, aug_conf)
     finally:
         bar.close()
     return _merge(feat_dir, jobs, skipped)
 
 
-def _run_parallel(todo, conf: dict, feat_dir: Path, strict: bool, bar: tqdm) -> None:
-    context = get_context("fork")
+def _run_parallel(todo, conf: dict, feat_dir: Path, strict: bool, bar: tqdm,
+                  wave_augment: dict | None = None) -> None:
+    # spawn, not fork: a forked child of a process that has used torch (pitch shift, OpenMP)
+    # can deadlock in its thread pool
+    context = get_context("spawn")
     manager = context.Manager()
     queue = manager.Queue()
     try:
         with ProcessPoolExecutor(max_workers=len(todo), mp_context=context) as pool:
-            futures = [pool.submit(run_job, job, conf, str(feat_dir), digest, strict, queue)
-                       for job, digest in todo]
+            futures = [pool.submit(run_job, job, conf, str(feat_dir), digest, strict, queue,
+                                   wave_augment) for job, digest in todo]
             while not all(f.done() for f in futures):
                 _drain(queue, bar)
                 time.sleep(0.05)
@@ -304,13 +349,20 @@ def _drain(queue, bar: tqdm) -> None:
 
 
 def _merge(feat_dir: Path, jobs: list[JobSpec], skipped: int) -> ExtractResult:
-    scp, vad, failed = [], [], []
+    scp, vad, failed, aug = [], [], [], []
     for job in jobs:
         paths = _job_paths(feat_dir, job.index)
         scp += _read_lines(paths["scp"])
         vad += _read_lines(paths["vad"])
         failed += _read_lines(paths["failed"])
+        if paths["aug"].exists():
+            aug += _read_lines(paths["aug"])
     table = dict(line.rstrip("\n").split(" ", 1) for line in scp)
+    aug_rows = {line.split(" ", 1)[0]: line.split(" ", 1)[1].strip() for line in aug}
+    if (feat_dir / "wave_aug.json").exists():
+        write_table(feat_dir / "wave_aug.scp", {k: table[k] for k in aug_rows})
+        write_table(feat_dir / "wave_aug", aug_rows)
+    table = {k: v for k, v in table.items() if k not in aug_rows}
     n_utts = sum(len(job.utts) for job in jobs)
     if len(table) + len(failed) != n_utts:
         raise ExtractError(f"{feat_dir}: {len(table)} extracted + {len(failed)} failed "
@@ -326,6 +378,7 @@ def _merge(feat_dir: Path, jobs: list[JobSpec], skipped: int) -> ExtractResult:
         failed=[tuple(line.rstrip("\n").split("\t", 2)) for line in sorted(failed)],
         vad_fallback=sorted(r[0] for r in vad_rows if "vad_fallback" in r[3:]),
         jobs_skipped=skipped,
+        n_copies=len(aug_rows),
     )
     if n_utts and not table:
         raise ExtractError(f"every utterance failed; see {feat_dir / 'failed'}: "
