@@ -18,7 +18,7 @@ def copy_recipe(name: str, tmp: Path) -> Path:
     recipe = tmp / "recipes" / name
     # Outputs of a run in the working tree (ignored by git) are not part of the recipe.
     shutil.copytree(REPO / "recipes" / name, recipe, symlinks=True,
-                    ignore=shutil.ignore_patterns("corpus", "data", "feats", "exp"))
+                    ignore=shutil.ignore_patterns("corpus", "data", "feats", "exp", "*.live.sh"))
     for shared in ("local", "conf"):
         if not (tmp / shared).exists():
             (tmp / shared).symlink_to(REPO / shared)

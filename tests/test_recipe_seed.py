@@ -47,8 +47,8 @@ def _tiny_confs(conf: Path) -> list[str]:
     conf.mkdir()
     model = (REPO / "conf" / "model_cnn1d.toml").read_text()
     (conf / "model.toml").write_text(model.replace("channels = 256", "channels = 16"))
-    train = (REPO / "recipes" / "seed-corpora" / "conf" / "train_cnn1d.toml").read_text()
-    (conf / "train.toml").write_text(train.replace("epochs = 30", "epochs = 1")
+    train = (REPO / "conf" / "train_cnn1d.toml").read_text()
+    (conf / "train.toml").write_text(train.replace("epochs = 6", "epochs = 1")
                                      .replace("batch_size = 32", "batch_size = 4")
                                      .replace("num_workers = 2", "num_workers = 0"))
     return ["--model-conf", str(conf / "model.toml"), "--train-conf", str(conf / "train.toml")]
@@ -79,6 +79,12 @@ def test_seed_corpora_recipe_both_splits(tmp_path):
         assert 0.0 <= report["mean"]["ua"] <= 1.0
         first = (recipe / f"exp/cnn1d_speaker/{corpus}/report.md").read_text().splitlines()[0]
         assert first.startswith("SPEAKER-INDEPENDENT")
+        # the system's waveform augmentation: 3 copies per recording, trained on
+        copies = (recipe / f"feats/{corpus}_speaker_mfcc/wave_aug").read_text().splitlines()
+        assert len(copies) == 3 * (27 if corpus == "emodb" else 24)
+        config = json.loads((recipe / f"exp/cnn1d_speaker/{corpus}/fold_1/train/config.json")
+                            .read_text())
+        assert config["conf"]["augment"]["policy"] == "none"  # no SpecAugment on top
     summary = (recipe / "exp/cnn1d_speaker/summary.md").read_text()
     assert "| emodb |" in summary and "| tess |" in summary and "savee" not in summary
     times = (recipe / "exp/stage_times").read_text().split()

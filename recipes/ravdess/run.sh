@@ -33,7 +33,8 @@ speaker_conf=conf/train_speaker.toml
 finetune_conf=../../conf/finetune.toml
 train_conf=conf/train_emotion.toml       # networks trained from scratch (no-transfer row)
 cnn1d_model_conf=../../conf/model_cnn1d.toml
-cnn1d_train_conf=conf/train_cnn1d.toml
+cnn1d_train_conf=../../conf/train_cnn1d.toml
+wave_augment_conf=../../conf/wave_augment.toml # waveform copies for the 1D-CNN (noise, pitch)
 policy=conservative                      # SpecAugment policy of the transfer system
 # The ablation rows. no_transfer trains the whole network from scratch on each fold (the paper's
 # "without transfer"; hours on this CPU, minutes on a GPU); random_trunk is the CPU-cheap
@@ -41,7 +42,7 @@ policy=conservative                      # SpecAugment policy of the transfer sy
 ablations="random_trunk no_augmentation no_pooling"
 option_names="stage stop_stage nj device seed ravdess speaker_corpus speaker_corpus_type
   frontend_conf mfcc_conf model_conf speaker_conf finetune_conf train_conf cnn1d_model_conf
-  cnn1d_train_conf policy ablations"
+  cnn1d_train_conf wave_augment_conf policy ablations"
 . local/parse_options.sh
 . local/stage.sh
 
@@ -80,10 +81,11 @@ if run_stage 0 "data directories: speakers ($speaker_corpus_type) and RAVDESS (6
   stage_done 0
 fi
 
-if run_stage 1 "features: 128 log-mel + VAD + CMVN (both sets), MFCC (RAVDESS, 1D-CNN)"; then
+if run_stage 1 "features: 128 log-mel + VAD + CMVN (both sets), MFCC + waveform copies (RAVDESS, 1D-CNN)"; then
   sertool extract-feats data/speaker feats/speaker --nj "$nj" --conf "$frontend_conf"
   sertool extract-feats data/ravdess feats/ravdess --nj "$nj" --conf "$frontend_conf"
-  sertool extract-feats data/ravdess feats/ravdess_mfcc --nj "$nj" --conf "$mfcc_conf"
+  sertool extract-feats data/ravdess feats/ravdess_mfcc_waug --nj "$nj" --conf "$mfcc_conf" \
+    --wave-augment "$wave_augment_conf"
   stage_done 1
 fi
 
@@ -120,9 +122,9 @@ if run_stage 4 "ablation: $ablations"; then
 fi
 
 if run_stage 5 "MFCC + 1D-CNN with attention, same folds"; then
-  sertool finetune feats/ravdess_mfcc data/ravdess exp/emotion/cnn1d --init none \
+  sertool finetune feats/ravdess_mfcc_waug data/ravdess exp/emotion/cnn1d --init none \
     --model-conf "$cnn1d_model_conf" --conf "$finetune_conf" --train-conf "$cnn1d_train_conf" \
-    --device "$device"
+    --set augment.policy=none --device "$device"    # its augmentation: the waveform copies
   stage_done 5
 fi
 

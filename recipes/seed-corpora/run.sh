@@ -30,9 +30,10 @@ ravdess=../../../shared/data/ravdess # Audio_Speech_Actors_01-24/Actor_01/03-01-
 mfcc_conf=../../conf/mfcc.toml
 model_conf=../../conf/model_cnn1d.toml
 finetune_conf=../../conf/finetune.toml
-train_conf=conf/train_cnn1d.toml
+train_conf=../../conf/train_cnn1d.toml
+wave_augment_conf=../../conf/wave_augment.toml # waveform copies (noise, pitch) for training
 option_names="stage stop_stage nj device seed split corpora emodb cremad tess savee emovo ravdess
-  mfcc_conf model_conf finetune_conf train_conf"
+  mfcc_conf model_conf finetune_conf train_conf wave_augment_conf"
 . local/parse_options.sh
 . local/stage.sh
 
@@ -68,9 +69,10 @@ if run_stage 0 "data directories (${split} split): ${present[*]}"; then
   stage_done 0
 fi
 
-if run_stage 1 "MFCC features"; then
+if run_stage 1 "MFCC features + waveform-augmented copies"; then
   for c in "${present[@]}"; do
-    sertool extract-feats data/${c}_$split feats/${c}_${split}_mfcc --nj "$nj" --conf "$mfcc_conf"
+    sertool extract-feats data/${c}_$split feats/${c}_${split}_mfcc --nj "$nj" --conf "$mfcc_conf" \
+      --wave-augment "$wave_augment_conf"
   done
   stage_done 1
 fi
@@ -79,7 +81,7 @@ if run_stage 2 "1D-CNN with attention, per fold"; then
   for c in "${present[@]}"; do
     sertool finetune feats/${c}_${split}_mfcc data/${c}_$split exp/cnn1d_$split/$c --init none \
       --model-conf "$model_conf" --conf "$finetune_conf" --train-conf "$train_conf" \
-      --device "$device"
+      --set augment.policy=none --device "$device"  # its augmentation: the waveform copies
   done
   stage_done 2
 fi
