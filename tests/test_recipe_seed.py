@@ -48,7 +48,7 @@ def _tiny_confs(conf: Path) -> list[str]:
     model = (REPO / "conf" / "model_cnn1d.toml").read_text()
     (conf / "model.toml").write_text(model.replace("channels = 256", "channels = 16"))
     train = (REPO / "conf" / "train_cnn1d.toml").read_text()
-    (conf / "train.toml").write_text(train.replace("epochs = 6", "epochs = 1")
+    (conf / "train.toml").write_text(train.replace("epochs = 15", "epochs = 1")
                                      .replace("batch_size = 32", "batch_size = 4")
                                      .replace("num_workers = 2", "num_workers = 0"))
     return ["--model-conf", str(conf / "model.toml"), "--train-conf", str(conf / "train.toml")]
