@@ -335,7 +335,7 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     import kaldiio
 
     feat_dim = int(np.asarray(kaldiio.load_mat(feats_table[used[0]])).shape[1])
-    random_trunk = init is not None and str(init) == "random"
+    random_trunk = str(init) == "random"
     init_path = None if init is None or str(init) in ("none", "random") else Path(init)
     if random_trunk:
         if not model_conf:
@@ -344,6 +344,10 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         if unfreeze:
             raise FinetuneError("--init random is the frozen random-trunk baseline; a network "
                                 "trained from scratch is --init none")
+        # The no-transfer row of the frozen-trunk system: the same network and FC training on
+        # the pooled statistics of an untrained (seeded random) trunk.
+        init_path = _random_trunk(exp_dir / "random_trunk.pt", model_conf, feat_dim,
+                                  int(conf["seed"]))
         mode = "frozen"
     elif init_path is not None:
         if not init_path.is_file():
@@ -361,11 +365,6 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             raise FinetuneError("--unfreeze needs --init SPEAKER_MODEL (nothing is frozen "
                                 "without a pretrained trunk)")
         mode = "scratch"
-    if random_trunk:
-        # The no-transfer row of the frozen-trunk system: the same network and FC training on
-        # the pooled statistics of an untrained (seeded random) trunk.
-        init_path = _random_trunk(exp_dir / "random_trunk.pt", model_conf, feat_dim,
-                                  int(conf["seed"]))
     if mode != "frozen" and train_conf is None:
         from sertool.train import load_train_conf
 
