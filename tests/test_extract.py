@@ -91,6 +91,18 @@ def test_killed_run_resumes_to_identical_output(tmp_path):
     assert third.jobs_skipped == 4
 
 
+def test_extraction_without_wave_augment_does_not_load_torch(tmp_path):
+    # Every job is a fresh process: torch would add ~600 MB and ~1 s to each of them.
+    data = make_corpus(tmp_path, n=2)
+    code = ("import sys\n"
+            "from sertool.frontend.extract import extract_feats\n"
+            f"extract_feats({str(data)!r}, {str(tmp_path / 'feats')!r}, progress=False)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchaudio')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_other_frontend_config_is_refused(tmp_path):
     data = make_corpus(tmp_path, n=4)
     extract_feats(data, tmp_path / "feats", progress=False)
