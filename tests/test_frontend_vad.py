@@ -11,7 +11,12 @@ from signals import SR, voiced, with_noise
 from sertool.frontend.audio import load_audio
 from sertool.frontend.features import power_spectrum
 from sertool.frontend.pipeline import Frontend
-from sertool.frontend.vad import VadConfig, detect_speech, fill_short_gaps
+from sertool.frontend.vad import (
+    VadConfig,
+    detect_speech,
+    fill_short_gaps,
+    frame_log_likelihood_ratios,
+)
 
 
 def speech_mask(wave: np.ndarray) -> np.ndarray:
@@ -106,3 +111,49 @@ def test_real_ravdess_drops_leading_and_trailing_silence(ravdess_dir):
         core_kept += mask[loud].sum()
     assert dropped / silence > 0.8, f"only {dropped / silence:.2f} of the silence dropped"
     assert core_kept / core > 0.98, f"only {core_kept / core:.3f} of the loud region kept"
+
+
+def _textbook_log_odds(power: np.ndarray, conf: VadConfig) -> np.ndarray:
+    """Sohn's VAD written plainly (numpy per frame, log-add-exp HMM): the compiled
+    recursions in sertool.frontend.vad must give the same log odds."""
+    power = power[:, :: conf.bin_step].astype(np.float64) + 1e-12
+    energy_db = 10 * np.log10(power.sum(axis=1))
+    audible = energy_db > energy_db.max() - conf.silence_floor_db
+    candidates = np.flatnonzero(audible)
+    n_init = max(1, int(np.ceil(conf.noise_quantile * len(candidates))))
+    noise = power[candidates[np.argsort(energy_db[candidates], kind="stable")[:n_init]]]
+    gamma = np.minimum(power / noise.mean(axis=0), 1e4)
+    xi = np.empty_like(gamma)
+    prev_clean = np.zeros(gamma.shape[1])
+    for t in range(len(gamma)):
+        xi[t] = np.maximum(conf.alpha * prev_clean
+                           + (1 - conf.alpha) * np.maximum(gamma[t] - 1, 0),
+                           10 ** (conf.xi_min_db / 10))
+        prev_clean = (xi[t] / (1 + xi[t])) ** 2 * gamma[t]
+    scores = np.mean(gamma * xi / (1 + xi) - np.log1p(xi), axis=1) - conf.threshold
+    scores[~audible] = -conf.threshold - 1
+    odds, out = 0.0, []
+    for score in scores:
+        prior = (np.logaddexp(np.log(conf.a01), np.log(1 - conf.a10) + odds)
+                 - np.logaddexp(np.log(1 - conf.a01), np.log(conf.a10) + odds))
+        odds = score + prior
+        out.append(odds)
+    return np.array(out)
+
+
+def test_compiled_recursions_equal_the_textbook_form():
+    rng = np.random.default_rng(5)
+    lead = np.zeros(int(0.4 * SR), np.float32)
+    # speech in noise, a clipped-loud burst (gamma hits its 1e4 cap, log odds in the
+    # hundreds) and digital silence (all-zero frames) at the end
+    loud = np.clip(voiced(0.5, rng) * 50, -1, 1)
+    wave = np.concatenate([with_noise([lead, voiced(0.7, rng), lead, loud, lead], rng),
+                           np.zeros(int(0.5 * SR), np.float32)])
+    frontend = Frontend()
+    power = power_spectrum(wave, frontend.spectrum, frontend.n_fft)
+    for conf in (frontend.vad, VadConfig(bin_step=1, alpha=0.9, xi_min_db=-15)):
+        expected = _textbook_log_odds(power, conf)
+        got = frame_log_likelihood_ratios(power, conf)
+        energy = power.sum(axis=1)
+        assert expected.max() > 100 and energy[-10:].max() < 1e-6 * energy.max()
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
