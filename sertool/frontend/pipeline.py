@@ -106,18 +106,22 @@ class Frontend:
     def sample_rate(self) -> int:
         return self.conf["sample_rate"]
 
-    def raw_features(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(features before VAD and CMVN, power spectrum) of a waveform at ``sample_rate``."""
+    def power_spectrum(self, wave: np.ndarray) -> np.ndarray:
+        """Power spectrum (frames, n_fft // 2 + 1) of a waveform at ``sample_rate``."""
         power = power_spectrum(wave, self.spectrum, self.n_fft)
         if power.shape[0] == 0:
             raise FrontendError(
                 f"signal of {len(wave)} samples is shorter than one frame "
                 f"({self.spectrum.win_length} samples)")
+        return power
+
+    def features(self, power: np.ndarray) -> np.ndarray:
+        """Log-mels (or MFCCs) of power-spectrum frames, before CMVN."""
         feats = log_mel(power, self.bank)
         if self.kind == "mfcc":
             feats = mfcc_from_log_mel(feats, self.conf["mfcc"]["num_ceps"],
                                       self.conf["mfcc"]["lifter"])
-        return feats, power
+        return feats
 
     def speech_mask(self, power: np.ndarray) -> tuple[np.ndarray, VadStats]:
         n = power.shape[0]
@@ -143,9 +147,10 @@ class Frontend:
         if sample_rate is not None and sample_rate != self.sample_rate:
             raise FrontendError(f"expected {self.sample_rate} Hz audio, got {sample_rate} Hz "
                                 "(load it with sertool.frontend.audio.load_audio)")
-        feats, power = self.raw_features(wave)
+        power = self.power_spectrum(wave)
         mask, stats = self.speech_mask(power)
-        feats = np.ascontiguousarray(feats[mask])
+        # The VAD reads the spectrum, so only the frames it keeps get mel filters.
+        feats = self.features(power if stats.frames_kept == len(mask) else power[mask])
         if normalise and self.conf["cmvn"]["mode"] == "segment":
             feats = segment_cmvn(feats, self.conf["cmvn"]["norm_vars"])
         return feats, stats
