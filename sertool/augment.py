@@ -19,9 +19,16 @@ import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used (SpecAugment.masks, pitch_shift), not here: every
+# extract-feats job imports this module for WaveAugment, and torch would add ~600 MB and ~1 s
+# to each of them when no pitch copy is made.
 
 POLICIES: dict[str, dict] = {
     "none": {"F": 0, "W": 0, "p": 0.0, "n_freq": 0, "n_time": 0},
@@ -52,6 +59,8 @@ class SpecAugment:
     def masks(self, frames: int, dims: int, generator: torch.Generator | None = None
               ) -> torch.Tensor:
         """Boolean (T, F) mask of one sample: True where the value is zeroed."""
+        import torch
+
         mask = torch.zeros(frames, dims, dtype=torch.bool)
         for _ in range(self.n_freq):
             f = int(torch.randint(0, min(self.F, dims) + 1, (1,), generator=generator))
@@ -101,6 +110,7 @@ def add_noise(wave: np.ndarray, max_ratio: float = 0.035,
 def pitch_shift(wave: np.ndarray, sample_rate: int, n_steps: float) -> np.ndarray:
     """Shift the pitch by ``n_steps`` semitones, keeping the duration (torchaudio's phase
     vocoder + resampling)."""
+    import torch
     import torchaudio.functional as AF
 
     tensor = torch.as_tensor(np.asarray(wave, dtype=np.float32))

@@ -92,15 +92,18 @@ def test_killed_run_resumes_to_identical_output(tmp_path):
 
 
 def test_extraction_without_wave_augment_does_not_load_torch(tmp_path):
-    # Every job is a fresh process: torch would add ~600 MB and ~1 s to each of them.
+    # Every job is a fresh process (and with --nj 1 the job runs in the command's own):
+    # torch would add ~600 MB and ~1 s to each of them. Checked through the CLI, as users run it.
     data = make_corpus(tmp_path, n=2)
     code = ("import sys\n"
-            "from sertool.frontend.extract import extract_feats\n"
-            f"extract_feats({str(data)!r}, {str(tmp_path / 'feats')!r}, progress=False)\n"
+            "from sertool.cli import main\n"
+            f"main(['extract-feats', {str(data)!r}, {str(tmp_path / 'feats')!r}, "
+            "'--no-progress'], standalone_mode=False)\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchaudio')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert (tmp_path / "feats" / "feats.scp").is_file()
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_other_frontend_config_is_refused(tmp_path):

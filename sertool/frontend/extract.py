@@ -32,23 +32,18 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import kaldiio
 import numpy as np
 from tqdm import tqdm
 
+from sertool.augment import WaveAugment
 from sertool.config import config_fingerprint
 from sertool.datadir import DataDir, require_valid, write_table
 from sertool.frontend.audio import AudioError, load_audio
 from sertool.frontend.cmvn import conversation_cmvn
 from sertool.frontend.pipeline import Frontend, FrontendError, resolve_conf
 from sertool.io_utils import atomic_open, atomic_write_json, atomic_write_text
-
-if TYPE_CHECKING:
-    # sertool.augment imports torch (~600 MB and ~1 s in every job process), which only
-    # --wave-augment needs: run_job imports it when asked for.
-    from sertool.augment import WaveAugment
 
 # Test hook: a job process kills itself (SIGKILL) after writing this many utterances,
 # leaving a half-written archive behind, exactly as a killed run would.
@@ -152,11 +147,7 @@ def run_job(job: JobSpec, conf: dict, feat_dir: str, digest: str, strict: bool,
     tmp_ark = paths["ark"].with_name(paths["ark"].name + ".tmp")
     tmp_scp = paths["scp"].with_name(paths["scp"].name + ".tmp")
     vad_lines, failed_lines, aug_lines = [], [], []
-    augment = None
-    if wave_augment:
-        from sertool.augment import WaveAugment
-
-        augment = WaveAugment.from_conf(wave_augment)
+    augment = WaveAugment.from_conf(wave_augment) if wave_augment else None
     written = 0
     with open(paths["log"], "w", encoding="utf-8") as log, \
             kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer:

@@ -51,6 +51,9 @@ class VadStats:
     note: str = field(default="")
 
 
+_TINY = 1e-12  # added to every power value: an all-zero bin must not divide by zero
+
+
 def frame_log_likelihood_ratios(power: np.ndarray, conf: VadConfig) -> np.ndarray:
     """Smoothed log odds of speech per frame (> 0 means speech).
 
@@ -80,8 +83,6 @@ def frame_log_likelihood_ratios(power: np.ndarray, conf: VadConfig) -> np.ndarra
     a00, a01, a10, a11 = 1 - conf.a01, conf.a01, conf.a10, 1 - conf.a10
     return _hmm_log_odds(scores, a00, a01, a10, a11)
 
-
-_TINY = 1e-12  # added to every power value: an all-zero bin must not divide by zero
 
 # The two recursions below are the front-end's only sequential steps. They are compiled with
 # numba (cached on disk after the first call): as numpy calls on one frame's 257 bins they
