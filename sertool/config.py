@@ -10,12 +10,16 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable, Mapping
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# The shipped configurations are package data (sertool/conf/*.toml), so an installed wheel finds
+# exactly what a checkout does; the top-level conf/ is a symlink to this one folder, the place
+# users copy from. A regular install always unpacks to disk, so a plain Path is safe here.
+CONF_DIR = Path(str(files("sertool").joinpath("conf")))
 
 
 class ConfigError(ValueError):
@@ -61,10 +65,32 @@ def apply_overrides(conf: dict, overrides: Iterable[str]) -> dict:
     return out
 
 
-def load_toml(path: str | Path) -> dict:
-    path = Path(path)
+def shipped_conf(name: str) -> Path:
+    """The path of a shipped configuration file (e.g. ``frontend.toml``); an error if absent."""
+    path = CONF_DIR / name
     if not path.is_file():
-        raise ConfigError(f"{path}: configuration file not found")
+        raise ConfigError(f"{path}: shipped configuration missing (broken install? reinstall "
+                          "sertool)")
+    return path
+
+
+def find_conf(path: str | Path) -> Path:
+    """``path`` itself, or, when no such file exists and it is a bare name, the shipped file of
+    that name (``--conf mfcc.toml`` or ``--model-conf model_resnet_tiny`` work from anywhere)."""
+    path = Path(path)
+    if path.is_file() or len(path.parts) != 1:
+        return path
+    for name in (path.name, f"{path.name}.toml"):
+        if (CONF_DIR / name).is_file():
+            return CONF_DIR / name
+    return path
+
+
+def load_toml(path: str | Path) -> dict:
+    path = find_conf(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found (shipped ones: "
+                          f"{', '.join(sorted(p.name for p in CONF_DIR.glob('*.toml')))})")
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)

@@ -579,12 +579,12 @@ def resolve_configs(conf_path: str | None, model_conf_path: str | None,
     ``--set model.KEY=V`` goes to the model configuration, ``--set train.KEY=V`` to the
     trainer's, anything else to the finetune configuration (:data:`DEFAULTS`).
     """
-    from sertool.config import CONF_DIR, load_config
+    from sertool.config import load_config, shipped_conf
 
     mine = [o for o in overrides if not o.startswith(("model.", "train."))]
     model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
     train_sets = [o[len("train."):] for o in overrides if o.startswith("train.")]
-    conf = load_config(DEFAULTS, conf_path or CONF_DIR / "finetune.toml", mine)
+    conf = load_config(DEFAULTS, conf_path or shipped_conf("finetune.toml"), mine)
     model_conf = None
     if model_conf_path is not None or model_sets:
         from sertool.models import load_model_conf

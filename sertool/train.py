@@ -77,7 +77,7 @@ def load_train_conf(path: str | os.PathLike | None = None, overrides: Iterable[s
                     ) -> dict:
     """Trainer configuration: DEFAULTS, then the file (default conf/train_speaker.toml), then
     ``k=v`` overrides. The ``model`` table is checked by sertool.models."""
-    from sertool.config import CONF_DIR, ConfigError, load_config
+    from sertool.config import ConfigError, load_config, shipped_conf
     from sertool.models import ModelConfigError, resolve_model_conf
 
     defaults = copy.deepcopy(DEFAULTS)
@@ -85,7 +85,7 @@ def load_train_conf(path: str | os.PathLike | None = None, overrides: Iterable[s
                                            "fixed_frames", "embed_dim", "fc_layers",
                                            "kernel", "dropout", "reduction",
                                            "spatial_kernel", "dense")}
-    path = path if path is not None else CONF_DIR / "train_speaker.toml"
+    path = path if path is not None else shipped_conf("train_speaker.toml")
     conf = load_config(defaults, path, overrides)
     conf["model"] = {k: v for k, v in conf["model"].items() if v is not None}
     if conf["model"]:

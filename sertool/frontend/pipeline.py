@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sertool.config import CONF_DIR, check_known, deep_update, load_config
+from sertool.config import check_known, deep_update, load_config, shipped_conf
 from sertool.frontend.cmvn import segment_cmvn
 from sertool.frontend.features import (
     SpectrumConfig,
@@ -44,8 +44,7 @@ class FrontendError(ValueError):
 def default_frontend_conf(kind: str = "logmel") -> dict:
     """The shipped configuration: conf/frontend.toml (log-mel) or conf/mfcc.toml."""
     name = {"logmel": "frontend.toml", "mfcc": "mfcc.toml"}[kind]
-    path = CONF_DIR / name
-    return load_config(DEFAULTS, path if path.is_file() else None)
+    return load_config(DEFAULTS, shipped_conf(name))
 
 
 def resolve_conf(conf: dict | None = None, path: str | Path | None = None,

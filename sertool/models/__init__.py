@@ -129,9 +129,9 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 
 def load_model_conf(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
     """Model configuration from a TOML file (default conf/model_resnet34.toml) + ``k=v`` sets."""
-    from sertool.config import CONF_DIR, ConfigError, apply_overrides, load_toml
+    from sertool.config import ConfigError, apply_overrides, load_toml, shipped_conf
 
-    path = Path(path) if path is not None else CONF_DIR / "model_resnet34.toml"
+    path = Path(path) if path is not None else shipped_conf("model_resnet34.toml")
     raw = apply_overrides(load_toml(path), overrides)
     raw = raw.get("model", raw)  # a [model] table or top-level keys
     try:
