@@ -8,6 +8,8 @@ had to leave out. Nothing is dropped silently: ``prepare`` writes the skips to
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +47,57 @@ class Scan:
         self.skipped.append(Skip(str(path), reason))
 
 
-def audio_files(root: Path) -> Iterator[Path]:
-    """Every ``.wav`` / ``.flac`` under ``root`` in sorted order (hidden files included:
-    the caller lists them as skips rather than reading them)."""
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
+def walk_files(root: Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> Iterator[Path]:
+    """Every file under ``root`` whose suffix is in ``extensions``, in sorted order.
+
+    Symlinked folders and files are followed (corpora are usually linked in, Kaldi style:
+    ``ln -s /export/corpora/...``); a symlink that leads back into one of its own parent
+    folders is a loop and raises :class:`PrepareError` naming it instead of recursing forever.
+    Paths keep the names they were reached by (not resolved), so ``wav.scp`` shows the user's
+    layout. Hidden files and dangling links are included: the caller lists them as skips.
+    """
+    def key(path: Path) -> tuple[int, int]:
+        stat = path.stat()
+        return stat.st_dev, stat.st_ino
+
+    def walk(folder: Path, ancestors: frozenset[tuple[int, int]]) -> Iterator[Path]:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError as err:
+            raise PrepareError(f"{folder}: cannot list the folder ({err.strerror})") from err
+        for entry in entries:
+            path = folder / entry.name
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:  # ELOOP: a link that leads to itself
+                is_dir = False
+            if is_dir:
+                here = key(path)
+                if here in ancestors:
+                    raise PrepareError(
+                        f"{path}: symlink loop (it leads back to {os.path.realpath(path)}, "
+                        "a folder above it); remove or fix the link")
+                yield from walk(path, ancestors | {here})
+                continue
+            if path.suffix.lower() not in extensions:
+                continue
+            if entry.is_symlink():
+                try:
+                    os.stat(path)
+                except OSError as err:
+                    if err.errno == errno.ELOOP:
+                        raise PrepareError(f"{path}: symlink loop (the link leads back to "
+                                           "itself)") from None
+                    yield path  # dangling: the caller lists it as a skip
+                    continue
             yield path
+
+    yield from walk(root, frozenset({key(root)}))
+
+
+def audio_files(root: Path) -> Iterator[Path]:
+    """Every ``.wav`` / ``.flac`` under ``root`` in sorted order, symlinks followed."""
+    return walk_files(root, AUDIO_EXTENSIONS)
 
 
 def is_hidden(path: Path) -> bool:
@@ -75,6 +122,9 @@ def scan_files(src: Path, parse, *, what: str) -> Scan:
     """
     scan = Scan()
     for path in audio_files(src):
+        if not path.exists():
+            scan.skip(path, "broken symlink (its target does not exist)")
+            continue
         if is_hidden(path):
             scan.skip(path, "hidden file (e.g. a macOS ._ resource fork), not read")
             continue

@@ -12,7 +12,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sertool.corpora.base import AUDIO_EXTENSIONS, PrepareError, Scan, Utt, is_hidden
+from sertool.corpora.base import (
+    AUDIO_EXTENSIONS,
+    PrepareError,
+    Scan,
+    Utt,
+    is_hidden,
+    walk_files,
+)
 
 NAME = "voxceleb"
 EMOTION = False
@@ -33,8 +40,9 @@ def scan(src: Path, *, wav_dir: Path | None = None, progress: bool = True, **_op
     scan = Scan()
     m4a: list[tuple[Path, Utt]] = []
     for root in _root(src):
-        for path in sorted(root.rglob("*")):
-            if path.suffix.lower() not in _EXTENSIONS or not path.is_file():
+        for path in walk_files(root, _EXTENSIONS):
+            if not path.exists():
+                scan.skip(path, "broken symlink (its target does not exist)")
                 continue
             if is_hidden(path):
                 scan.skip(path, "hidden file (e.g. a macOS ._ resource fork), not read")
