@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sertool-installed
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test wheel-check demo bench lint clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q
+
+# The built wheel, installed into a clean venv, run from outside the checkout (.ci/run runs it).
+wheel-check: setup
+	bash .ci/wheel_check.sh
 
 demo: setup
 	cd recipes/demo && PATH=$(CURDIR)/$(VENV)/bin:$$PATH ./run.sh

@@ -44,13 +44,12 @@ def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) ->
 # ----------------------------------------------------------------- front-end (issue 2)
 
 
-@main.command("extract-feats")
-@click.argument("data_dir", type=click.Path(), required=False)
-@click.argument("feat_dir", type=click.Path(), required=False)
-@click.option("--wav", "wavs", multiple=True, type=click.Path(),
-              help="Audio file(s) to extract without a data directory (repeatable); use -o.")
+@main.command("extract-feats", options_metavar="[OPTIONS]")
+@click.argument("paths", nargs=-1, type=click.Path(), metavar="DATA_DIR FEAT_DIR | -o OUT FILE...")
 @click.option("-o", "--out-dir", type=click.Path(), default=None,
-              help="Output directory for --wav.")
+              help="Extract the audio FILEs given as arguments (no data directory) into OUT.")
+@click.option("--wav", "wavs", multiple=True, type=click.Path(), hidden=True,
+              help="Older spelling of one FILE for -o (repeatable).")
 @click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of parallel jobs (one archive and one log each).")
 @click.option("--conf", "conf_path", type=click.Path(), default=None,
@@ -63,11 +62,13 @@ def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) ->
               "shift; e.g. conf/wave_augment.toml) to FEAT_DIR/wave_aug.scp; training uses "
               "the copies of its training utterances.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def extract_feats_cmd(data_dir: str | None, feat_dir: str | None, wavs: tuple[str, ...],
-                      out_dir: str | None, nj: int, conf_path: str | None,
-                      overrides: tuple[str, ...], strict: bool, wave_augment: str | None,
-                      no_progress: bool) -> None:
+def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[str, ...],
+                      nj: int, conf_path: str | None, overrides: tuple[str, ...], strict: bool,
+                      wave_augment: str | None, no_progress: bool) -> None:
     """Log-mel (or MFCC) features with VAD and CMVN: DATA_DIR -> FEAT_DIR/feats.scp.
+
+    With -o OUT, the arguments are loose audio files instead (any rate, any channels):
+    `sertool extract-feats -o OUT a.wav b.flac` writes OUT/feats.scp.
 
     Resumable: a rerun redoes only jobs that did not finish. Utterances that cannot be
     used are listed in FEAT_DIR/failed (with --strict the first one stops the run).
@@ -79,16 +80,21 @@ def extract_feats_cmd(data_dir: str | None, feat_dir: str | None, wavs: tuple[st
     from sertool.frontend.pipeline import FrontendError
 
     try:
-        if wavs:
-            if data_dir or feat_dir or not out_dir:
-                fail("use either DATA_DIR FEAT_DIR, or --wav FILE... -o OUT_DIR")
+        if out_dir or wavs:
+            files = [*wavs, *paths]
+            if not out_dir or not files:
+                fail("loose audio files need both -o OUT and at least one FILE: "
+                     "sertool extract-feats -o OUT FILE...")
             if wave_augment:
-                fail("--wave-augment makes training copies of a data directory, not of --wav")
-            result = extract_wavs(wavs, out_dir, progress=not no_progress,
+                fail("--wave-augment makes training copies of a data directory, not of "
+                     "loose files")
+            result = extract_wavs(files, out_dir, progress=not no_progress,
                                   conf_path=conf_path, overrides=overrides)
         else:
-            if not (data_dir and feat_dir):
-                fail("give DATA_DIR and FEAT_DIR (or --wav FILE... -o OUT_DIR)")
+            if len(paths) != 2:
+                fail(f"give DATA_DIR and FEAT_DIR (got {len(paths)} argument(s)), or "
+                     "-o OUT FILE... for loose audio files")
+            data_dir, feat_dir = paths
             augment = WaveAugment.load(wave_augment) if wave_augment else None
             result = extract_feats(data_dir, feat_dir, nj=nj, strict=strict,
                                    progress=not no_progress, conf_path=conf_path,
