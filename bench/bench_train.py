@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from sertool.config import CONF_DIR
-from sertool.data import ChunkBatchSampler, ChunkDataset, Item, collate
 from sertool.models import build_model, count_parameters, load_model_conf
+from sertool.nnet.data import ChunkBatchSampler, ChunkDataset, Item, collate
 
 BATCH, FRAMES, WORKERS = 32, 200, 2
 

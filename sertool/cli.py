@@ -7,6 +7,7 @@ import sys
 import click
 
 from sertool import __version__
+from sertool.errors import SertoolError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,11 +74,8 @@ def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[s
     Resumable: a rerun redoes only jobs that did not finish. Utterances that cannot be
     used are listed in FEAT_DIR/failed (with --strict the first one stops the run).
     """
-    from sertool.augment import WaveAugment, WaveAugmentError
-    from sertool.config import ConfigError
-    from sertool.datadir import DataDirError
-    from sertool.frontend.extract import ExtractError, extract_feats, extract_wavs
-    from sertool.frontend.pipeline import FrontendError
+    from sertool.frontend.extract import extract_feats, extract_wavs
+    from sertool.frontend.wave_augment import WaveAugment
 
     try:
         if out_dir or wavs:
@@ -99,7 +97,7 @@ def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[s
             result = extract_feats(data_dir, feat_dir, nj=nj, strict=strict,
                                    progress=not no_progress, conf_path=conf_path,
                                    overrides=overrides, wave_augment=augment)
-    except (ExtractError, DataDirError, ConfigError, FrontendError, WaveAugmentError) as err:
+    except SertoolError as err:
         fail(str(err))
     for utt, source, reason in result.failed:
         click.echo(f"skipped {utt} ({source}): {reason}", err=True)
@@ -117,12 +115,11 @@ def check_folds_cmd(data_dir: str, as_json: bool, no_audio: bool) -> None:
     """Report speakers and identical recordings on both sides of each fold (verdict first)."""
     import json
 
-    from sertool.datadir import DataDirError
     from sertool.folds import check_folds, format_check
 
     try:
         check = check_folds(data_dir, audio=not no_audio)
-    except (DataDirError, ValueError) as err:
+    except (SertoolError, ValueError) as err:
         fail(str(err))
     if as_json:
         click.echo(json.dumps(check.to_dict(), indent=2))
@@ -157,12 +154,12 @@ def prepare_cmd(corpus: str, src: str, data_dir: str, exp: int, protocol: str, k
     manifest (SRC is then a CSV file with columns path,label,speaker). Files that cannot be
     used are listed in DATA_DIR/skipped with the reason.
     """
-    from sertool.corpora import PrepareError, prepare
+    from sertool.corpora import prepare
 
     try:
         result = prepare(corpus, src, data_dir, exp=exp, protocol=protocol, k=k, seed=seed,
                          wav_dir=wav_dir, strict=strict)
-    except (PrepareError, ValueError) as err:
+    except (SertoolError, ValueError) as err:
         fail(str(err))
     click.echo(result.summary())
 
@@ -207,11 +204,7 @@ def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: 
               model_conf: str | None, overrides: tuple[str, ...], init_model: str | None,
               device: str | None, no_progress: bool) -> None:
     """Train a network on feature chunks; a rerun resumes. Under torchrun: DDP."""
-    from sertool.checkpoint import CheckpointError
-    from sertool.config import ConfigError
-    from sertool.data import DataError
-    from sertool.datadir import DataDirError
-    from sertool.train import TrainError, load_train_conf, train
+    from sertool.nnet.trainer import load_train_conf, train
 
     try:
         model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
@@ -223,7 +216,7 @@ def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: 
                 conf["model"] = load_model_conf(model_conf, model_sets)
         result = train(feat_dir, data_dir, exp_dir, conf, task=task, init_model=init_model,
                        device=device, progress=not no_progress)
-    except (ConfigError, TrainError, CheckpointError, DataError, DataDirError) as err:
+    except SertoolError as err:
         fail(str(err))
     best = result.best
     click.echo(f"{exp_dir}: {len(result.history)} epochs, {len(result.labels)} classes; "
@@ -251,14 +244,12 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
                            seed: int, nj: int, device: str) -> None:
     """Pooled trunk statistics of MODEL for every utterance of FEAT_DIR and its augmented
     copies, as Kaldi ark/scp in EMB_DIR (emb.scp). Resumable: finished jobs are kept."""
-    from sertool.checkpoint import CheckpointError
-    from sertool.datadir import DataDirError
-    from sertool.embeddings import EmbeddingError, extract_embeddings
+    from sertool.embeddings import extract_embeddings
 
     try:
         result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
                                     seed=seed, nj=nj, device=device)
-    except (EmbeddingError, DataDirError, CheckpointError) as err:
+    except SertoolError as err:
         fail(str(err))
     meta = result.meta
     click.echo(f"{emb_dir}: {meta['n_utts']} utterances x {1 + meta['copies']} "
@@ -304,12 +295,7 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
     """
     import shlex
 
-    from sertool.checkpoint import CheckpointError
-    from sertool.config import ConfigError
-    from sertool.datadir import DataDirError
-    from sertool.embeddings import EmbeddingError
-    from sertool.finetune import FinetuneError, finetune, resolve_configs
-    from sertool.predict import BundleError
+    from sertool.transfer.driver import finetune, resolve_configs
 
     try:
         conf, mconf, tconf = resolve_configs(conf_path, model_conf, train_conf, overrides)
@@ -317,8 +303,7 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
                            train_conf=tconf, fold=fold, unfreeze=unfreeze,
                            export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
                            command=shlex.join(["sertool", *sys.argv[1:]]))
-    except (FinetuneError, EmbeddingError, DataDirError, ConfigError, CheckpointError,
-            BundleError) as err:
+    except SertoolError as err:
         fail(str(err))
     for f in summary.folds:
         metric = next((m for m in ("valid_ua", "valid_acc") if m in (f.heldout or {})), None)
@@ -353,7 +338,6 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
     from pathlib import Path
 
     from sertool.predict import (
-        BundleError,
         load_bundle,
         predict_files,
         predictions_csv,
@@ -368,7 +352,7 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
         torch.set_num_threads(threads)
     try:
         loaded = load_bundle(bundle, device)
-    except BundleError as err:
+    except SertoolError as err:
         fail(str(err))
     preds = predict_files(loaded, audio, progress=len(audio) > 1)
     for p in preds:
@@ -413,7 +397,7 @@ def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str |
     from pathlib import Path
 
     from sertool.io_utils import atomic_write_json, atomic_write_text
-    from sertool.scoring import ScoringError, compare, plot_ablation, score_experiment, write_report
+    from sertool.scoring import compare, plot_ablation, score_experiment, write_report
 
     scores = []
     try:
@@ -433,7 +417,7 @@ def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str |
             click.echo((Path(out or exp_dirs[0]) / "report.md").read_text(encoding="utf-8"))
             return
         table, as_json = compare(scores, allow_different_folds=allow_different_folds)
-    except ScoringError as err:
+    except SertoolError as err:
         fail(str(err))
     click.echo(table)
     if compare_out:

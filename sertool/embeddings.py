@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sertool.errors import SertoolError
 from sertool.io_utils import atomic_write_json, atomic_write_text
 
 EMB_JSON = "emb.json"
@@ -44,7 +45,7 @@ AUG_SEP = "#aug"
 POLICIES = ("none", "conservative", "aggressive")
 
 
-class EmbeddingError(ValueError):
+class EmbeddingError(SertoolError, ValueError):
     """Bad input or an incompatible existing output directory (the message names the file)."""
 
 
@@ -79,7 +80,7 @@ class EmbeddingSet:
 
 
 def _augmenter(policy: str):
-    from sertool.augment import SpecAugment
+    from sertool.nnet.specaugment import SpecAugment
 
     return SpecAugment.from_policy(policy)
 
@@ -91,7 +92,7 @@ def _run_job(job: int, entries: list[tuple[str, str]], model_path: str, out_dir:
     import kaldiio
     import torch
 
-    from sertool.checkpoint import load_model
+    from sertool.nnet.checkpoint import load_model
 
     if threads:
         torch.set_num_threads(threads)
@@ -149,8 +150,8 @@ def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLik
     import kaldiio
     from tqdm import tqdm
 
-    from sertool.checkpoint import load_model
     from sertool.datadir import read_table
+    from sertool.nnet.checkpoint import load_model
 
     if policy not in POLICIES:
         raise EmbeddingError(f"unknown augmentation policy {policy!r} (known: "

@@ -1,4 +1,9 @@
-"""Evaluation protocols (fold makers) and the train/test leakage check.
+"""Every split of sertool: who is on which side.
+
+- evaluation protocols (:data:`PROTOCOLS`, :func:`make_folds` and the fold makers);
+- the held-out TRAINING speakers that pick a fold's model (:func:`split_heldout`);
+- the speaker held-out set of speaker-recognition training (:func:`speaker_heldout`);
+- the train/test leakage check (:func:`check_folds`).
 
 Every maker returns ``(folds, protocol)``; ``datadir.write_folds`` stores them as
 ``folds/<k>/{train,test}`` plus ``folds/protocol.json`` with the fields ``name``,
@@ -20,7 +25,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from sertool.datadir import DataDir, Fold, read_folds
+from sertool.errors import SertoolError
+
+# The protocol names the CLI offers; "auto" is the corpus's default, "none" makes no folds.
+PROTOCOLS = ("auto", "leave-one-session-out", "leave-one-speaker-out", "speaker-groups",
+             "speaker-kfold", "kfold-random", "random-split", "none")
+
+
+class SplitError(SertoolError, ValueError):
+    """A split that cannot be made from the given utterances (the message says why)."""
 
 # ---------------------------------------------------------------------------- protocols
 
@@ -193,6 +209,149 @@ def random_split(
                 "description": f"one random {100 - pct}/{pct} utterance split, stratified by "
                 "label; NOT speaker-independent (speakers occur on both sides)"}
     return [Fold("1", train, sorted(test))], protocol
+
+
+def make_folds(protocol: str, utt2spk: Mapping[str, str], *,
+               utt2label: Mapping[str, str] | None = None,
+               utt2session: Mapping[str, str] | None = None,
+               speaker_groups_: Sequence[Sequence[str]] | None = None,
+               k: int = 5, seed: int = 0, corpus: str = "this corpus"
+               ) -> tuple[list[Fold], dict] | None:
+    """Folds of ``protocol`` (one of :data:`PROTOCOLS` but ``auto``); ``None`` for ``none``.
+
+    ``utt2session`` is needed by leave-one-session-out, ``speaker_groups_`` by speaker-groups,
+    ``utt2label`` (every utterance) by the two label-stratified random protocols.
+    """
+    utt2label = utt2label or {}
+    if protocol == "none":
+        return None
+    if protocol == "leave-one-session-out":
+        if utt2session is None:
+            raise SplitError(f"{corpus} has no sessions; use leave-one-speaker-out or "
+                             "speaker-groups")
+        return leave_one_session_out(utt2session)
+    if protocol == "leave-one-speaker-out":
+        return leave_one_speaker_out(utt2spk)
+    if protocol == "speaker-groups":
+        if speaker_groups_ is None:
+            raise SplitError(f"{corpus} defines no speaker groups; use speaker-kfold")
+        return speaker_groups(utt2spk, speaker_groups_)
+    if protocol == "speaker-kfold":
+        return speaker_kfold(utt2spk, k=min(k, len(set(utt2spk.values()))), seed=seed)
+    if protocol in ("kfold-random", "random-split"):
+        if len(utt2label) != len(utt2spk):
+            raise SplitError(f"{protocol} is stratified by label; {corpus} has no labels")
+        if protocol == "kfold-random":
+            return kfold_random(utt2label, k=k, seed=seed)
+        return random_split(utt2label, test_fraction=0.2, seed=seed)
+    raise SplitError(f"unknown protocol {protocol!r}; one of {', '.join(PROTOCOLS)}")
+
+
+# ---------------------------------------------------------------------------- held-out sets
+
+
+@dataclass
+class HeldoutSplit:
+    """A fold's training list split into training and held-out (model selection) parts."""
+
+    train: list[str]
+    heldout: list[str]
+    method: str  # "speakers" or "utterances"
+    heldout_speakers: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "heldout_speakers": self.heldout_speakers,
+                "n_train": len(self.train), "n_heldout": len(self.heldout), "note": self.note,
+                "heldout": sorted(self.heldout)}
+
+
+def fold_seed(seed: int, name: str) -> int:
+    """A 64-bit seed of (seed, fold name): each fold draws independently of the others."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def split_heldout(train_utts: Sequence[str], utt2spk: Mapping[str, str],
+                  utt2label: Mapping[str, str], *, n_speakers: int, fraction: float,
+                  seed: int, fold: str) -> HeldoutSplit:
+    """Split a fold's training list into training and held-out (model selection) parts.
+
+    Only ``train_utts`` are used: the test side is never looked at. Whole speakers are held out
+    when the fold has at least ``n_speakers + 1`` training speakers; among the seeded draws,
+    the first whose held-out set covers every label of the training list is preferred (UA
+    needs every class). Otherwise a label-stratified ``fraction`` of the utterances is held out.
+    """
+    rng = random.Random(fold_seed(seed, fold))
+    utts = sorted(train_utts)
+    speakers = sorted({utt2spk[u] for u in utts})
+    labels = {utt2label[u] for u in utts}
+    if n_speakers >= 1 and len(speakers) > n_speakers:
+        by_spk: dict[str, list[str]] = {}
+        for utt in utts:
+            by_spk.setdefault(utt2spk[utt], []).append(utt)
+        chosen = None
+        for _ in range(50):
+            draw = sorted(rng.sample(speakers, n_speakers))
+            if {utt2label[u] for s in draw for u in by_spk[s]} == labels:
+                chosen = draw
+                break
+            chosen = chosen or draw
+        held = set(chosen)
+        return HeldoutSplit([u for u in utts if utt2spk[u] not in held],
+                            [u for u in utts if utt2spk[u] in held], "speakers", chosen)
+    by_label: dict[str, list[str]] = {}
+    for utt in utts:
+        by_label.setdefault(utt2label[utt], []).append(utt)
+    heldout: set[str] = set()
+    for label in sorted(by_label):
+        group = by_label[label]
+        n = min(len(group) - 1, max(1, round(fraction * len(group)))) if len(group) > 1 else 0
+        heldout.update(rng.sample(group, n))
+    if not heldout:
+        raise SplitError(f"fold {fold}: {len(utts)} training utterances are too few to hold "
+                         "any out for model selection")
+    note = (f"only {len(speakers)} training speaker(s): held out {len(heldout)} training "
+            "utterances stratified by label (speakers shared with training, never with test)")
+    return HeldoutSplit([u for u in utts if u not in heldout], sorted(heldout), "utterances",
+                        [], note)
+
+
+def speaker_heldout(utts: Sequence[str], utt2spk: Mapping[str, str],
+                    num_frames: Mapping[str, int], fraction: float, seed: int,
+                    min_frames: int = 100) -> tuple[list[tuple[str, int, int]],
+                                                    list[tuple[str, int, int]]]:
+    """Split into (train regions, held-out regions) per speaker.
+
+    A speaker with several utterances gives round(fraction * n) (at least one) of them,
+    drawn at random, to the held-out set. A speaker with a single utterance (LibriSpeech
+    train-clean-100 here) cannot: its utterance is cut in time, the last ``fraction`` of its
+    frames (at least ``min_frames``) held out, the rest trained on - held-out chunks are then
+    other stretches of the same recording, not other recordings. ``fraction`` 0: no held-out.
+    """
+    rng = np.random.default_rng(seed)
+    by_spk: dict[str, list[str]] = {}
+    for u in sorted(utts):
+        by_spk.setdefault(utt2spk[u], []).append(u)
+    train, held = [], []
+    for spk in sorted(by_spk):
+        mine = by_spk[spk]
+        if fraction <= 0:
+            train += [(u, 0, num_frames[u]) for u in mine]
+        elif len(mine) >= 2:
+            n_held = min(len(mine) - 1, max(1, round(fraction * len(mine))))
+            chosen = set(rng.choice(len(mine), size=n_held, replace=False).tolist())
+            for i, u in enumerate(mine):
+                (held if i in chosen else train).append((u, 0, num_frames[u]))
+        else:
+            u, n = mine[0], num_frames[mine[0]]
+            cut = n - max(min_frames, int(round(fraction * n)))
+            if cut < min_frames:  # too short to split: train only
+                train.append((u, 0, n))
+            else:
+                train.append((u, 0, cut))
+                held.append((u, cut, n))
+    return train, held
 
 
 # ---------------------------------------------------------------------------- the check

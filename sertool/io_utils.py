@@ -48,3 +48,17 @@ def atomic_replace_file(tmp: str | os.PathLike, path: str | os.PathLike) -> None
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def read_json_object(path: Path, error: type[Exception], missing: str) -> dict:
+    """The JSON object in ``path``; a missing file raises ``error`` with the ``missing`` hint,
+    an unreadable or non-object one ``error`` naming the file."""
+    if not path.is_file():
+        raise error(f"{path}: not found ({missing})")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path}: not valid JSON: {err}") from err
+    if not isinstance(obj, dict):
+        raise error(f"{path}: expected a JSON object")
+    return obj

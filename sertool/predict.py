@@ -6,7 +6,7 @@ A model bundle is one self-contained directory; ``predict`` needs nothing else::
                    dimension, the files below with their SHA-256, and provenance: corpus,
                    fold (or "all"), protocol, initialisation, augmentation, held-out
                    metrics, command, date, sertool version
-    model.pt       the weights, a checkpoint of sertool.checkpoint (loads with
+    model.pt       the weights, a checkpoint of sertool.nnet.checkpoint (loads with
                    ``torch.load(weights_only=True)``: tensors and plain containers only)
     frontend.json  the resolved front-end configuration, copied from the feature directory
                    the model was trained on, so new audio gets the identical front-end
@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from sertool import __version__
-from sertool.io_utils import atomic_write_json, atomic_write_text
+from sertool.errors import SertoolError
+from sertool.io_utils import atomic_write_json, atomic_write_text, read_json_object
 
 BUNDLE_FORMAT = 1
 BUNDLE_JSON = "bundle.json"
@@ -49,7 +50,7 @@ FRONTEND_FILE = "frontend.json"
 README_FILE = "README.md"
 
 
-class BundleError(ValueError):
+class BundleError(SertoolError, ValueError):
     """A missing, damaged or incompatible model bundle (the message names the file)."""
 
 
@@ -99,7 +100,7 @@ def export_bundle(out_dir: str | os.PathLike, model: Any, *, classes: Sequence[s
     JSON (corpus, fold, command, ...); date and sertool version are added here. An existing
     bundle at ``out_dir`` is replaced.
     """
-    from sertool.checkpoint import save_checkpoint
+    from sertool.nnet.checkpoint import save_checkpoint
 
     out_dir = Path(out_dir)
     frontend_json = Path(frontend_json)
@@ -165,14 +166,9 @@ def read_bundle_meta(path: str | os.PathLike) -> dict:
     if not path.is_dir():
         raise BundleError(f"{path}: not a model bundle directory")
     meta_path = path / BUNDLE_JSON
-    if not meta_path.is_file():
-        raise BundleError(f"{meta_path}: not found (a model bundle is the directory that "
-                          "`sertool finetune` exports, e.g. EXP_DIR/fold_1/bundle)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{meta_path}: not valid JSON: {err}") from err
-    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+    meta = read_json_object(meta_path, BundleError, "a model bundle is the directory that "
+                            "`sertool finetune` exports, e.g. EXP_DIR/fold_1/bundle")
+    if meta.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{meta_path}: bundle format {meta.get('format')!r} is not "
                           f"{BUNDLE_FORMAT} (made by another sertool version?)")
     for key in ("classes", "model_conf", "feat_dim", "files"):
@@ -193,7 +189,7 @@ def load_bundle(path: str | os.PathLike, device: str = "cpu") -> Bundle:
     """Load a bundle: its checked metadata, front-end configuration and model (eval mode)."""
     path = Path(path)
     meta = read_bundle_meta(path)
-    from sertool.checkpoint import load_model
+    from sertool.nnet.checkpoint import load_model
 
     frontend_conf = json.loads((path / FRONTEND_FILE).read_text(encoding="utf-8"))
     try:

@@ -1,53 +1,12 @@
 """Scoring of emotion experiments: metrics per fold and over folds, reports, comparisons.
 
-Experiment directory contract (``finetune`` writes it, ``sertool score`` reads it)
----------------------------------------------------------------------------------
-``EXP_DIR/experiment.json`` holds at least (see :data:`REQUIRED_KEYS`):
-
-``corpus``        corpus name (``iemocap``, ``ravdess``, ...)
-``data_dir``      the emotion data directory whose ``folds/`` were used (absolute path; a relative
-                  one is tried against the working directory, then against EXP_DIR)
-``feat_dir``      the feature directory
-``classes``       label list in model output index order, e.g. ``["ang", "hap", "neu", "sad"]``
-``class_map``     how corpus labels were mapped onto ``classes`` (free-form dict or string)
-``protocol``      a copy of ``data_dir/folds/protocol.json`` at training time
-``frontend``      dict: ``kind`` (``logmel``/``mfcc``), ``dims``, ``normalisation``
-                  (``"segment"`` or ``"conversation"``)
-``model``         dict: ``type`` plus key parameters, including ``pooling``
-``init``          ``"none"`` or the speaker model path the trunk came from
-``augmentation``  dict: ``policy`` (``none``/``conservative``/``aggressive``/...) and ``copies``
-``unfreeze``      bool: whether the trunk was fine-tuned too
-``command``       the command line that made the experiment
-``seed``          the random seed
-
-and one ``EXP_DIR/fold_<name>/posteriors.tsv`` per fold of the protocol (written with
-:func:`write_posteriors`): a header ``utt<TAB>label<TAB>pred<TAB><class1><TAB>...`` with the
-class columns exactly ``classes`` in order, then one row per test utterance of the fold with the
-reference label, the decision (normally the argmax) and the class probabilities (each in [0, 1],
-summing to 1 within :data:`SUM_TOLERANCE`). The rows must be exactly the fold's test list.
-
-Metric conventions (numpy only; they match scikit-learn)
----------------------------------------------------------
-* Confusion matrix: rows = reference, columns = decision, over all ``classes``.
-  Row-normalised: each row divided by its sum (an all-zero row stays zero).
-* WA (weighted accuracy) = accuracy = trace / total.
-* UA (unweighted accuracy) = mean per-class recall over the classes **present in the fold's
-  reference**; a class absent from the reference has no recall and is left out of the mean (as
-  ``sklearn.metrics.balanced_accuracy_score``); a class present in the reference but never
-  predicted has recall 0 and counts.
-* Macro-F1 = mean of per-class F1 over the classes present in the reference **or** the
-  decisions (``sklearn.metrics.f1_score(average="macro", zero_division=0)``): a 0/0 precision or
-  recall counts as 0, so a class never predicted, or predicted but never in the reference, has
-  F1 = 0 and counts; a class in neither is left out.
-* Over folds: mean and **sample** standard deviation (ddof=1, as EmoBox and most SER papers
-  report) of the per-fold values; with fewer than 2 folds the std is not defined and is
-  reported as such. The pooled confusion (sum over folds) and its metrics are given as well.
+The experiment directory it reads (experiment.json, posteriors.tsv) is sertool.expdir's
+contract; the metrics and their conventions are sertool.metrics'.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import re
@@ -57,240 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
+from sertool.errors import SertoolError
+from sertool.expdir import POSTERIORS, load_experiment, read_posteriors
 from sertool.io_utils import atomic_open, atomic_write_json, atomic_write_text
+from sertool.metrics import FoldMetrics, confusion_matrix, mean_std, row_normalise
 
-EXPERIMENT_JSON = "experiment.json"
-POSTERIORS = "posteriors.tsv"
-REQUIRED_KEYS = ("corpus", "data_dir", "feat_dir", "classes", "class_map", "protocol",
-                 "frontend", "model", "init", "augmentation", "unfreeze", "command", "seed")
-SUM_TOLERANCE = 1e-3  # rows are written with 6 decimals per class: rounding stays far below
 METRICS = ("wa", "ua", "f1")
 METRIC_NAMES = {"wa": "WA", "ua": "UA", "f1": "macro-F1"}
 
 
-class ScoringError(ValueError):
-    """A malformed experiment directory or posteriors file (the message names file and line)."""
-
-
-# ----------------------------------------------------------------------------- posteriors
-
-
-@dataclass
-class Posteriors:
-    """One fold's posteriors: ``labels``/``preds`` are class indices into ``classes``."""
-
-    utts: list[str]
-    labels: np.ndarray
-    preds: np.ndarray
-    classes: list[str]
-    probs: np.ndarray  # (n_utts, n_classes)
-
-
-def write_posteriors(path: str | os.PathLike, utts: Sequence[str], labels: Sequence[str],
-                     classes: Sequence[str], probs: np.ndarray,
-                     preds: Sequence[str] | None = None) -> None:
-    """Write ``posteriors.tsv`` atomically; ``preds`` defaults to the argmax of ``probs``."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.shape != (len(utts), len(classes)) or len(labels) != len(utts):
-        raise ValueError(f"{path}: {len(utts)} utts, {len(labels)} labels and probabilities of "
-                         f"shape {probs.shape} for {len(classes)} classes do not agree")
-    if preds is None:
-        preds = [classes[i] for i in probs.argmax(axis=1)] if len(utts) else []
-    known = set(classes)
-    for utt, label, pred in zip(utts, labels, preds, strict=True):
-        if label not in known or pred not in known:
-            raise ValueError(f"{path}: utterance {utt}: label {label!r} or decision {pred!r} "
-                             f"is not one of the classes {list(classes)}")
-    with atomic_open(path, "w", encoding="utf-8") as handle:
-        handle.write("\t".join(["utt", "label", "pred", *classes]) + "\n")
-        for utt, label, pred, row in zip(utts, labels, preds, probs, strict=True):
-            handle.write("\t".join([utt, label, pred, *(f"{p:.6f}" for p in row)]) + "\n")
-
-
-def read_posteriors(path: str | os.PathLike,
-                    classes: Sequence[str] | None = None) -> Posteriors:
-    """Read and check a ``posteriors.tsv``; every problem raises ScoringError with file:line.
-
-    ``classes`` (from experiment.json) must then equal the header's class columns.
-    """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ScoringError(f"{path}: cannot read: {err}") from err
-    if not lines:
-        raise ScoringError(f"{path}:1: empty file (expected a header utt, label, pred, classes)")
-    header = lines[0].split("\t")
-    if header[:3] != ["utt", "label", "pred"] or len(header) < 5:
-        raise ScoringError(f"{path}:1: header must be utt<TAB>label<TAB>pred<TAB><class>... "
-                           f"with at least 2 classes, got {lines[0]!r}")
-    file_classes = header[3:]
-    if len(set(file_classes)) != len(file_classes):
-        raise ScoringError(f"{path}:1: repeated class column in {file_classes}")
-    if classes is not None and list(classes) != file_classes:
-        raise ScoringError(f"{path}:1: class columns {file_classes} differ from the "
-                           f"experiment's classes {list(classes)}")
-    index = {c: i for i, c in enumerate(file_classes)}
-    utts: list[str] = []
-    labels: list[int] = []
-    preds: list[int] = []
-    rows: list[list[float]] = []
-    seen: dict[str, int] = {}
-    for lineno, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            raise ScoringError(f"{path}:{lineno}: empty line")
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            raise ScoringError(f"{path}:{lineno}: {len(fields)} fields, the header has "
-                               f"{len(header)}")
-        utt, label, pred = fields[:3]
-        if utt in seen:
-            raise ScoringError(f"{path}:{lineno}: utterance {utt} repeated (first on line "
-                               f"{seen[utt]})")
-        seen[utt] = lineno
-        for what, value in (("label", label), ("decision", pred)):
-            if value not in index:
-                raise ScoringError(f"{path}:{lineno}: unknown {what} {value!r} for {utt} "
-                                   f"(classes: {' '.join(file_classes)})")
-        try:
-            row = [float(x) for x in fields[3:]]
-        except ValueError as err:
-            raise ScoringError(f"{path}:{lineno}: bad probability for {utt}: {err}") from err
-        if not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in row):
-            raise ScoringError(f"{path}:{lineno}: probabilities of {utt} must lie in [0, 1]: "
-                               f"{fields[3:]}")
-        total = sum(row)
-        if abs(total - 1.0) > SUM_TOLERANCE:
-            raise ScoringError(f"{path}:{lineno}: probabilities of {utt} sum to {total:.6f}, "
-                               f"not 1 (tolerance {SUM_TOLERANCE})")
-        utts.append(utt)
-        labels.append(index[label])
-        preds.append(index[pred])
-        rows.append(row)
-    if not utts:
-        raise ScoringError(f"{path}:2: no utterances after the header")
-    return Posteriors(utts, np.array(labels, dtype=np.int64), np.array(preds, dtype=np.int64),
-                      file_classes, np.array(rows, dtype=np.float64))
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-def confusion_matrix(labels: Sequence[int], preds: Sequence[int], n_classes: int) -> np.ndarray:
-    """Counts with rows = reference class index, columns = decided class index."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)), 1)
-    return cm
-
-
-def row_normalise(cm: np.ndarray) -> np.ndarray:
-    """Each row divided by its sum; rows of classes absent from the reference stay 0."""
-    cm = np.asarray(cm, dtype=np.float64)
-    sums = cm.sum(axis=1, keepdims=True)
-    return np.divide(cm, sums, out=np.zeros_like(cm), where=sums > 0)
-
-
-def weighted_accuracy(cm: np.ndarray) -> float:
-    """WA: accuracy over all utterances."""
-    cm = np.asarray(cm)
-    return float(np.trace(cm) / cm.sum())
-
-
-def per_class_recall(cm: np.ndarray) -> np.ndarray:
-    """Recall per class; NaN for a class absent from the reference."""
-    cm = np.asarray(cm, dtype=np.float64)
-    support = cm.sum(axis=1)
-    return np.divide(np.diag(cm), support, out=np.full(len(cm), np.nan), where=support > 0)
-
-
-def unweighted_accuracy(cm: np.ndarray) -> float:
-    """UA: mean recall over the classes present in the reference (see module docstring)."""
-    return float(np.nanmean(per_class_recall(cm)))
-
-
-def per_class_f1(cm: np.ndarray) -> np.ndarray:
-    """F1 per class with zero_division=0; NaN for a class in neither reference nor decisions."""
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    denom = support + predicted  # F1 = 2TP / (2TP + FP + FN) = 2TP / (support + predicted)
-    f1 = np.divide(2 * tp, denom, out=np.zeros(len(cm)), where=denom > 0)
-    f1[denom == 0] = np.nan
-    return f1
-
-
-def macro_f1(cm: np.ndarray) -> float:
-    """Mean F1 over the classes present in the reference or the decisions."""
-    return float(np.nanmean(per_class_f1(cm)))
-
-
-@dataclass
-class FoldMetrics:
-    """Metrics of one fold (or of the pooled confusion over all folds)."""
-
-    name: str
-    confusion: np.ndarray
-    wa: float
-    ua: float
-    f1: float
-
-    @property
-    def n(self) -> int:
-        return int(self.confusion.sum())
-
-    @classmethod
-    def from_confusion(cls, name: str, cm: np.ndarray) -> FoldMetrics:
-        cm = np.asarray(cm, dtype=np.int64)
-        if cm.sum() == 0:
-            raise ValueError(f"fold {name}: no utterances to score")
-        return cls(name, cm, weighted_accuracy(cm), unweighted_accuracy(cm), macro_f1(cm))
-
-    def to_dict(self, classes: Sequence[str]) -> dict:
-        recall, f1 = per_class_recall(self.confusion), per_class_f1(self.confusion)
-        return {
-            "fold": self.name, "n": self.n, "wa": self.wa, "ua": self.ua, "f1": self.f1,
-            "confusion": self.confusion.tolist(),
-            "confusion_normalised": row_normalise(self.confusion).round(6).tolist(),
-            "per_class": {c: {"support": int(self.confusion[i].sum()),
-                              "recall": None if np.isnan(recall[i]) else float(recall[i]),
-                              "f1": None if np.isnan(f1[i]) else float(f1[i])}
-                          for i, c in enumerate(classes)},
-        }
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample std (ddof=1) over folds; std is None with fewer than 2 values."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
-        return math.nan, None
-    return float(arr.mean()), (float(arr.std(ddof=1)) if arr.size >= 2 else None)
-
-
-# ----------------------------------------------------------------------------- experiments
-
-
-def load_experiment(exp_dir: str | os.PathLike) -> dict:
-    """Read and check ``EXP_DIR/experiment.json`` (see the module docstring)."""
-    path = Path(exp_dir) / EXPERIMENT_JSON
-    if not path.is_file():
-        raise ScoringError(f"{path}: not found (is {exp_dir} an experiment directory made by "
-                           "sertool finetune?)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ScoringError(f"{path}: not valid JSON: {err}") from err
-    if not isinstance(meta, dict):
-        raise ScoringError(f"{path}: expected a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise ScoringError(f"{path}: missing key(s) {', '.join(missing)}")
-    classes = meta["classes"]
-    if (not isinstance(classes, list) or len(classes) < 2
-            or not all(isinstance(c, str) and c for c in classes)
-            or len(set(classes)) != len(classes)):
-        raise ScoringError(f"{path}: 'classes' must be a list of at least 2 distinct labels, "
-                           f"got {classes!r}")
-    return meta
+class ScoringError(SertoolError, ValueError):
+    """Posteriors that do not match their fold, or experiments that cannot be compared."""
 
 
 def _resolve_data_dir(exp_dir: Path, data_dir: str) -> Path:

@@ -6,16 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from sertool.augment import (
-    POLICIES,
+from sertool.frontend.wave_augment import (
     WAVE_AUGMENT_DEFAULTS,
-    SpecAugment,
     WaveAugment,
     WaveAugmentError,
     add_noise,
-    augmented_copies,
     pitch_shift,
 )
+from sertool.nnet.specaugment import POLICIES, SpecAugment, augmented_copies
 
 
 def _widths(mask_1d: torch.Tensor) -> list[int]:

@@ -243,10 +243,10 @@ def test_whole_ravdess_corpus(tmp_path, ravdess_dir):
 def test_wave_augment_writes_copies_beside_unchanged_originals(tmp_path):
     from click.testing import CliRunner
 
-    from sertool.augment import WaveAugment
     from sertool.cli import main
     from sertool.config import CONF_DIR
-    from sertool.train import _items
+    from sertool.frontend.wave_augment import WaveAugment
+    from sertool.nnet.trainer import _items
 
     data = make_corpus(tmp_path, n=6)
     extract_feats(data, tmp_path / "plain", nj=1, progress=False)

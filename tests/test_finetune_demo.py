@@ -1,6 +1,6 @@
 """`sertool extract-embeddings`, `finetune` and `score` on the built-in demo corpus (tiny ResNet).
 
-One demo speaker model is trained once (sertool.train, task speaker, on the demo VoxCeleb
+One demo speaker model is trained once (sertool.nnet.trainer, task speaker, on the demo VoxCeleb
 layout); the emotion side is the demo IEMOCAP layout, Exp 1, leave-one-session-out.
 """
 
@@ -19,9 +19,9 @@ from sertool.corpora import prepare
 from sertool.datadir import read_folds, read_table
 from sertool.demo_corpus import make_demo_corpus
 from sertool.embeddings import EmbeddingError, extract_embeddings, read_embeddings
-from sertool.finetune import FinetuneError, finetune, resolve_configs
+from sertool.expdir import read_posteriors
 from sertool.frontend.extract import extract_feats
-from sertool.scoring import read_posteriors
+from sertool.transfer.driver import FinetuneError, finetune, resolve_configs
 
 pytestmark = pytest.mark.slow
 TINY = str(CONF_DIR / "model_resnet_tiny.toml")
@@ -44,7 +44,7 @@ def demo(tmp_path_factory):
 
 def _train_speaker_model(root):
     from sertool.models import load_model_conf
-    from sertool.train import load_train_conf, train
+    from sertool.nnet.trainer import load_train_conf, train
 
     utts = sorted(read_table(root / "data_spk" / "utt2spk"))
     valid = utts[::8]
@@ -81,7 +81,7 @@ def test_embeddings_are_deterministic_across_jobs_and_resumable(demo, tmp_path):
     # the original is the trunk's pooled output on the whole segment
     import kaldiio
 
-    from sertool.checkpoint import load_model
+    from sertool.nnet.checkpoint import load_model
 
     model, _ = load_model(speaker)
     feats = torch.tensor(kaldiio.load_mat(read_table(root / "feats_emo" / "feats.scp")[utts[5]]))
@@ -179,8 +179,8 @@ def test_transfer_and_no_transfer_side_by_side(demo):
 
 
 def test_random_trunk_is_the_frozen_system_on_an_untrained_network(demo):
-    from sertool.checkpoint import load_model
     from sertool.models import build_model, load_model_conf
+    from sertool.nnet.checkpoint import load_model
 
     root, _ = demo
     summary = _run(root, "random_trunk", "random", fold="2", model_conf=TINY)
@@ -212,7 +212,7 @@ def test_export_all_writes_a_final_bundle(demo):
 
 
 def test_unfreeze_fine_tunes_the_trunk_at_a_lower_lr(demo):
-    from sertool.checkpoint import load_model
+    from sertool.nnet.checkpoint import load_model
 
     root, speaker = demo
     summary = _run(root, "unfrozen", speaker, "train.epochs=1", "train.num_workers=0",

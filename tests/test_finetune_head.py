@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from sertool.config import CONF_DIR, load_toml
-from sertool.finetune import DEFAULTS, FinetuneError, lr_at, split_heldout, train_head
+from sertool.folds import SplitError, split_heldout
+from sertool.nnet.schedule import lr_factor
+from sertool.transfer.driver import DEFAULTS
+from sertool.transfer.head import train_head
 
 UTT2SPK = {f"s{s}-{i:02d}": f"s{s}" for s in range(1, 9) for i in range(12)}
 UTT2LABEL = {u: "abc"[int(u[-2:]) % 3] for u in UTT2SPK}
@@ -53,14 +56,15 @@ def test_heldout_falls_back_to_stratified_utterances_with_one_speaker():
     assert "only 1 training speaker" in split.note
     assert sorted(UTT2LABEL[u] for u in split.heldout) == ["a", "b", "c"]  # 1 of 4 per label
     assert not set(split.heldout) & set(split.train)
-    with pytest.raises(FinetuneError, match="too few"):
+    with pytest.raises(SplitError, match="too few"):
         split_heldout(["s1-00"], UTT2SPK, UTT2LABEL, n_speakers=2, fraction=0.2, seed=0,
                       fold="1")
 
 
 def test_lr_schedule_is_the_papers():
     conf = DEFAULTS["head"]
-    lrs = [lr_at(e, conf) for e in range(1, 15)]
+    lrs = [conf["lr"] * lr_factor(e, conf["lr_constant_epochs"], conf["lr_halve_every"])
+           for e in range(1, 15)]
     assert lrs[:8] == [0.01] * 8
     assert lrs[8:14] == pytest.approx([0.005, 0.005, 0.0025, 0.0025, 0.00125, 0.00125])
 

@@ -12,15 +12,15 @@ from click.testing import CliRunner
 from sertool.cli import main
 from sertool.config import CONF_DIR
 from sertool.corpora import prepare
-from sertool.finetune import finetune, resolve_configs
 from sertool.frontend.extract import extract_feats
+from sertool.transfer.driver import finetune, resolve_configs
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
 
 def test_transfer_on_two_ravdess_folds_beats_chance(ravdess_dir, librispeech_dir, tmp_path):
     from sertool.models import load_model_conf
-    from sertool.train import load_train_conf, train
+    from sertool.nnet.trainer import load_train_conf, train
 
     torch.set_num_threads(1)
     conf = {"mel": {"num_bins": 40}}

@@ -12,22 +12,23 @@ from click.testing import CliRunner
 
 from sertool.cli import main
 from sertool.datadir import DataDir, read_folds, write_folds
+from sertool.expdir import ExperimentError, read_posteriors, write_posteriors
 from sertool.folds import leave_one_speaker_out, speaker_kfold
-from sertool.scoring import (
-    ScoringError,
-    compare,
+from sertool.metrics import (
     confusion_matrix,
     macro_f1,
     mean_std,
     per_class_f1,
-    plot_ablation,
-    read_posteriors,
-    report_markdown,
     row_normalise,
-    score_experiment,
     unweighted_accuracy,
     weighted_accuracy,
-    write_posteriors,
+)
+from sertool.scoring import (
+    ScoringError,
+    compare,
+    plot_ablation,
+    report_markdown,
+    score_experiment,
     write_report,
 )
 
@@ -109,18 +110,18 @@ def test_posteriors_round_trip(tmp_path):
 def test_bad_posteriors_rows_give_file_and_line(tmp_path, row, message):
     path = tmp_path / "posteriors.tsv"
     path.write_text(f"utt\tlabel\tpred\ta\tb\tc\nu1\ta\ta\t1\t0\t0\n{row}\n")
-    with pytest.raises(ScoringError, match=message):
+    with pytest.raises(ExperimentError, match=message):
         read_posteriors(path, CLASSES)
 
 
 def test_posteriors_header_must_match_classes(tmp_path):
     path = tmp_path / "posteriors.tsv"
     path.write_text("utt\tlabel\tpred\tb\ta\tc\nu1\ta\ta\t1\t0\t0\n")
-    with pytest.raises(ScoringError, match=r"posteriors.tsv:1: class columns \['b', 'a', 'c'\] "
+    with pytest.raises(ExperimentError, match=r"posteriors.tsv:1: class columns \['b', 'a', 'c'\] "
                        r"differ from the experiment's classes"):
         read_posteriors(path, CLASSES)
     path.write_text("utt\tlab\tpred\ta\tb\tc\n")
-    with pytest.raises(ScoringError, match="posteriors.tsv:1: header must be"):
+    with pytest.raises(ExperimentError, match="posteriors.tsv:1: header must be"):
         read_posteriors(path)
 
 
@@ -348,5 +349,5 @@ def test_experiment_json_must_have_the_contract_keys(tmp_path):
     meta = json.loads((exp / "experiment.json").read_text())
     del meta["init"], meta["seed"]
     (exp / "experiment.json").write_text(json.dumps(meta))
-    with pytest.raises(ScoringError, match=r"experiment.json: missing key\(s\) init, seed"):
+    with pytest.raises(ExperimentError, match=r"experiment.json: missing key\(s\) init, seed"):
         score_experiment(exp)

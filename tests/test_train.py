@@ -10,17 +10,19 @@ import pytest
 import torch
 from train_helpers import make_feats, tiny_conf
 
-from sertool.checkpoint import (
+from sertool.config import CONF_DIR
+from sertool.folds import speaker_heldout
+from sertool.models import build_model, load_model_conf
+from sertool.nnet.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_model,
     load_state_into,
     save_checkpoint,
 )
-from sertool.config import CONF_DIR
-from sertool.data import ChunkBatchSampler, repeat_pad, speaker_heldout
-from sertool.models import build_model, load_model_conf
-from sertool.train import TrainError, lr_factor, train
+from sertool.nnet.data import ChunkBatchSampler, repeat_pad
+from sertool.nnet.schedule import lr_factor
+from sertool.nnet.trainer import TrainError, train
 
 
 @pytest.fixture(autouse=True)

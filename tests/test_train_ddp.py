@@ -9,7 +9,7 @@ import sys
 import pytest
 from train_helpers import make_feats
 
-from sertool.checkpoint import load_model
+from sertool.nnet.checkpoint import load_model
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import torch
 from train_helpers import tiny_conf
 
 from sertool.frontend.extract import extract_feats
-from sertool.train import train
+from sertool.nnet.trainer import train
 
 
 @pytest.mark.slow

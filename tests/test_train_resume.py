@@ -13,15 +13,15 @@ import pytest
 import torch
 from train_helpers import make_feats, tiny_conf
 
-from sertool.checkpoint import load_checkpoint
-from sertool.train import TEST_KILL_ENV, train
+from sertool.nnet.checkpoint import load_checkpoint
+from sertool.nnet.trainer import TEST_KILL_ENV, train
 
 SCRIPT = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {tests!r})
     torch.set_num_threads(1)
     from train_helpers import tiny_conf
-    from sertool.train import train
+    from sertool.nnet.trainer import train
     train({feat!r}, {data!r}, {exp!r}, tiny_conf(num_workers={workers}), progress=False)
 """)
 

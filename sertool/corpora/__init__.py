@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from sertool import folds as F
 from sertool.corpora import (
     cremad,
     emodb,
@@ -40,10 +41,8 @@ CORPORA: dict[str, ModuleType] = {
 # other spellings people type
 ALIASES = {"voxceleb1": "voxceleb", "voxceleb2": "voxceleb", "crema-d": "cremad",
            "emo-db": "emodb", "csv": "manifest"}
-PROTOCOLS = ("auto", "leave-one-session-out", "leave-one-speaker-out", "speaker-groups",
-             "speaker-kfold", "kfold-random", "random-split", "none")
 
-__all__ = ["CORPORA", "PROTOCOLS", "PrepareError", "PrepareResult", "Scan", "Skip", "Utt",
+__all__ = ["CORPORA", "PrepareError", "PrepareResult", "Scan", "Skip", "Utt",
            "corpus_module", "make_folds", "prepare"]
 
 
@@ -92,49 +91,36 @@ def corpus_module(name: str) -> ModuleType:
 def make_folds(
     module: ModuleType, utts: list[Utt], protocol: str, *, k: int = 5, seed: int = 0
 ) -> tuple[list[Fold], dict] | None:
-    """Folds of ``protocol`` for the scanned utterances (``None`` for ``none``)."""
-    from sertool import folds as F
-
+    """Folds of ``protocol`` for the scanned utterances (``None`` for ``none``): the corpus's
+    own default for ``auto`` and its published speaker groups; the splits are sertool.folds'."""
     n_spk = len({u.spk for u in utts})
     if protocol == "auto":
         protocol = module.DEFAULT_PROTOCOL
         if protocol == "auto":  # generic manifest: one fold per speaker while that stays small
             protocol = "leave-one-speaker-out" if n_spk <= 10 else "speaker-kfold"
     utt2spk = {u.utt: u.spk for u in utts}
-    utt2label = {u.utt: u.label for u in utts if u.label is not None}
-    if protocol == "none":
-        return None
-    if protocol == "leave-one-session-out":
-        if any(u.group is None for u in utts):
-            raise PrepareError(f"{module.NAME} has no sessions; use leave-one-speaker-out or "
-                               "speaker-groups")
-        return F.leave_one_session_out({u.utt: u.group for u in utts})
-    if protocol == "leave-one-speaker-out":
-        return F.leave_one_speaker_out(utt2spk)
-    if protocol == "speaker-groups":
-        groups = getattr(module, "SPEAKER_GROUPS", None)
-        if groups is None:
-            raise PrepareError(f"{module.NAME} defines no speaker groups; use speaker-kfold")
-        # a partial copy of the corpus: keep the published groups, minus absent speakers
+    groups = getattr(module, "SPEAKER_GROUPS", None)
+    absent: list[str] = []
+    if groups is not None:  # a partial copy of the corpus: the published groups, minus absent
         present = set(utt2spk.values())
         absent = sorted({s for g in groups for s in g} - present)
         groups = [kept for g in groups if (kept := [s for s in g if s in present])]
-        folds, proto = F.speaker_groups(utt2spk, groups)
-        proto["description"] = getattr(module, "SPEAKER_GROUPS_DESCRIPTION",
-                                       proto["description"])
+    sessions = ({u.utt: u.group for u in utts} if all(u.group is not None for u in utts)
+                else None)
+    try:
+        made = F.make_folds(protocol, utt2spk,
+                            utt2label={u.utt: u.label for u in utts if u.label is not None},
+                            utt2session=sessions, speaker_groups_=groups, k=k, seed=seed,
+                            corpus=module.NAME)
+    except F.SplitError as err:
+        raise PrepareError(str(err)) from err
+    if made is not None and protocol == "speaker-groups":
+        made[1]["description"] = getattr(module, "SPEAKER_GROUPS_DESCRIPTION",
+                                         made[1]["description"])
         if absent:
-            proto["note"] = (f"{len(absent)} speakers of the published groups are absent: "
-                             + " ".join(absent))
-        return folds, proto
-    if protocol == "speaker-kfold":
-        return F.speaker_kfold(utt2spk, k=min(k, n_spk), seed=seed)
-    if protocol in ("kfold-random", "random-split"):
-        if len(utt2label) != len(utts):
-            raise PrepareError(f"{protocol} is stratified by label; {module.NAME} has no labels")
-        if protocol == "kfold-random":
-            return F.kfold_random(utt2label, k=k, seed=seed)
-        return F.random_split(utt2label, test_fraction=0.2, seed=seed)
-    raise PrepareError(f"unknown protocol {protocol!r}; one of {', '.join(PROTOCOLS)}")
+            made[1]["note"] = (f"{len(absent)} speakers of the published groups are absent: "
+                               + " ".join(absent))
+    return made
 
 
 def prepare(

@@ -3,10 +3,10 @@
 For every fold of ``DATA_DIR/folds`` (or one, ``--fold``):
 
 1. A held-out set for model selection is taken from the fold's TRAINING speakers only
-   (:func:`split_heldout`): ``heldout_speakers`` whole speakers, drawn with a seed that depends
-   on the fold name, are moved from training to held-out. The test list is never looked at
-   until the chosen model scores it. A fold whose training data has too few speakers falls
-   back to a label-stratified utterance split of the training list and says so in
+   (:func:`sertool.folds.split_heldout`): ``heldout_speakers`` whole speakers, drawn with a
+   seed that depends on the fold name, are moved from training to held-out. The test list is
+   never looked at until the chosen model scores it. A fold whose training data has too few
+   speakers falls back to a label-stratified utterance split of the training list and says so in
    ``fold_<k>/split.json`` (the held-out set then shares speakers with training, not with test).
 2. A model is trained and its best epoch on the held-out set kept (frozen trunk: best UA, ties
    broken by lower loss; through the trainer: its best held-out accuracy on whole segments):
@@ -17,14 +17,14 @@ For every fold of ``DATA_DIR/folds`` (or one, ``--fold``):
      (``sertool extract-embeddings``; the trunk runs once per utterance and copy, not once per
      epoch and fold). The trunk is in eval mode, as it is when it scores whole segments, so
      training the head on stored embeddings is exactly training the whole frozen-trunk network;
-   * ``unfreeze``: everything fine-tuned through :func:`sertool.train.train` with the trunk's LR
-     scaled by ``trunk_lr_factor``;
+   * ``unfreeze``: everything fine-tuned through :func:`sertool.nnet.trainer.train` with the
+     trunk's LR scaled by ``trunk_lr_factor``;
    * ``init = none`` (no-transfer baseline) and the 1D-CNN attention model: trained from scratch
-     through :func:`sertool.train.train`;
+     through :func:`sertool.nnet.trainer.train`;
    * ``init = random``: the frozen-trunk system on an untrained trunk (the network of
      ``model_conf``, seeded), i.e. the no-transfer row at the cost of the transfer row.
 3. The fold's test list is scored with whole segments (variable length, eval mode) and written
-   to ``fold_<k>/posteriors.tsv`` (the :mod:`sertool.scoring` contract), after the fold model
+   to ``fold_<k>/posteriors.tsv`` (the :mod:`sertool.expdir` contract), after the fold model
    (``fold_<k>/model.pt``) and its model bundle (``fold_<k>/bundle``, see
    :mod:`sertool.predict`). Posteriors are written last: a fold that has them is finished and a
    rerun skips it; a killed fold is redone (the trainer resumes from its own checkpoints).
@@ -35,15 +35,28 @@ configuration is refused instead of mixing two experiments in one directory.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import kaldiio
 import numpy as np
+import torch
+
+from sertool.config import config_fingerprint, load_config, shipped_conf
+from sertool.datadir import DataDirError, read_folds, read_table
+from sertool.embeddings import aug_key, extract_embeddings, read_embeddings
+from sertool.errors import SertoolError
+from sertool.expdir import write_experiment, write_posteriors
+from sertool.folds import HeldoutSplit, fold_seed, split_heldout
+from sertool.io_utils import atomic_write_json
+from sertool.models import build_model, load_model_conf
+from sertool.nnet.checkpoint import load_model, save_checkpoint
+from sertool.nnet.trainer import load_train_conf, train
+from sertool.predict import class_probabilities, export_bundle
+from sertool.transfer.head import train_head
 
 # Defaults of conf/finetune.toml (tests check that the two agree).
 DEFAULTS: dict = {
@@ -69,157 +82,8 @@ DEFAULTS: dict = {
 }
 
 
-class FinetuneError(ValueError):
+class FinetuneError(SertoolError, ValueError):
     """A problem with the inputs of ``finetune`` (the message names the file or fold)."""
-
-
-# ----------------------------------------------------------------------------- held-out split
-
-
-@dataclass
-class HeldoutSplit:
-    train: list[str]
-    heldout: list[str]
-    method: str  # "speakers" or "utterances"
-    heldout_speakers: list[str] = field(default_factory=list)
-    note: str = ""
-
-    def to_dict(self) -> dict:
-        return {"method": self.method, "heldout_speakers": self.heldout_speakers,
-                "n_train": len(self.train), "n_heldout": len(self.heldout), "note": self.note,
-                "heldout": sorted(self.heldout)}
-
-
-def _fold_seed(seed: int, name: str) -> int:
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
-def split_heldout(train_utts: Sequence[str], utt2spk: Mapping[str, str],
-                  utt2label: Mapping[str, str], *, n_speakers: int, fraction: float,
-                  seed: int, fold: str) -> HeldoutSplit:
-    """Split a fold's training list into training and held-out (model selection) parts.
-
-    Only ``train_utts`` are used. Whole speakers are held out when the fold has at least
-    ``n_speakers + 1`` training speakers; among the seeded draws, the first whose held-out set
-    covers every label of the training list is preferred (UA needs every class). Otherwise a
-    label-stratified ``fraction`` of the utterances is held out.
-    """
-    rng = random.Random(_fold_seed(seed, fold))
-    utts = sorted(train_utts)
-    speakers = sorted({utt2spk[u] for u in utts})
-    labels = {utt2label[u] for u in utts}
-    if n_speakers >= 1 and len(speakers) > n_speakers:
-        by_spk: dict[str, list[str]] = {}
-        for utt in utts:
-            by_spk.setdefault(utt2spk[utt], []).append(utt)
-        chosen = None
-        for _ in range(50):
-            draw = sorted(rng.sample(speakers, n_speakers))
-            if {utt2label[u] for s in draw for u in by_spk[s]} == labels:
-                chosen = draw
-                break
-            chosen = chosen or draw
-        held = set(chosen)
-        return HeldoutSplit([u for u in utts if utt2spk[u] not in held],
-                            [u for u in utts if utt2spk[u] in held], "speakers", chosen)
-    by_label: dict[str, list[str]] = {}
-    for utt in utts:
-        by_label.setdefault(utt2label[utt], []).append(utt)
-    heldout: set[str] = set()
-    for label in sorted(by_label):
-        group = by_label[label]
-        k = min(len(group) - 1, max(1, round(fraction * len(group)))) if len(group) > 1 else 0
-        heldout.update(rng.sample(group, k))
-    if not heldout:
-        raise FinetuneError(f"fold {fold}: {len(utts)} training utterances are too few to hold "
-                            "any out for model selection")
-    note = (f"only {len(speakers)} training speaker(s): held out {len(heldout)} training "
-            "utterances stratified by label (speakers shared with training, never with test)")
-    return HeldoutSplit([u for u in utts if u not in heldout], sorted(heldout), "utterances",
-                        [], note)
-
-
-# ----------------------------------------------------------------------------- head training
-
-
-@dataclass
-class HeadResult:
-    """The best epoch of :func:`train_head` and the history of every epoch."""
-
-    state: dict  # the head's state_dict at the best epoch
-    best_epoch: int
-    best: dict  # held-out metrics at the best epoch
-    history: list[dict]
-
-
-def _ua(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> float:
-    recalls = [float((preds[labels == c] == c).mean()) for c in range(n_classes)
-               if (labels == c).any()]
-    return float(np.mean(recalls)) if recalls else float("nan")
-
-
-def lr_at(epoch: int, conf: Mapping) -> float:
-    """Paper schedule: constant for ``lr_constant_epochs`` epochs, then halved every
-    ``lr_halve_every`` epochs (``epoch`` counts from 1)."""
-    extra = max(0, epoch - int(conf["lr_constant_epochs"]))
-    steps = (extra + int(conf["lr_halve_every"]) - 1) // int(conf["lr_halve_every"])
-    return float(conf["lr"]) * 0.5 ** steps
-
-
-def train_head(head, x_train, y_train, x_valid, y_valid, conf: Mapping, *, n_classes: int,
-               seed: int = 0, progress: bool = False, desc: str = "head") -> HeadResult:
-    """Train ``head`` (pooled embedding -> logits) with SGD and cross-entropy; keep the epoch
-    with the best held-out UA (ties: lower held-out loss).
-
-    ``x_*`` are float tensors (N, D), ``y_*`` long tensors (N,). ``conf`` is the ``head``
-    section of :data:`DEFAULTS`. Deterministic for a given seed.
-    """
-    import torch
-    from tqdm import tqdm
-
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # dropout inside the head
-    opt = torch.optim.SGD(head.parameters(), lr=float(conf["lr"]),
-                          momentum=float(conf["momentum"]),
-                          weight_decay=float(conf["weight_decay"]))
-    loss_fn = torch.nn.CrossEntropyLoss()
-    batch = int(conf["batch_size"])
-    y_valid_np = y_valid.numpy()
-    history: list[dict] = []
-    best_key, best_state, best_epoch = None, None, 0
-    epochs = range(1, int(conf["epochs"]) + 1)
-    for epoch in tqdm(epochs, desc=desc, disable=not progress, leave=False):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(epoch, conf)
-        head.train()
-        order = torch.randperm(len(x_train), generator=gen)
-        total, seen = 0.0, 0
-        for start in range(0, len(order), batch):
-            idx = order[start:start + batch]
-            if len(idx) < 2 and len(order) > 1:
-                continue  # a batch of one breaks batch norm in the head
-            opt.zero_grad()
-            loss = loss_fn(head(x_train[idx]), y_train[idx])
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        head.eval()
-        with torch.no_grad():
-            logits = head(x_valid)
-            valid_loss = float(loss_fn(logits, y_valid))
-        preds = logits.argmax(dim=1).numpy()
-        record = {"epoch": epoch, "lr": lr_at(epoch, conf), "train_loss": total / max(seen, 1),
-                  "valid_loss": valid_loss, "valid_ua": _ua(y_valid_np, preds, n_classes),
-                  "valid_wa": float((preds == y_valid_np).mean())}
-        history.append(record)
-        key = (record["valid_ua"], -valid_loss)
-        if best_key is None or key > best_key:
-            best_key, best_epoch = key, epoch
-            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-    head.load_state_dict(best_state)
-    return HeadResult(best_state, best_epoch, history[best_epoch - 1], history)
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -272,9 +136,6 @@ def _frontend_summary(frontend: Mapping) -> dict:
 
 def _check_identity(exp_dir: Path, identity: dict) -> None:
     """Refuse an EXP_DIR made with another configuration (a rerun with the same one resumes)."""
-    from sertool.config import config_fingerprint
-    from sertool.io_utils import atomic_write_json
-
     path = exp_dir / "finetune.json"
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
@@ -295,16 +156,11 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
              device: str = "cpu", command: str = "", progress: bool = True) -> FinetuneSummary:
     """Train and score every fold (or ``fold``) of ``data_dir/folds``; see the module docstring.
 
-    ``init`` is the speaker model (a checkpoint of sertool.checkpoint) or None for the
+    ``init`` is the speaker model (a checkpoint of sertool.nnet.checkpoint) or None for the
     no-transfer baseline; ``conf`` is the resolved :data:`DEFAULTS`; ``model_conf`` the network
-    for ``init=None``; ``train_conf`` the sertool.train configuration for the modes that go
+    for ``init=None``; ``train_conf`` the sertool.nnet.trainer configuration for the modes that go
     through the trainer (``unfreeze``, ``init=None``).
     """
-    from sertool.checkpoint import load_model
-    from sertool.datadir import DataDirError, read_folds, read_table
-    from sertool.io_utils import atomic_write_json
-    from sertool.scoring import EXPERIMENT_JSON
-
     feat_dir, data_dir, exp_dir = Path(feat_dir), Path(data_dir), Path(exp_dir)
     conf = dict(conf)
     folds, protocol = read_folds(data_dir)
@@ -331,8 +187,6 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     if fold != "all" and fold not in [f.name for f in folds]:
         raise FinetuneError(f"{data_dir}/folds: no fold {fold!r} (folds: "
                             f"{', '.join(f.name for f in folds)})")
-
-    import kaldiio
 
     feat_dim = int(np.asarray(kaldiio.load_mat(feats_table[used[0]])).shape[1])
     random_trunk = str(init) == "random"
@@ -366,8 +220,6 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
                                 "without a pretrained trunk)")
         mode = "scratch"
     if mode != "frozen" and train_conf is None:
-        from sertool.train import load_train_conf
-
         train_conf = load_train_conf()
     if mode == "frozen":
         train_conf = None  # not used: kept out of the configuration identity
@@ -399,12 +251,7 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         "seed": int(conf["seed"]), "heldout": {"speakers": conf["heldout_speakers"],
                                                "fallback_fraction": conf["heldout_fraction"]},
     }
-    exp_json = exp_dir / EXPERIMENT_JSON
-    if exp_json.is_file():  # a resumed run: keep the command that made it, log this one
-        first = json.loads(exp_json.read_text(encoding="utf-8"))
-        experiment["command"] = first.get("command", command)
-        experiment["reruns"] = [*first.get("reruns", []), command]
-    atomic_write_json(exp_json, experiment)
+    write_experiment(exp_dir, experiment, command)
     setup = _Setup(feat_dir, data_dir, exp_dir, mode, init_path, conf, dict(model_conf),
                    dict(train_conf) if train_conf is not None else None, classes, utt2spk,
                    utt2label, feats_table, feat_dim, device,
@@ -416,8 +263,6 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
 
     embeddings = None
     if mode == "frozen":
-        from sertool.embeddings import extract_embeddings, read_embeddings
-
         target = Path(emb_dir) if emb_dir is not None else exp_dir / "embeddings"
         extract_embeddings(feat_dir, init_path, target, copies=copies, policy=policy,
                            seed=int(conf["seed"]), nj=nj, device=device, utts=used,
@@ -444,11 +289,6 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
 def _random_trunk(path: Path, model_conf: Mapping, feat_dim: int, seed: int) -> Path:
     """A checkpoint of the untrained network ``model_conf`` (seeded), made once per EXP_DIR."""
     if not path.is_file():
-        import torch
-
-        from sertool.checkpoint import save_checkpoint
-        from sertool.models import build_model
-
         torch.manual_seed(seed)
         model = build_model(model_conf, 1, feat_dim)
         save_checkpoint(path, model, feat_dim=feat_dim, with_rng=False)
@@ -458,11 +298,6 @@ def _random_trunk(path: Path, model_conf: Mapping, feat_dim: int, seed: int) -> 
 def _run_fold(setup: _Setup, name: str, train_utts: list[str], test_utts: list[str],
               fold_dir: Path, embeddings: dict | None) -> FoldOutcome:
     """Train one fold, save its model and bundle, then (last) its test posteriors."""
-    from sertool.checkpoint import save_checkpoint
-    from sertool.io_utils import atomic_write_json
-    from sertool.predict import export_bundle
-    from sertool.scoring import write_posteriors
-
     conf = setup.conf
     split = split_heldout(train_utts, setup.utt2spk, setup.utt2label,
                           n_speakers=int(conf["heldout_speakers"]),
@@ -491,18 +326,12 @@ def _run_fold(setup: _Setup, name: str, train_utts: list[str], test_utts: list[s
 
 
 def _seed_for(setup: _Setup, name: str) -> int:
-    return _fold_seed(int(setup.conf["seed"]), name) >> 1
+    return fold_seed(int(setup.conf["seed"]), name) >> 1
 
 
 def _frozen_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list[str],
                  fold_dir: Path, embeddings: dict):
     """Paper default: new FC layers on the frozen trunk's stored pooled statistics."""
-    import torch
-
-    from sertool.checkpoint import load_model
-    from sertool.embeddings import aug_key
-    from sertool.io_utils import atomic_write_json
-
     index = {c: i for i, c in enumerate(setup.classes)}
     copies = 0 if setup.conf["augment"]["policy"] == "none" else int(
         setup.conf["augment"]["copies"])
@@ -534,15 +363,9 @@ def _frozen_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list[
 
 def _trainer_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list[str],
                   fold_dir: Path):
-    """``--unfreeze``, ``--init none`` and the 1D-CNN: the whole network through sertool.train
-    (chunked training, SpecAugment on the fly; the trainer keeps the epoch with the best
-    held-out accuracy on whole segments)."""
-    import kaldiio
-
-    from sertool.checkpoint import load_model
-    from sertool.predict import class_probabilities
-    from sertool.train import train
-
+    """``--unfreeze``, ``--init none`` and the 1D-CNN: the whole network through
+    sertool.nnet.trainer (chunked training, SpecAugment on the fly; the trainer keeps the epoch
+    with the best held-out accuracy on whole segments)."""
     conf = dict(setup.train_conf)
     conf["seed"] = int(setup.conf["seed"])
     conf["augment"] = dict(setup.conf["augment"])
@@ -579,17 +402,11 @@ def resolve_configs(conf_path: str | None, model_conf_path: str | None,
     ``--set model.KEY=V`` goes to the model configuration, ``--set train.KEY=V`` to the
     trainer's, anything else to the finetune configuration (:data:`DEFAULTS`).
     """
-    from sertool.config import load_config, shipped_conf
-
     mine = [o for o in overrides if not o.startswith(("model.", "train."))]
     model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
     train_sets = [o[len("train."):] for o in overrides if o.startswith("train.")]
     conf = load_config(DEFAULTS, conf_path or shipped_conf("finetune.toml"), mine)
     model_conf = None
     if model_conf_path is not None or model_sets:
-        from sertool.models import load_model_conf
-
         model_conf = load_model_conf(model_conf_path, model_sets)
-    from sertool.train import load_train_conf
-
     return conf, model_conf, load_train_conf(train_conf_path, train_sets)

@@ -11,7 +11,7 @@ as WeSpeaker does), so a short segment still gives speech in every frame, not ze
 Randomness is a pure function of (seed, epoch, batch index): the batch sampler yields
 ``(item, T, seed)`` triples and the dataset derives the offset and the SpecAugment masks from
 that seed. Batches are thus identical with any number of DataLoader workers and a resumed run
-can skip the batches already done and continue exactly (see sertool.train).
+can skip the batches already done and continue exactly (see sertool.nnet.trainer).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sertool.augment import SpecAugment
+from sertool.errors import SertoolError
+from sertool.nnet.specaugment import SpecAugment
 
 
-class DataError(ValueError):
+class DataError(SertoolError, ValueError):
     pass
 
 
@@ -191,40 +192,3 @@ def expand_copies(items: Sequence[Item], copies: int) -> list[Item]:
         out.append(it)
         out += [Item(it.utt, it.label, it.start, it.end, True) for _ in range(copies)]
     return out
-
-
-def speaker_heldout(utts: Sequence[str], utt2spk: Mapping[str, str],
-                    num_frames: Mapping[str, int], fraction: float, seed: int,
-                    min_frames: int = 100) -> tuple[list[tuple[str, int, int]],
-                                                    list[tuple[str, int, int]]]:
-    """Split into (train regions, held-out regions) per speaker.
-
-    A speaker with several utterances gives round(fraction * n) (at least one) of them,
-    drawn at random, to the held-out set. A speaker with a single utterance (LibriSpeech
-    train-clean-100 here) cannot: its utterance is cut in time, the last ``fraction`` of its
-    frames (at least ``min_frames``) held out, the rest trained on - held-out chunks are then
-    other stretches of the same recording, not other recordings. ``fraction`` 0: no held-out.
-    """
-    rng = np.random.default_rng(seed)
-    by_spk: dict[str, list[str]] = {}
-    for u in sorted(utts):
-        by_spk.setdefault(utt2spk[u], []).append(u)
-    train, held = [], []
-    for spk in sorted(by_spk):
-        mine = by_spk[spk]
-        if fraction <= 0:
-            train += [(u, 0, num_frames[u]) for u in mine]
-        elif len(mine) >= 2:
-            n_held = min(len(mine) - 1, max(1, round(fraction * len(mine))))
-            chosen = set(rng.choice(len(mine), size=n_held, replace=False).tolist())
-            for i, u in enumerate(mine):
-                (held if i in chosen else train).append((u, 0, num_frames[u]))
-        else:
-            u, n = mine[0], num_frames[mine[0]]
-            cut = n - max(min_frames, int(round(fraction * n)))
-            if cut < min_frames:  # too short to split: train only
-                train.append((u, 0, n))
-            else:
-                train.append((u, 0, cut))
-                held.append((u, cut, n))
-    return train, held

@@ -11,8 +11,11 @@ curves.png. A held-out set is evaluated on whole segments after every epoch.
 Resume: a rerun continues from the newest checkpoint. Besides the per-epoch checkpoints,
 ``partial.pt`` is written every ``checkpoint_every_steps`` optimizer steps with the position in
 the epoch (batches done) and all RNG states. Batches are a pure function of (seed, epoch,
-batch index) (sertool.data), so a run killed mid-epoch resumes at the next batch and gives
+batch index) (sertool.nnet.data), so a run killed mid-epoch resumes at the next batch and gives
 exactly the result of an uninterrupted run on CPU (tested).
+
+The epochs themselves run in the one training loop (sertool.nnet.loop.fit); this module sets
+up the chunked data, the model, DDP, checkpoints and resume around it.
 
 One process needs no distributed set-up. Under ``torchrun`` (WORLD_SIZE > 1) the model is
 wrapped in DistributedDataParallel (gloo on CPU, nccl on CUDA), every rank reads its own share
@@ -22,18 +25,55 @@ of each epoch's permutation, and only rank 0 writes files.
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import json
 import math
 import os
 import shutil
-import time
+import signal
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import kaldiio
 import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from sertool.config import ConfigError, load_config, shipped_conf
+from sertool.datadir import read_table
+from sertool.errors import SertoolError
+from sertool.folds import speaker_heldout
+from sertool.io_utils import atomic_replace_file, atomic_write_json
+from sertool.models import (
+    ModelConfigError,
+    build_model,
+    load_model_conf,
+    resolve_model_conf,
+)
+from sertool.nnet.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_state_into,
+    save_checkpoint,
+    set_rng_state,
+)
+from sertool.nnet.data import (
+    ChunkBatchSampler,
+    ChunkDataset,
+    Item,
+    SegmentDataset,
+    collate,
+    expand_copies,
+    read_feats_scp,
+    read_num_frames,
+    read_wave_copies,
+)
+from sertool.nnet.log import log_to_file, write_history
+from sertool.nnet.loop import EpochBatches, fit, row_text
+from sertool.nnet.schedule import paper_scheduler
+from sertool.nnet.specaugment import SpecAugment
 
 DEFAULTS: dict = {
     "seed": 0,
@@ -58,7 +98,7 @@ DEFAULTS: dict = {
 TEST_KILL_ENV = "SERTOOL_TEST_KILL_AT_STEP"  # tests: SIGKILL self after this global step
 
 
-class TrainError(RuntimeError):
+class TrainError(SertoolError, RuntimeError):
     pass
 
 
@@ -77,9 +117,6 @@ def load_train_conf(path: str | os.PathLike | None = None, overrides: Iterable[s
                     ) -> dict:
     """Trainer configuration: DEFAULTS, then the file (default conf/train_speaker.toml), then
     ``k=v`` overrides. The ``model`` table is checked by sertool.models."""
-    from sertool.config import ConfigError, load_config, shipped_conf
-    from sertool.models import ModelConfigError, resolve_model_conf
-
     defaults = copy.deepcopy(DEFAULTS)
     defaults["model"] = {k: None for k in ("type", "layers", "channels", "pooling",
                                            "fixed_frames", "embed_dim", "fc_layers",
@@ -96,19 +133,10 @@ def load_train_conf(path: str | os.PathLike | None = None, overrides: Iterable[s
     return conf
 
 
-def lr_factor(epoch: int, constant: int, halve_every: int) -> float:
-    """LR multiplier of (1-based) ``epoch``: 1 for the first ``constant`` epochs, then halved
-    every ``halve_every`` epochs."""
-    extra = max(0, epoch - constant)
-    return 0.5 ** math.ceil(extra / halve_every)
-
-
 # ----------------------------------------------------------------------------- set-up
 
 
 def _labels_of(data_dir: Path, task: str) -> dict[str, str]:
-    from sertool.datadir import read_table
-
     name = {"speaker": "utt2spk", "emotion": "utt2emo"}.get(task)
     if name is None:
         raise TrainError(f"unknown task {task!r} (speaker or emotion)")
@@ -120,15 +148,6 @@ def _labels_of(data_dir: Path, task: str) -> dict[str, str]:
 
 def _items(feat_dir: Path, data_dir: Path, conf: Mapping, task: str,
            train_utts: Sequence[str] | None, valid_utts: Sequence[str] | None):
-    from sertool.data import (
-        Item,
-        read_feats_scp,
-        read_num_frames,
-        read_wave_copies,
-        speaker_heldout,
-    )
-    from sertool.datadir import read_table
-
     feats = read_feats_scp(feat_dir)
     utt2label = _labels_of(data_dir, task)
     pool = list(train_utts) if train_utts is not None else sorted(utt2label)
@@ -193,8 +212,6 @@ def _check_exp_dir(exp_dir: Path, config: dict) -> None:
 
 def _newest_checkpoint(exp_dir: Path) -> Path | None:
     """model_<E>.pt with the highest E, or partial.pt when it is further on."""
-    from sertool.checkpoint import CheckpointError, load_checkpoint
-
     epochs = sorted((int(p.stem.split("_")[1]), p) for p in exp_dir.glob("model_*.pt")
                     if p.stem.split("_")[1].isdigit())
     best = epochs[-1][1] if epochs else None
@@ -218,24 +235,9 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
           init_model: str | os.PathLike | None = None, device: str | None = None,
           progress: bool = True) -> TrainResult:
     """Train (or resume training) a model; see the module docstring."""
-    import torch
-    import torch.distributed as dist
-
-    from sertool.augment import SpecAugment
-    from sertool.checkpoint import (
-        load_checkpoint,
-        load_state_into,
-        save_checkpoint,
-        set_rng_state,
-    )
-    from sertool.data import ChunkBatchSampler, ChunkDataset, collate, expand_copies
-    from sertool.io_utils import atomic_write_json
-    from sertool.models import build_model, resolve_model_conf
-
     feat_dir, data_dir, exp_dir = Path(feat_dir), Path(data_dir), Path(exp_dir)
-    conf = copy.deepcopy(dict(conf))
     full = copy.deepcopy(DEFAULTS)
-    full.update(conf)
+    full.update(copy.deepcopy(dict(conf)))
     conf = full
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -256,22 +258,15 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
                                                      train_utts, valid_utts)
     if not train_items:
         raise TrainError(f"{data_dir}: no training utterances")
-    feat_dim = int(np.asarray(__import__("kaldiio").load_mat(feats[train_items[0].utt])).shape[1])
+    feat_dim = int(np.asarray(kaldiio.load_mat(feats[train_items[0].utt])).shape[1])
 
-    init_meta = None
-    if init_model is not None:
-        init_meta = load_checkpoint(init_model)
+    init_meta = load_checkpoint(init_model) if init_model is not None else None
     model_conf = conf["model"] or (init_meta["model_conf"] if init_meta else None)
-    if not model_conf:
-        from sertool.models import load_model_conf
-
-        model_conf = load_model_conf()
-    conf["model"] = resolve_model_conf(model_conf)
+    conf["model"] = resolve_model_conf(model_conf or load_model_conf())
     if init_meta is not None and int(init_meta["feat_dim"]) != feat_dim:
         raise TrainError(f"{init_model}: model made for {init_meta['feat_dim']}-dim features, "
                          f"{feat_dir} has {feat_dim}")
-    policy = conf["augment"]["policy"]
-    augment = SpecAugment.from_policy(policy)
+    augment = SpecAugment.from_policy(conf["augment"]["policy"])
     copies = 0 if augment.is_identity else int(conf["augment"]["copies"])
     train_items = expand_copies(train_items, copies)
 
@@ -300,12 +295,10 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
                           "lr": float(conf["lr"]) * float(conf["trunk_lr_factor"])})
     optimizer = torch.optim.SGD(groups, lr=float(conf["lr"]), momentum=float(conf["momentum"]),
                                 weight_decay=float(conf["weight_decay"]))
-    const, halve = int(conf["lr_constant_epochs"]), int(conf["lr_halve_every"])
-    # scheduler step k (0-based) sets the LR of epoch k + 1
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda k: lr_factor(k + 1, const, halve))
+    scheduler = paper_scheduler(optimizer, int(conf["lr_constant_epochs"]),
+                                int(conf["lr_halve_every"]))
 
-    start_epoch, skip, history, resumed_from = 1, 0, [], None
+    start_epoch, skip, skip_sums, history, resumed_from = 1, 0, None, [], None
     newest = _newest_checkpoint(exp_dir)
     if newest is not None:
         ckpt = load_checkpoint(newest, device)
@@ -317,6 +310,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         history = [dict(h) for h in ckpt["extra"].get("history", [])]
         if newest.name == "partial.pt":
             start_epoch, skip = int(ckpt["epoch"]), int(ckpt["step"])
+            skip_sums = ckpt["extra"].get("epoch_sums", [0.0, 0.0, 0.0])
         else:
             start_epoch = int(ckpt["epoch"]) + 1
         set_rng_state(ckpt["rng"])
@@ -332,10 +326,10 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     epochs = int(conf["epochs"])
     every = int(conf["checkpoint_every_steps"])
     kill_at = int(os.environ.get(TEST_KILL_ENV, "0"))
-    from tqdm import tqdm
+    n_batches = 0
 
-    for epoch in range(start_epoch, epochs + 1):
-        t0 = time.time()
+    def batches(epoch: int) -> EpochBatches:
+        nonlocal skip, skip_sums, n_batches
         sampler = ChunkBatchSampler(len(dataset), int(conf["batch_size"]),
                                     conf["chunk_frames"], seed, epoch, rank, world, skip)
         n_batches = sampler.batches_per_epoch()
@@ -346,63 +340,49 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             dataset, batch_sampler=sampler, collate_fn=collate,
             num_workers=int(conf["num_workers"]), pin_memory=device.startswith("cuda"),
             generator=torch.Generator().manual_seed(seed))
+        out = EpochBatches(loader, n_batches, skip, skip_sums)
+        skip, skip_sums = 0, None  # only the first epoch of a resumed run starts mid-way
+        return out
+
+    def train_mode() -> None:
         model.train()
         if not train_trunk:
             model.trunk.eval()  # frozen: batch-norm statistics kept
-        sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
-        if skip:
-            sums += torch.tensor(ckpt["extra"].get("epoch_sums", [0.0, 0.0, 0.0]),
-                                 dtype=torch.float64)
-        bar = tqdm(loader, total=n_batches, initial=skip, desc=f"epoch {epoch}/{epochs}",
-                   disable=not (progress and is_main), leave=False)
-        for step, (x, y) in enumerate(bar, start=skip + 1):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = net(x)
-            loss = torch.nn.functional.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(),
-                                  len(y)], dtype=torch.float64)
-            if every and step % every == 0 and step < n_batches and is_main:
-                save_checkpoint(exp_dir / "partial.pt", model, optimizer, scheduler, epoch,
-                                {"history": history, "epoch_sums": sums.tolist()},
-                                step=step, **meta)
-            if kill_at and (epoch - 1) * n_batches + step == kill_at:
-                import signal
 
-                os.kill(os.getpid(), signal.SIGKILL)
-        skip = 0
-        if distributed:
-            dist.all_reduce(sums)
-        row = {"epoch": epoch, "lr": optimizer.param_groups[-1]["lr"],
-               "train_loss": float(sums[0] / sums[2]), "train_acc": float(sums[1] / sums[2])}
+    def on_step(epoch: int, step: int, sums: torch.Tensor) -> None:
+        if every and step % every == 0 and step < n_batches and is_main:
+            save_checkpoint(exp_dir / "partial.pt", model, optimizer, scheduler, epoch,
+                            {"history": history, "epoch_sums": sums.tolist()},
+                            step=step, **meta)
+        if kill_at and (epoch - 1) * n_batches + step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def evaluate_held_out() -> dict:
+        return evaluate(model, valid_items, feats, device) if is_main else {}
+
+    def on_epoch(row: dict, rows: list[dict]) -> None:
         if is_main:
-            row.update(evaluate(model, valid_items, feats, device))
-        row["time_s"] = round(time.time() - t0, 3)
-        history.append(row)
-        scheduler.step()
-        if is_main:
-            save_checkpoint(exp_dir / f"model_{epoch}.pt", model, optimizer, scheduler, epoch,
-                            {"history": history}, **meta)
+            save_checkpoint(exp_dir / f"model_{row['epoch']}.pt", model, optimizer, scheduler,
+                            row["epoch"], {"history": rows}, **meta)
             (exp_dir / "partial.pt").unlink(missing_ok=True)
-            _prune(exp_dir, int(conf["keep_checkpoints"]), history)
-            _write_log(exp_dir, history)
+            _prune(exp_dir, int(conf["keep_checkpoints"]), rows)
+            write_history(exp_dir, rows)
             if progress:
-                tqdm.write(_row_text(row))
+                tqdm.write(row_text(row))
         if distributed:
             dist.barrier()
 
-    result = _finish(exp_dir, history, labels, resumed_from, is_main)
-    return result
+    with log_to_file(exp_dir / "train.log", enabled=is_main):
+        fit(net, optimizer, scheduler, epochs=epochs, batches=batches,
+            evaluate=evaluate_held_out, device=device, start_epoch=start_epoch,
+            history=history, train_mode=train_mode,
+            reduce=dist.all_reduce if distributed else None, on_step=on_step,
+            on_epoch=on_epoch, progress=progress and is_main)
+    return _finish(exp_dir, history, labels, resumed_from, is_main)
 
 
 def evaluate(model, items, feats, device) -> dict:
-    """Held-out loss and accuracy on whole segments (batch 1, eval mode); {} without items."""
-    import torch
-
-    from sertool.data import SegmentDataset
-
+    """Held-out loss and accuracy on whole segments (batch 1, eval mode); NaN without items."""
     if not items:
         return {"valid_loss": float("nan"), "valid_acc": float("nan")}
     was = model.training
@@ -416,12 +396,6 @@ def evaluate(model, items, feats, device) -> dict:
             correct += int(logits.argmax(1).item() == y)
     model.train(was)
     return {"valid_loss": loss / len(items), "valid_acc": correct / len(items)}
-
-
-def _row_text(row: Mapping) -> str:
-    return (f"epoch {row['epoch']}: lr {row['lr']:.3g} train loss {row['train_loss']:.3f} "
-            f"acc {row['train_acc']:.3f} | held-out loss {row['valid_loss']:.3f} "
-            f"acc {row['valid_acc']:.3f} | {row['time_s']:.1f} s")
 
 
 def _prune(exp_dir: Path, keep: int, history: list[dict]) -> None:
@@ -442,46 +416,8 @@ def _best_row(history: list[dict]) -> dict:
     return max(scored, key=lambda h: (h["valid_acc"], -h["valid_loss"], h["epoch"]))
 
 
-def _write_log(exp_dir: Path, history: list[dict]) -> None:
-    from sertool.io_utils import atomic_open
-
-    cols = ["epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "time_s"]
-    with atomic_open(exp_dir / "train_log.csv", "w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=cols)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({c: row.get(c) for c in cols})
-    plot_curves(history, exp_dir / "curves.png")
-
-
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, training chunks and held-out segments."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, key, name in ((axes[0], "loss", "cross-entropy"), (axes[1], "acc", "accuracy")):
-        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train (chunks)")
-        ax.plot(epochs, [h[f"valid_{key}"] for h in history], "s-",
-                label="held-out (whole segments)")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def _finish(exp_dir: Path, history: list[dict], labels: list[str], resumed_from: str | None,
             is_main: bool) -> TrainResult:
-    from sertool.io_utils import atomic_replace_file
-
     last = history[-1]["epoch"]
     final = exp_dir / "final.pt"
     if is_main:

@@ -1,0 +1,123 @@
+"""Metrics of emotion recognition, the one definition used by scoring and by model selection.
+
+Metric conventions (numpy only; they match scikit-learn)
+---------------------------------------------------------
+* Confusion matrix: rows = reference, columns = decision, over all ``classes``.
+  Row-normalised: each row divided by its sum (an all-zero row stays zero).
+* WA (weighted accuracy) = accuracy = trace / total.
+* UA (unweighted accuracy) = mean per-class recall over the classes **present in the fold's
+  reference**; a class absent from the reference has no recall and is left out of the mean (as
+  ``sklearn.metrics.balanced_accuracy_score``); a class present in the reference but never
+  predicted has recall 0 and counts.
+* Macro-F1 = mean of per-class F1 over the classes present in the reference **or** the
+  decisions (``sklearn.metrics.f1_score(average="macro", zero_division=0)``): a 0/0 precision or
+  recall counts as 0, so a class never predicted, or predicted but never in the reference, has
+  F1 = 0 and counts; a class in neither is left out.
+* Over folds: mean and **sample** standard deviation (ddof=1, as EmoBox and most SER papers
+  report) of the per-fold values; with fewer than 2 folds the std is not defined and is
+  reported as such. The pooled confusion (sum over folds) and its metrics are given as well.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sertool.errors import SertoolError
+
+
+class MetricsError(SertoolError, ValueError):
+    """Nothing to score."""
+
+
+def confusion_matrix(labels: Sequence[int], preds: Sequence[int], n_classes: int) -> np.ndarray:
+    """Counts with rows = reference class index, columns = decided class index."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)), 1)
+    return cm
+
+
+def row_normalise(cm: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum; rows of classes absent from the reference stay 0."""
+    cm = np.asarray(cm, dtype=np.float64)
+    sums = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, sums, out=np.zeros_like(cm), where=sums > 0)
+
+
+def weighted_accuracy(cm: np.ndarray) -> float:
+    """WA: accuracy over all utterances."""
+    cm = np.asarray(cm)
+    return float(np.trace(cm) / cm.sum())
+
+
+def per_class_recall(cm: np.ndarray) -> np.ndarray:
+    """Recall per class; NaN for a class absent from the reference."""
+    cm = np.asarray(cm, dtype=np.float64)
+    support = cm.sum(axis=1)
+    return np.divide(np.diag(cm), support, out=np.full(len(cm), np.nan), where=support > 0)
+
+
+def unweighted_accuracy(cm: np.ndarray) -> float:
+    """UA: mean recall over the classes present in the reference (see module docstring)."""
+    return float(np.nanmean(per_class_recall(cm)))
+
+
+def per_class_f1(cm: np.ndarray) -> np.ndarray:
+    """F1 per class with zero_division=0; NaN for a class in neither reference nor decisions."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    denom = support + predicted  # F1 = 2TP / (2TP + FP + FN) = 2TP / (support + predicted)
+    f1 = np.divide(2 * tp, denom, out=np.zeros(len(cm)), where=denom > 0)
+    f1[denom == 0] = np.nan
+    return f1
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    """Mean F1 over the classes present in the reference or the decisions."""
+    return float(np.nanmean(per_class_f1(cm)))
+
+
+@dataclass
+class FoldMetrics:
+    """Metrics of one fold (or of the pooled confusion over all folds)."""
+
+    name: str
+    confusion: np.ndarray
+    wa: float
+    ua: float
+    f1: float
+
+    @property
+    def n(self) -> int:
+        return int(self.confusion.sum())
+
+    @classmethod
+    def from_confusion(cls, name: str, cm: np.ndarray) -> FoldMetrics:
+        cm = np.asarray(cm, dtype=np.int64)
+        if cm.sum() == 0:
+            raise MetricsError(f"fold {name}: no utterances to score")
+        return cls(name, cm, weighted_accuracy(cm), unweighted_accuracy(cm), macro_f1(cm))
+
+    def to_dict(self, classes: Sequence[str]) -> dict:
+        recall, f1 = per_class_recall(self.confusion), per_class_f1(self.confusion)
+        return {
+            "fold": self.name, "n": self.n, "wa": self.wa, "ua": self.ua, "f1": self.f1,
+            "confusion": self.confusion.tolist(),
+            "confusion_normalised": row_normalise(self.confusion).round(6).tolist(),
+            "per_class": {c: {"support": int(self.confusion[i].sum()),
+                              "recall": None if np.isnan(recall[i]) else float(recall[i]),
+                              "f1": None if np.isnan(f1[i]) else float(f1[i])}
+                          for i, c in enumerate(classes)},
+        }
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample std (ddof=1) over folds; std is None with fewer than 2 values."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return math.nan, None
+    return float(arr.mean()), (float(arr.std(ddof=1)) if arr.size >= 2 else None)

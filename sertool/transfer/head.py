@@ -1,0 +1,76 @@
+"""New FC layers on a frozen trunk's stored embeddings (the paper's default transfer).
+
+The head is trained through the one training loop (sertool.nnet.loop.fit) with the paper's
+schedule; the epoch with the best held-out UA (sertool.metrics, ties: lower held-out loss) is
+kept. Batches are a seeded permutation of the stored vectors per epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from sertool.metrics import confusion_matrix, unweighted_accuracy
+from sertool.nnet.loop import EpochBatches, fit
+from sertool.nnet.schedule import paper_scheduler
+
+
+@dataclass
+class HeadResult:
+    """The best epoch of :func:`train_head` and the history of every epoch."""
+
+    state: dict  # the head's state_dict at the best epoch
+    best_epoch: int
+    best: dict  # held-out metrics at the best epoch
+    history: list[dict]
+
+
+def train_head(head: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
+               x_valid: torch.Tensor, y_valid: torch.Tensor, conf: Mapping, *, n_classes: int,
+               seed: int = 0, progress: bool = False, desc: str = "head") -> HeadResult:
+    """Train ``head`` (pooled embedding -> logits) with SGD and cross-entropy; keep the epoch
+    with the best held-out UA (ties: lower held-out loss).
+
+    ``x_*`` are float tensors (N, D), ``y_*`` long tensors (N,). ``conf`` is the ``head``
+    section of the finetune configuration. Deterministic for a given seed.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout inside the head
+    optimizer = torch.optim.SGD(head.parameters(), lr=float(conf["lr"]),
+                                momentum=float(conf["momentum"]),
+                                weight_decay=float(conf["weight_decay"]))
+    scheduler = paper_scheduler(optimizer, int(conf["lr_constant_epochs"]),
+                                int(conf["lr_halve_every"]))
+    size = int(conf["batch_size"])
+
+    def batches(_epoch: int) -> EpochBatches:
+        order = torch.randperm(len(x_train), generator=gen)
+        # a batch of one breaks batch norm in the head: dropped (unless it is all there is)
+        chunks = [order[i:i + size] for i in range(0, len(order), size)
+                  if len(order[i:i + size]) >= 2 or len(order) == 1]
+        return EpochBatches(((x_train[idx], y_train[idx]) for idx in chunks), len(chunks))
+
+    def evaluate() -> dict:
+        head.eval()
+        with torch.no_grad():
+            logits = head(x_valid)
+            loss = float(torch.nn.functional.cross_entropy(logits, y_valid))
+        preds, labels = logits.argmax(dim=1).numpy(), y_valid.numpy()
+        cm = confusion_matrix(labels, preds, n_classes)
+        return {"valid_loss": loss, "valid_ua": unweighted_accuracy(cm),
+                "valid_wa": float((preds == labels).mean())}
+
+    best: dict = {}
+
+    def keep_best(row: dict, _history: list[dict]) -> None:
+        key = (row["valid_ua"], -row["valid_loss"])
+        if not best or key > best["key"]:
+            best.update(key=key, epoch=row["epoch"],
+                        state={k: v.detach().clone() for k, v in head.state_dict().items()})
+
+    history = fit(head, optimizer, scheduler, epochs=int(conf["epochs"]), batches=batches,
+                  evaluate=evaluate, on_epoch=keep_best, progress=progress, desc=desc)
+    head.load_state_dict(best["state"])
+    return HeadResult(best["state"], best["epoch"], history[best["epoch"] - 1], history)
