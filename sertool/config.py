@@ -96,22 +96,83 @@ def load_toml(path: str | Path) -> dict:
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: {err}") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+
+
+Limits = Mapping[str, tuple[float | None, float | None]]  # dotted key -> (min, max), inclusive
 
 
 def load_config(
-    default: Mapping, path: str | Path | None = None, overrides: Iterable[str] = ()
+    default: Mapping, path: str | Path | None = None, overrides: Iterable[str] = (),
+    limits: Limits | None = None,
 ) -> dict:
-    """Defaults, then the file (if any), then the overrides; unknown keys are refused."""
+    """Defaults, then the file (if any), then the overrides. Unknown keys, values of another
+    type than the default's and values outside ``limits`` are refused, naming where they came
+    from, before anything is run or written."""
     conf = copy.deepcopy(dict(default))
+    sources: list[tuple[str, dict]] = []  # (where, what it set), the later winning
     if path is not None:
-        from_file = load_toml(path)
-        check_known(default, from_file, str(path))
-        conf = deep_update(conf, from_file)
-    overridden = apply_overrides(conf, overrides)
-    check_known(default, overridden, "--set")
-    return overridden
+        sources.append((str(find_conf(path)), load_toml(path)))
+    sources += [(f"--set {text}", apply_overrides({}, [text])) for text in overrides]
+    for where, given in sources:
+        check_known(default, given, where)
+        check_types(default, given, where)
+        conf = deep_update(conf, given)
+    check_limits(conf, limits or {}, sources)
+    return conf
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list"}
+
+
+def check_types(default: Mapping, given: Mapping, where: str, prefix: str = "") -> None:
+    """Each given value has the type of its default (an integer is a number too)."""
+    for key, value in given.items():
+        want = default.get(key)
+        if isinstance(want, Mapping):
+            if want and not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: {prefix}{key} is a table of options, got {value!r}")
+            if want:
+                check_types(want, value, where, f"{prefix}{key}.")
+            continue
+        kind = next((t for t in (bool, int, float, str, list) if isinstance(want, t)), None)
+        if kind is None:
+            continue
+        ok = (isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+              or kind is float and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            raise ConfigError(f"{where}: {prefix}{key} must be {_TYPE_NAMES[kind]}, "
+                              f"got {value!r}")
+
+
+def _lookup(conf: Mapping, dotted: str) -> Any:
+    value: Any = conf
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def check_limits(conf: Mapping, limits: Limits, sources: list[tuple[str, dict]] = ()) -> None:
+    """Every limited value in range; the error names the file or --set that gave it."""
+    for dotted, (low, high) in limits.items():
+        value = _lookup(conf, dotted)
+        if value is None:
+            continue
+        where = next((w for w, given in reversed(sources) if _lookup(given, dotted) is not None),
+                     "the defaults")
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if (low is not None and v < low) or (high is not None and v > high):
+                bound = (f"between {low} and {high}" if low is not None and high is not None
+                         else f">= {low}" if low is not None else f"<= {high}")
+                raise ConfigError(f"{where}: {dotted} = {value!r} is out of range (must be "
+                                  f"{bound})")
 
 
 def check_known(default: Mapping, given: Mapping, where: str, prefix: str = "") -> None:
@@ -121,6 +182,18 @@ def check_known(default: Mapping, given: Mapping, where: str, prefix: str = "") 
             raise ConfigError(f"{where}: unknown option {prefix}{key!r} (known: {known})")
         if isinstance(value, Mapping) and isinstance(default[key], Mapping) and default[key]:
             check_known(default[key], value, where, prefix=f"{prefix}{key}.")
+
+
+def differing_keys(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
+    """Dotted names of the keys whose values differ between two configurations."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += differing_keys(a, b, f"{prefix}{key}.")
+        elif json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+            out.append(f"{prefix}{key}")
+    return out
 
 
 def config_fingerprint(conf: Mapping) -> str:

@@ -124,16 +124,30 @@ def speaker_groups(
 def speaker_kfold(
     utt2spk: Mapping[str, str], k: int = 5, seed: int = 0
 ) -> tuple[list[Fold], dict]:
-    """Speakers shuffled (seeded) and dealt into ``k`` test groups; speaker-independent."""
+    """Speakers in ``k`` test groups balanced by utterance count; speaker-independent.
+
+    Speakers are shuffled (seeded), then, most utterances first, each joins the group with the
+    fewest utterances so far: with speakers of very different sizes (2 to 80 utterances) a
+    random deal can leave a test fold with a few percent of the data.
+    """
     speakers = sorted(set(utt2spk.values()))
     if not 2 <= k <= len(speakers):
         raise ValueError(f"speaker k-fold needs 2 <= k <= {len(speakers)} speakers, got k={k}")
     random.Random(seed).shuffle(speakers)
-    groups = [sorted(speakers[i::k]) for i in range(k)]
+    count: dict[str, int] = {}
+    for spk in utt2spk.values():
+        count[spk] = count.get(spk, 0) + 1
+    groups: list[list[str]] = [[] for _ in range(k)]
+    sizes = [0] * k
+    for spk in sorted(speakers, key=lambda s: -count[s]):  # stable: ties keep the seeded order
+        target = min(range(k), key=lambda g: (sizes[g], len(groups[g]), g))
+        groups[target].append(spk)
+        sizes[target] += count[spk]
+    groups = [sorted(g) for g in groups]
     folds, protocol = speaker_groups(
         utt2spk, groups, name="speaker-kfold",
-        description=f"speakers dealt at random (seed {seed}) into {k} test groups; a test "
-        "group's speakers never occur in training")
+        description=f"speakers shuffled (seed {seed}) and dealt into {k} test groups balanced "
+        "by utterance count; a test group's speakers never occur in training")
     protocol.update(k=k, seed=seed)
     return folds, protocol
 

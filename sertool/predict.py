@@ -31,7 +31,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ import numpy as np
 
 from sertool import __version__
 from sertool.errors import SertoolError
-from sertool.io_utils import atomic_write_json, atomic_write_text, read_json_object
+from sertool.io_utils import atomic_dir, atomic_write_json, atomic_write_text, read_json_object
 
 BUNDLE_FORMAT = 1
 BUNDLE_JSON = "bundle.json"
@@ -107,9 +106,7 @@ def export_bundle(out_dir: str | os.PathLike, model: Any, *, classes: Sequence[s
     if not frontend_json.is_file():
         raise BundleError(f"{frontend_json}: front-end configuration not found (a feature "
                           "directory made by extract-feats has one)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         save_checkpoint(tmp / MODEL_FILE, model, model_conf=dict(model_conf),
                         num_classes=len(classes), feat_dim=int(feat_dim), labels=list(classes),
                         with_rng=False)
@@ -128,18 +125,6 @@ def export_bundle(out_dir: str | os.PathLike, model: Any, *, classes: Sequence[s
         }
         atomic_write_json(tmp / BUNDLE_JSON, meta)
         atomic_write_text(tmp / README_FILE, _readme(meta))
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -187,11 +172,14 @@ def read_bundle_meta(path: str | os.PathLike) -> dict:
 
 def load_bundle(path: str | os.PathLike, device: str = "cpu") -> Bundle:
     """Load a bundle: its checked metadata, front-end configuration and model (eval mode)."""
-    path = Path(path)
-    meta = read_bundle_meta(path)
     from sertool.nnet.checkpoint import load_model
+    from sertool.nnet.device import resolve_device
 
-    frontend_conf = json.loads((path / FRONTEND_FILE).read_text(encoding="utf-8"))
+    path = Path(path)
+    device = resolve_device(device)
+    meta = read_bundle_meta(path)
+    frontend_conf = read_json_object(path / FRONTEND_FILE, BundleError,
+                                     "a model bundle holds its front-end configuration")
     try:
         model, ckpt_meta = load_model(path / MODEL_FILE, device)
     except Exception as err:  # noqa: BLE001 - any failure here means an unusable bundle

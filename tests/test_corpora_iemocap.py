@@ -176,10 +176,14 @@ def test_cli_prepare_and_rerun_replaces_directory(tmp_path):
     assert result.exit_code == 0, result.output
     assert "11 utterances, 6 speakers" in result.output
     assert "kfold-random (speaker-independent: False)" in result.output
-    (data / "feats.scp").write_text("stale 1\n")
+    (data / "feats.scp").write_text("stale 1\n")  # not prepare's: a rerun must not delete it
+    result = runner.invoke(main, ["prepare", "iemocap", str(tmp_path / "src"), str(data),
+                                  "--exp", "1"])
+    assert result.exit_code == 1 and "also holds feats.scp" in result.output
+    assert (data / "feats.scp").read_text() == "stale 1\n"
+    (data / "feats.scp").unlink()
     result = runner.invoke(main, ["prepare", "iemocap", str(tmp_path / "src"), str(data),
                                   "--exp", "1"])
     assert result.exit_code == 0, result.output
-    assert not (data / "feats.scp").exists()  # nothing stale survives a re-prepare
     assert read_folds(data)[1]["name"] == "leave-one-session-out"
     assert "labels: ang 2, hap 2, neu 3, sad 3" in result.output

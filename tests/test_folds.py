@@ -72,6 +72,26 @@ def test_speaker_kfold_is_seeded_and_speaker_independent():
     assert all(not _speakers(f.train) & _speakers(f.test) for f in folds)
 
 
+def test_speaker_kfold_balances_test_folds_by_utterance_count():
+    """29 speakers of 2..80 utterances (a new user's corpus): a random deal of speakers gave a
+    test fold 12 of 400 utterances; the balanced deal keeps every fold near 1/k of the data."""
+    import random as _random
+
+    rng = _random.Random(5)
+    counts = [rng.randint(2, 80) for _ in range(29)]
+    utt2spk = {f"spk{s:02d}-{i:03d}": f"spk{s:02d}" for s, n in enumerate(counts)
+               for i in range(n)}
+    for seed in range(5):
+        folds, _ = speaker_kfold(utt2spk, k=5, seed=seed)
+        sizes = sorted(len(f.test) for f in folds)
+        assert sum(sizes) == len(utt2spk)
+        assert sizes[-1] - sizes[0] <= max(counts)  # greedy bound: within one speaker
+        assert sizes[0] >= 0.8 * len(utt2spk) / 5, sizes
+        assert all(not {utt2spk[u] for u in f.train} & {utt2spk[u] for u in f.test}
+                   for f in folds)
+    assert speaker_kfold(utt2spk, k=5, seed=1)[0] != speaker_kfold(utt2spk, k=5, seed=2)[0]
+
+
 def test_kfold_random_is_stratified_seeded_and_not_speaker_independent():
     folds, protocol = kfold_random(UTT2LABEL, k=4, seed=7)
     assert protocol["speaker_independent"] is False and "NOT speaker-independent" in (

@@ -10,8 +10,6 @@ listed in ``CORPORA``), writes ``wav.scp`` (absolute paths), ``utt2spk``, ``spk2
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ from sertool.corpora import (
 )
 from sertool.corpora.base import PrepareError, Scan, Skip, Utt
 from sertool.datadir import DataDir, Fold, validate_data_dir, write_folds
-from sertool.io_utils import atomic_write_json, atomic_write_text
+from sertool.io_utils import atomic_dir, atomic_write_json, atomic_write_text
 
 CORPORA: dict[str, ModuleType] = {
     m.NAME: m
@@ -163,9 +161,8 @@ def prepare(
         raise PrepareError(f"{module.NAME}: some utterances have no label")
     folds = make_folds(module, scan.utts, protocol, k=k, seed=seed)
 
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.", suffix=".tmp", dir=data_dir.parent))
-    try:
+    _check_replaceable(data_dir)
+    with atomic_dir(data_dir) as tmp:
         data = DataDir(
             wav_scp={u.utt: str(Path(u.path).resolve()) for u in scan.utts},
             utt2spk={u.utt: u.spk for u in scan.utts},
@@ -197,10 +194,6 @@ def prepare(
         problems = validate_data_dir(tmp, require_emotion=emotion)
         if problems:  # a bug in a corpus module, not a user error; say everything
             raise PrepareError("prepared directory is invalid:\n  " + "\n  ".join(problems))
-        _swap_into_place(tmp, data_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 
@@ -236,15 +229,36 @@ def _check_ids(utts: list[Utt]) -> None:
         seen[u.utt] = u.path
 
 
-def _swap_into_place(tmp: Path, data_dir: Path) -> None:
-    """Replace ``data_dir`` by ``tmp``; the old directory is removed only after the rename."""
-    old = None
-    if data_dir.exists():
-        old = data_dir.with_name(f".{data_dir.name}.old.{os.getpid()}")
-        os.replace(data_dir, old)
-    os.replace(tmp, data_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+# What prepare writes (and so may replace); check-folds keeps its audio-hash cache beside them.
+PREPARE_OUTPUTS = {"wav.scp", "utt2spk", "spk2utt", "utt2emo", "utt2conv", "segments", "folds",
+                   "prepare.json", "skipped", ".audio_hashes.json",
+                   ".prepare_args",  # local/prepare_data.sh's record of its arguments
+                   ".backup"}  # what fix-data-dir removed
+
+
+def _check_replaceable(data_dir: Path) -> None:
+    """prepare writes into a new, empty or sertool-prepared directory only: it replaces the
+    whole directory, so anything else in it (a project folder, exp/, the user's files) would be
+    lost. Refuse, naming what is there."""
+    if not data_dir.exists():
+        return
+    if not data_dir.is_dir():
+        raise PrepareError(f"{data_dir}: exists and is not a directory")
+    present = sorted(p.name + ("/" if p.is_dir() else "") for p in data_dir.iterdir())
+    if not present:
+        return
+    if not (data_dir / "prepare.json").is_file():
+        raise PrepareError(f"{data_dir}: not empty and not made by sertool prepare (it holds "
+                           f"{_listing(present)}); give a new or empty DATA_DIR")
+    foreign = [n for n in present if n.rstrip("/") not in PREPARE_OUTPUTS]
+    if foreign:
+        raise PrepareError(f"{data_dir}: made by sertool prepare but also holds "
+                           f"{_listing(foreign)}, which a rerun would delete; move them out or "
+                           "give another DATA_DIR")
+
+
+def _listing(names: list[str]) -> str:
+    return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
 
 
 def _expected_counts(module: ModuleType, result: PrepareResult, exp: int) -> list[str]:

@@ -38,6 +38,16 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+LIMITS = {"sample_rate": (1000, None), "frame.frame_length_ms": (1.0, 1000.0),
+          "frame.frame_shift_ms": (1.0, 1000.0), "frame.preemphasis": (0.0, 1.0),
+          "mel.num_bins": (1, None), "mel.low_freq": (0.0, None),
+          "mel.n_fft": (0, None), "mfcc.num_ceps": (1, None), "mfcc.lifter": (0.0, None),
+          "vad.alpha": (0.0, 1.0), "vad.a01": (0.0, 1.0), "vad.a10": (0.0, 1.0),
+          "vad.noise_quantile": (0.0, 1.0), "vad.silence_floor_db": (0.0, None),
+          "vad.bin_step": (1, None), "vad.hangover_ms": (0.0, None),
+          "vad.min_speech_ms": (0.0, None), "vad.min_kept_frames": (1, None)}
+
+
 class FrontendError(SertoolError, ValueError):
     """A signal the front-end cannot turn into features (too short, all silence, ...)."""
 
@@ -58,7 +68,7 @@ def resolve_conf(conf: dict | None = None, path: str | Path | None = None,
         start = default_frontend_conf()
     else:
         start = DEFAULTS
-    resolved = load_config(start, path, overrides)
+    resolved = load_config(start, path, overrides, LIMITS)
     if resolved["kind"] not in ("logmel", "mfcc"):
         raise FrontendError(f"front-end kind must be logmel or mfcc, got {resolved['kind']!r}")
     if resolved["cmvn"]["mode"] not in ("segment", "conversation", "none"):

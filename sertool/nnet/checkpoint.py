@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -108,8 +109,16 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - truncated zip, pickle error, foreign object
-        raise CheckpointError(f"{path}: not a readable sertool checkpoint ({err})") from err
+    except pickle.UnpicklingError as err:
+        # PyTorch's message advises weights_only=False, i.e. running code from the file:
+        # sertool never does that, and never suggests it.
+        raise CheckpointError(f"{path}: holds pickled Python objects, not only tensors; "
+                              "sertool loads weights only and will not run code from a "
+                              "model file") from err
+    except Exception as err:  # noqa: BLE001 - truncated zip, foreign object
+        raise CheckpointError(f"{path}: not a readable sertool checkpoint "
+                              f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+                              ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a sertool checkpoint (format "
                               f"{ckpt.get('format') if isinstance(ckpt, dict) else None!r})")

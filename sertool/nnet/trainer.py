@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from sertool.config import ConfigError, load_config, shipped_conf
+from sertool.config import ConfigError, differing_keys, load_config, shipped_conf
 from sertool.datadir import read_table
 from sertool.errors import SertoolError
 from sertool.folds import speaker_heldout
@@ -70,6 +70,7 @@ from sertool.nnet.data import (
     read_num_frames,
     read_wave_copies,
 )
+from sertool.nnet.device import resolve_device
 from sertool.nnet.log import log_to_file, write_history
 from sertool.nnet.loop import EpochBatches, fit, row_text
 from sertool.nnet.schedule import paper_scheduler
@@ -95,6 +96,12 @@ DEFAULTS: dict = {
     "model": {},                 # model configuration (sertool.models); {}: the init model's
     "augment": {"policy": "none", "copies": 2},
 }
+LIMITS = {"epochs": (1, None), "batch_size": (1, None), "lr": (1e-12, None),
+          "momentum": (0.0, 1.0), "weight_decay": (0.0, None), "lr_constant_epochs": (0, None),
+          "lr_halve_every": (1, None), "chunk_frames": (1, None), "heldout_fraction": (0.0, 0.9),
+          "heldout_min_frames": (1, None), "trunk_lr_factor": (0.0, None),
+          "num_workers": (0, None), "checkpoint_every_steps": (0, None),
+          "keep_checkpoints": (0, None), "augment.copies": (0, None)}
 TEST_KILL_ENV = "SERTOOL_TEST_KILL_AT_STEP"  # tests: SIGKILL self after this global step
 
 
@@ -123,7 +130,7 @@ def load_train_conf(path: str | os.PathLike | None = None, overrides: Iterable[s
                                            "kernel", "dropout", "reduction",
                                            "spatial_kernel", "dense")}
     path = path if path is not None else shipped_conf("train_speaker.toml")
-    conf = load_config(defaults, path, overrides)
+    conf = load_config(defaults, path, overrides, LIMITS)
     conf["model"] = {k: v for k, v in conf["model"].items() if v is not None}
     if conf["model"]:
         try:
@@ -198,16 +205,28 @@ def _fingerprint(conf: Mapping, task: str, feat_dir: Path, train_items, valid_it
             "data_sha256": digest.hexdigest()}
 
 
+# What a rerun may change and still resume the same run: more (or fewer) epochs, and how the
+# work is done (loader processes, checkpoint cadence and retention) - not what is learned.
+MAY_CHANGE = ("epochs", "num_workers", "checkpoint_every_steps", "keep_checkpoints")
+
+
+def _identity(config: Mapping) -> dict:
+    """The part of config.json that makes the run what it is (without :data:`MAY_CHANGE`)."""
+    ident = json.loads(json.dumps(config))
+    for key in MAY_CHANGE:
+        ident["conf"].pop(key, None)
+    return ident
+
+
 def _check_exp_dir(exp_dir: Path, config: dict) -> None:
     path = exp_dir / "config.json"
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
-        if old != json.loads(json.dumps(config)):
-            diff = sorted(k for k in set(old) | set(config)
-                          if json.dumps(old.get(k), sort_keys=True)
-                          != json.dumps(config.get(k), sort_keys=True))
-            raise TrainError(f"{exp_dir}: made with another configuration (differs in "
-                             f"{', '.join(diff)}); use a new directory or remove this one")
+        diff = differing_keys(_identity(old), _identity(config))
+        if diff:
+            raise TrainError(f"{exp_dir}: made with another configuration ({', '.join(diff)} "
+                             "differ; a rerun may change only " + ", ".join(MAY_CHANGE)
+                             + "); use a new directory or remove this one")
 
 
 def _newest_checkpoint(exp_dir: Path) -> Path | None:
@@ -242,8 +261,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     distributed = world > 1
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     rank = 0
     if distributed:
         if not dist.is_initialized():
@@ -276,7 +294,8 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         exp_dir.mkdir(parents=True, exist_ok=True)
         _check_exp_dir(exp_dir, config)
         atomic_write_json(exp_dir / "config.json", config)
-    fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    fingerprint = hashlib.sha256(json.dumps(_identity(config), sort_keys=True).encode()
+                                 ).hexdigest()
 
     seed = int(conf["seed"])
     torch.manual_seed(seed)

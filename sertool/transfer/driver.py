@@ -54,6 +54,7 @@ from sertool.folds import HeldoutSplit, fold_seed, split_heldout
 from sertool.io_utils import atomic_write_json
 from sertool.models import build_model, load_model_conf
 from sertool.nnet.checkpoint import load_model, save_checkpoint
+from sertool.nnet.device import resolve_device
 from sertool.nnet.trainer import load_train_conf, train
 from sertool.predict import class_probabilities, export_bundle
 from sertool.transfer.head import train_head
@@ -80,6 +81,13 @@ DEFAULTS: dict = {
     # --unfreeze: the trunk's learning rate is the trainer's LR times this factor
     "unfreeze": {"trunk_lr_factor": 0.1},
 }
+
+
+LIMITS = {"heldout_speakers": (0, None), "heldout_fraction": (0.0, 0.9),
+          "augment.copies": (0, None), "head.epochs": (1, None), "head.batch_size": (2, None),
+          "head.lr": (1e-12, None), "head.momentum": (0.0, 1.0), "head.weight_decay": (0.0, None),
+          "head.lr_constant_epochs": (0, None), "head.lr_halve_every": (1, None),
+          "unfreeze.trunk_lr_factor": (0.0, None)}
 
 
 class FinetuneError(SertoolError, ValueError):
@@ -162,6 +170,7 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     through the trainer (``unfreeze``, ``init=None``).
     """
     feat_dir, data_dir, exp_dir = Path(feat_dir), Path(data_dir), Path(exp_dir)
+    device = resolve_device(device)
     conf = dict(conf)
     folds, protocol = read_folds(data_dir)
     utt2spk = read_table(data_dir / "utt2spk")
@@ -405,7 +414,7 @@ def resolve_configs(conf_path: str | None, model_conf_path: str | None,
     mine = [o for o in overrides if not o.startswith(("model.", "train."))]
     model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
     train_sets = [o[len("train."):] for o in overrides if o.startswith("train.")]
-    conf = load_config(DEFAULTS, conf_path or shipped_conf("finetune.toml"), mine)
+    conf = load_config(DEFAULTS, conf_path or shipped_conf("finetune.toml"), mine, LIMITS)
     model_conf = None
     if model_conf_path is not None or model_sets:
         model_conf = load_model_conf(model_conf_path, model_sets)
