@@ -28,7 +28,8 @@ class ClusterUnavailable(RuntimeError):
     pass
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on now (daemons and rendezvous of the tests)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -50,8 +51,8 @@ def write_conf(root: Path, munge_socket: Path) -> Path:
     conf.write_text(f"""\
 ClusterName=sertooltest
 SlurmctldHost={name}
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
