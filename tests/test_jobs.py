@@ -123,3 +123,17 @@ def test_extract_feats_nj_is_capped_at_the_utterances(tmp_path):
     assert result.n_extracted == 2
     assert sorted(p.name for p in (tmp_path / "feats").glob("feats.*.ark")) == \
         ["feats.1.ark", "feats.2.ark"]
+
+
+def test_cli_slurm_options_need_cmd_slurm(tmp_path):
+    from click.testing import CliRunner
+
+    from sertool.cli import main
+
+    for command in ("extract-feats", "extract-embeddings"):
+        result = CliRunner().invoke(main, [command, "--help"])
+        assert "--cmd [local|slurm]" in result.output and "--slurm-mem" in result.output
+    args = [str(tmp_path / "data"), str(tmp_path / "feats"), "--slurm-mem", "4G"]
+    result = CliRunner().invoke(main, ["extract-feats", *args])
+    assert result.exit_code == 1 and "need --cmd slurm" in result.stderr
+    assert not (tmp_path / "feats").exists()
