@@ -53,6 +53,7 @@ CMDS = ("local", "slurm")
 # forever before starting, so that a test can scancel a running task.
 HOLD_ENV = "SERTOOL_HOLD_JOB"
 POLL_S = 1.0
+SQUEUE_RETRIES = 120  # consecutive squeue failures (one per POLL_S) before giving up
 
 
 class JobError(RuntimeError):
@@ -276,8 +277,11 @@ def run_jobs(stage: str, out_dir: str | os.PathLike, func: Callable[..., Any],
             _run_slurm(stage, out_dir, func, todo, args, cluster, bar, threads_per_job)
         elif len(todo) == 1:
             job = todo[0]
-            result.results[job.index] = _execute(func, str(out_dir), stage, job, args,
-                                                  _BarQueue(bar))
+            try:
+                result.results[job.index] = _execute(func, str(out_dir), stage, job, args,
+                                                      _BarQueue(bar))
+            except Exception as err:  # noqa: BLE001 - any job error: name its log
+                raise _failure(stage, out_dir, job.index, err) from err
         elif todo:
             result.results = _run_pool(stage, out_dir, func, todo, args, bar, threads_per_job)
     finally:
@@ -363,13 +367,18 @@ def _run_pool(stage: str, out_dir: Path, func: Callable[..., Any], todo: Sequenc
         manager.shutdown()
     if failures:
         index, error = failures[0]
-        # a killed worker breaks the pool: every job it had not finished reports that
-        reason = ("its process was killed" if type(error).__name__ == "BrokenProcessPool"
-                  else str(error))
-        raise JobError(f"{stage}: job {index} failed: {reason}; see "
-                       f"{log_path(out_dir, stage, index)}"
-                       + (f" ({len(failures)} jobs failed)" if len(failures) > 1 else ""))
+        raise _failure(stage, out_dir, index, error, len(failures)) from error
     return results
+
+
+def _failure(stage: str, out_dir: Path, index: int, error: BaseException,
+             n_failed: int = 1) -> JobError:
+    # a killed worker breaks the pool: every job it had not finished reports that
+    reason = ("its process was killed" if type(error).__name__ == "BrokenProcessPool"
+              else str(error))
+    more = f" ({n_failed} jobs failed)" if n_failed > 1 else ""
+    return JobError(f"{stage}: job {index} failed: {reason}; see "
+                    f"{log_path(out_dir, stage, index)}{more}")
 
 
 def _drain(queue: Any, bar: Any) -> None:
@@ -415,15 +424,24 @@ def _run_slurm(stage: str, out_dir: Path, func: Callable[..., Any], todo: Sequen
                        + " ".join(command))
     array_id = submitted.stdout.strip().split(";")[0]
     waiting = {job.index: job for job in todo}
+    errors = 0
     try:
         while True:
             for index in [i for i, job in waiting.items() if is_done(out_dir, job)]:
                 bar.update(len(waiting.pop(index).items))
             queued = subprocess.run([squeue, "-h", "-r", "-j", array_id, "-o", "%i"],
                                     capture_output=True, text=True)
-            # an unknown job id (rc != 0) means slurm has forgotten it: it is over
-            if queued.returncode != 0 or not queued.stdout.strip():
-                break
+            if queued.returncode == 0 and not queued.stdout.strip():
+                break  # no task left in the queue
+            if queued.returncode != 0:
+                if "invalid job id" in queued.stderr.lower():
+                    break  # slurm has already forgotten the array: it is over
+                errors += 1  # a busy controller times out now and then: keep asking
+                if errors > SQUEUE_RETRIES:
+                    raise JobError(f"{stage}: squeue keeps failing ({queued.stderr.strip()});"
+                                   f" array job {array_id} may still be running")
+            else:
+                errors = 0
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         subprocess.run([_slurm_binary("scancel"), array_id], check=False)

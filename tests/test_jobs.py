@@ -73,6 +73,10 @@ def test_rerun_redoes_only_failed_jobs(tmp_path, monkeypatch):
         [f"toy.{j}.log" for j in range(1, 5)]
     # a removed output makes its job unfinished even though its marker is there
     (tmp_path / "part.4").unlink()
+    monkeypatch.setenv(FAIL_ENV, "4")  # one pending job runs in this process: same error
+    with pytest.raises(JobError, match=r"job 4 failed: job 4 told to fail; see .*toy\.4\.log"):
+        run_jobs("toy", tmp_path, write_items, jobs, args, progress=False)
+    monkeypatch.delenv(FAIL_ENV)
     assert run_jobs("toy", tmp_path, write_items, jobs, args, progress=False).ran == [4]
     # other inputs (another digest) redo the job
     jobs[0] = Job(1, [0, 1, 99], digest([0, 1, 99]), ("part.1",))
