@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sertool import __version__
 from sertool.errors import SertoolError
+
+if TYPE_CHECKING:
+    from sertool.jobs import Cluster
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,6 +26,35 @@ def fail(message: str, code: int = 1) -> None:
     """Print an error for the user (no traceback) and exit."""
     click.echo(f"sertool: error: {message}", err=True)
     sys.exit(code)
+
+
+def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--cmd local|slurm`` and the sbatch pass-through options of a stage that runs ``--nj``
+    jobs (sertool.jobs), handed to the command as one ``cluster`` argument."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, cmd: str, slurm_partition: str | None, slurm_time: str | None,
+                slurm_mem: str | None, slurm_gpus: int | None, **kwargs: Any) -> Any:
+        from sertool.jobs import Cluster
+
+        if cmd == "local" and any((slurm_partition, slurm_time, slurm_mem, slurm_gpus)):
+            fail("the --slurm-* options need --cmd slurm")
+        return command(*args, cluster=Cluster(cmd, slurm_partition, slurm_time, slurm_mem,
+                                              slurm_gpus), **kwargs)
+
+    options = [
+        click.option("--cmd", type=click.Choice(["local", "slurm"]), default="local",
+                     show_default=True, help="Where the jobs run: processes on this machine, "
+                     "or one Slurm job array (sbatch) over the unfinished jobs."),
+        click.option("--slurm-partition", default=None, help="sbatch --partition."),
+        click.option("--slurm-time", default=None, help="sbatch --time per job, e.g. 1:00:00."),
+        click.option("--slurm-mem", default=None, help="sbatch --mem per job, e.g. 4G."),
+        click.option("--slurm-gpus", type=click.IntRange(min=1), default=None,
+                     help="GPUs per job (sbatch --gres=gpu:N)."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 # ----------------------------------------------------------------- data directories
@@ -53,6 +88,7 @@ def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) ->
               help="Older spelling of one FILE for -o (repeatable).")
 @click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of parallel jobs (one archive and one log each).")
+@cluster_options
 @click.option("--conf", "conf_path", type=click.Path(), default=None,
               help="Front-end TOML (default conf/frontend.toml; conf/mfcc.toml for MFCCs).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -65,7 +101,7 @@ def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) ->
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[str, ...],
                       nj: int, conf_path: str | None, overrides: tuple[str, ...], strict: bool,
-                      wave_augment: str | None, no_progress: bool) -> None:
+                      wave_augment: str | None, no_progress: bool, cluster: Cluster) -> None:
     """Log-mel (or MFCC) features with VAD and CMVN: DATA_DIR -> FEAT_DIR/feats.scp.
 
     With -o OUT, the arguments are loose audio files instead (any rate, any channels):
@@ -96,7 +132,8 @@ def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[s
             augment = WaveAugment.load(wave_augment) if wave_augment else None
             result = extract_feats(data_dir, feat_dir, nj=nj, strict=strict,
                                    progress=not no_progress, conf_path=conf_path,
-                                   overrides=overrides, wave_augment=augment)
+                                   overrides=overrides, wave_augment=augment,
+                                   cluster=cluster)
     except SertoolError as err:
         fail(str(err))
     for utt, source, reason in result.failed:
@@ -238,17 +275,18 @@ def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: 
               help="SpecAugment policy of the copies (none: originals only).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Parallel jobs (one process and one thread each).")
+              help="Parallel jobs (one process and one thread each; at most one per utterance).")
+@cluster_options
 @click.option("--device", default="cpu", show_default=True)
 def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int, policy: str,
-                           seed: int, nj: int, device: str) -> None:
+                           seed: int, nj: int, device: str, cluster: Cluster) -> None:
     """Pooled trunk statistics of MODEL for every utterance of FEAT_DIR and its augmented
     copies, as Kaldi ark/scp in EMB_DIR (emb.scp). Resumable: finished jobs are kept."""
     from sertool.embeddings import extract_embeddings
 
     try:
         result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
-                                    seed=seed, nj=nj, device=device)
+                                    seed=seed, nj=nj, device=device, cluster=cluster)
     except SertoolError as err:
         fail(str(err))
     meta = result.meta

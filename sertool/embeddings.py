@@ -20,9 +20,11 @@ copies in one batch (same length, and eval-mode batch norm treats samples indepe
 Copy k of an utterance is masked with a generator seeded from (seed, utt, k): the same
 vectors come out whatever ``nj`` is and however often a job is rerun.
 
-A job writes its ark, then its scp under a temporary name renamed into place: a job with an
-scp is finished and a rerun skips it; a killed job is redone. A directory made with another
-model, feature set, policy, copies or seed is refused, not mixed.
+A job writes its ark, then its scp under a temporary name renamed into place, then its done
+marker ``.done.<j>`` (sertool.jobs runs the jobs, here or on a cluster; one log each in
+``log/extract-embeddings.<j>.log``): a job with its marker and scp is finished and a rerun
+skips it; a killed job is redone. A directory made with another model, feature set, policy,
+copies or seed is refused, not mixed.
 """
 
 from __future__ import annotations
@@ -30,19 +32,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from sertool.errors import SertoolError
 from sertool.io_utils import atomic_write_json, atomic_write_text
+from sertool.jobs import Cluster, check_identity, run_stage, split
+from sertool.predict import sha256_of  # the one file hash (model bundles use it too)
 
 EMB_JSON = "emb.json"
 EMB_SCP = "emb.scp"
 AUG_SEP = "#aug"
 POLICIES = ("none", "conservative", "aggressive")
+STAGE = "extract-embeddings"  # log/extract-embeddings.JOB.log
+JOB_FILES = ("emb.JOB.ark", "emb.JOB.scp")
 
 
 class EmbeddingError(SertoolError, ValueError):
@@ -52,14 +59,6 @@ class EmbeddingError(SertoolError, ValueError):
 def aug_key(utt: str, k: int) -> str:
     """Key of the k-th augmented copy (k >= 1) of ``utt``."""
     return f"{utt}{AUG_SEP}{k}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def copy_seed(seed: int, utt: str, k: int) -> int:
@@ -85,23 +84,24 @@ def _augmenter(policy: str):
     return SpecAugment.from_policy(policy)
 
 
-def _run_job(job: int, entries: list[tuple[str, str]], model_path: str, out_dir: str,
-             copies: int, policy: str, seed: int, device: str, threads: int | None,
-             queue=None) -> int:
-    """Compute and write job ``job``'s embeddings; returns how many utterances it did."""
+def _run_job(index: int, entries: list[tuple[str, str]], model_path: str, out_dir: str,
+             copies: int, policy: str, seed: int, device: str, *, log: TextIO,
+             progress: Callable[[int], None]) -> int:
+    """Compute and write job ``index``'s embeddings; returns how many utterances it did.
+    Run by sertool.jobs (here, in a pool worker or in a slurm task)."""
     import kaldiio
     import torch
 
     from sertool.nnet.checkpoint import load_model
 
-    if threads:
-        torch.set_num_threads(threads)
+    log.write(f"# job {index}: {len(entries)} utterances x {1 + copies}, model {model_path}, "
+              f"device {device}, {torch.get_num_threads()} thread(s)\n")
     model, _ = load_model(model_path, device)
     model.eval()
     augment = _augmenter(policy) if copies else None
     out = Path(out_dir)
-    ark, scp = out / f"emb.{job}.ark", out / f"emb.{job}.scp"
-    scp_tmp = out / f".emb.{job}.scp.tmp"
+    ark, scp = out / f"emb.{index}.ark", out / f"emb.{index}.scp"
+    scp_tmp = out / f".emb.{index}.scp.tmp"
     done = 0
     with kaldiio.WriteHelper(f"ark,scp:{ark},{scp_tmp}") as writer:
         for utt, rxfile in entries:
@@ -116,39 +116,31 @@ def _run_job(job: int, entries: list[tuple[str, str]], model_path: str, out_dir:
             for k in range(1, copies + 1):
                 writer(aug_key(utt, k), pooled[k].astype(np.float32))
             done += 1
-            if queue is not None:
-                queue.put(1)
+            progress(1)
     with open(ark, "rb") as handle:
         os.fsync(handle.fileno())
     from sertool.io_utils import atomic_replace_file
 
     atomic_replace_file(scp_tmp, scp)
+    log.write(f"# done: {done} utterances\n")
     return done
 
 
 # ----------------------------------------------------------------------------- the stage
 
 
-def _split(items: list, nj: int) -> list[list]:
-    size, extra = divmod(len(items), nj)
-    parts, start = [], 0
-    for j in range(nj):
-        end = start + size + (1 if j < extra else 0)
-        parts.append(items[start:end])
-        start = end
-    return parts
-
-
 def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLike,
                        emb_dir: str | os.PathLike, *, copies: int = 2,
                        policy: str = "conservative", seed: int = 0, nj: int = 1,
                        device: str = "cpu", utts: Sequence[str] | None = None,
-                       progress: bool = True) -> EmbeddingSet:
+                       progress: bool = True, cluster: Cluster | None = None) -> EmbeddingSet:
     """Write the pooled statistics of every utterance of ``feat_dir`` (or of ``utts``) and of
     ``copies`` SpecAugment-ed copies of each (policy ``none``: originals only) to ``emb_dir``.
+
+    ``nj`` is capped at the number of utterances; ``cluster`` says where the jobs run
+    (default: this machine).
     """
     import kaldiio
-    from tqdm import tqdm
 
     from sertool.datadir import read_table
     from sertool.nnet.checkpoint import load_model
@@ -183,9 +175,9 @@ def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLik
 
     meta = {
         "model": str(model_path),
-        "model_sha256": _sha256(model_path),
+        "model_sha256": sha256_of(model_path),
         "feat_dir": str(feat_dir.resolve()),
-        "feats_scp_sha256": _sha256(feats_scp),
+        "feats_scp_sha256": sha256_of(feats_scp),
         "policy": policy,
         "copies": copies,
         "seed": seed,
@@ -197,76 +189,30 @@ def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLik
     }
     identity = ("model_sha256", "feats_scp_sha256", "policy", "copies", "seed", "utts_sha256")
     meta_path = emb_dir / EMB_JSON
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text(encoding="utf-8"))
-        changed = [k for k in identity if old.get(k) != meta[k]]
-        if changed:
-            raise EmbeddingError(f"{emb_dir} holds embeddings made differently "
-                                 f"({', '.join(changed)} differ); remove it or choose another "
-                                 "directory")
-        if (emb_dir / EMB_SCP).is_file():
-            return EmbeddingSet(emb_dir, old, 0)
-        if old.get("nj") != nj:  # parts of another split: start afresh
-            for part in emb_dir.glob("emb.*.*"):
-                part.unlink()
-    meta["nj"] = nj
+    old = check_identity(emb_dir, meta_path, meta, keys=identity, what="differently",
+                         error=EmbeddingError)
+    if old is not None and (emb_dir / EMB_SCP).is_file():
+        return EmbeddingSet(emb_dir, old, 0)
+    parts = split([(u, table[u]) for u in wanted], nj)
+    meta["nj"] = len(parts)  # nj capped at the number of utterances
     emb_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(meta_path, meta)
-
-    parts = _split([(u, table[u]) for u in wanted], nj)
-    pending = [j for j in range(1, nj + 1) if not (emb_dir / f"emb.{j}.scp").is_file()]
-    total = sum(len(parts[j - 1]) for j in pending)
-    written = 0
-    bar = tqdm(total=total, desc="extract-embeddings", unit="utt", disable=not progress)
-    args = (str(model_path), str(emb_dir), copies, policy, seed, device)
-    try:
-        if nj == 1 or len(pending) == 1:
-            queue = _BarQueue(bar)
-            for j in pending:
-                written += _run_job(j, parts[j - 1], *args, None, queue)
-        else:
-            written = _run_parallel(pending, parts, args, bar)
-    finally:
-        bar.close()
+    jobs, ran = run_stage(STAGE, emb_dir, _run_job, parts,
+                          (str(model_path), str(emb_dir), copies, policy, seed, device),
+                          files=JOB_FILES, identity={k: meta[k] for k in identity},
+                          cluster=cluster, progress=progress, desc="extract-embeddings",
+                          threads_per_job=1 if len(parts) > 1 else None,
+                          error=EmbeddingError)
+    written = sum(len(jobs[i - 1].items) for i in ran.ran)
 
     lines = []
-    for j in range(1, nj + 1):
-        lines += (emb_dir / f"emb.{j}.scp").read_text(encoding="utf-8").splitlines()
+    for job in jobs:
+        lines += (emb_dir / f"emb.{job.index}.scp").read_text(encoding="utf-8").splitlines()
     expected = len(wanted) * (1 + copies)
     if len(lines) != expected:
         raise EmbeddingError(f"{emb_dir}: {len(lines)} embeddings written, expected {expected}")
     atomic_write_text(emb_dir / EMB_SCP, "\n".join(sorted(lines)) + "\n")
     return EmbeddingSet(emb_dir, meta, written * (1 + copies))
-
-
-class _BarQueue:
-    """Stands in for a multiprocessing queue when the job runs in this process."""
-
-    def __init__(self, bar):
-        self.bar = bar
-
-    def put(self, n: int) -> None:
-        self.bar.update(n)
-
-
-def _run_parallel(pending: list[int], parts: list[list], args: tuple, bar) -> int:
-    """One process per job (spawned: a forked torch can deadlock), one thread each."""
-    import multiprocessing as mp
-    import queue as queue_mod
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager, ProcessPoolExecutor(len(pending), mp_context=ctx) as pool:
-        progress = manager.Queue()
-        futures = [pool.submit(_run_job, j, parts[j - 1], *args, 1, progress) for j in pending]
-        while not all(f.done() for f in futures):
-            try:
-                bar.update(progress.get(timeout=0.2))
-            except queue_mod.Empty:
-                pass
-        while not progress.empty():
-            bar.update(progress.get())
-        return sum(f.result() for f in futures)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -3,13 +3,15 @@
 # every stage of the paper's recipe on a CPU in a few minutes:
 #   0 corpus  1 data dirs  2 features  3 speaker pretraining  4 emotion transfer (+ no-transfer
 #   baseline)  5 scores, side by side.
-# Usage: ./run.sh [--stage N] [--stop-stage N] [--nj N] [--device cpu|cuda] [--seed N]
+# Usage: ./run.sh [--stage N] [--stop-stage N] [--nj N] [--cmd local|slurm] [--device cpu|cuda] [--seed N]
 set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=0
 stop_stage=5
 nj=2
+cmd=local                        # where the extract-feats jobs run: local, or slurm (one
+                                 # sbatch job array; README "Running on a cluster")
 device=cpu
 seed=0
 corpus=corpus                     # where the synthetic corpus is written
@@ -17,7 +19,7 @@ model_conf=../../conf/model_resnet_tiny.toml
 speaker_conf=conf/train_speaker.toml
 emotion_conf=conf/train_emotion.toml     # the no-transfer baseline (trained from scratch)
 finetune_conf=conf/finetune.toml
-option_names="stage stop_stage nj device seed corpus model_conf speaker_conf emotion_conf finetune_conf"
+option_names="stage stop_stage nj cmd device seed corpus model_conf speaker_conf emotion_conf finetune_conf"
 . local/parse_options.sh
 . local/stage.sh
 
@@ -36,7 +38,7 @@ fi
 
 if run_stage 2 "extract features"; then
   for set in speaker emotion; do
-    sertool extract-feats data/$set feats/$set --nj "$nj"
+    sertool extract-feats data/$set feats/$set --nj "$nj" --cmd "$cmd"
   done
   stage_done 2
 fi

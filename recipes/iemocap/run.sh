@@ -18,6 +18,8 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=5
 nj=16                            # parallel feature-extraction jobs
+cmd=local                        # where the extract-feats jobs run: local, or slurm (one
+                                 # sbatch job array; README "Running on a cluster")
 ngpu=1                           # >1: torchrun --nproc_per_node=$ngpu for speaker pretraining
 device=cuda
 seed=0
@@ -37,7 +39,7 @@ ablation_exp=1                    # class map of the ablation
 ablation_folds=5                  # its random CV (NOT speaker-independent)
 ablation_policy=conservative
 ablations="no_transfer no_augmentation no_pooling"
-option_names="stage stop_stage nj ngpu device seed iemocap voxceleb1 voxceleb2 frontend_conf
+option_names="stage stop_stage nj cmd ngpu device seed iemocap voxceleb1 voxceleb2 frontend_conf
   model_conf speaker_conf finetune_conf train_conf exps policies folds ablation_exp ablation_folds
   ablation_policy ablations"
 . local/parse_options.sh
@@ -108,8 +110,8 @@ if run_stage 0 "data directories: VoxCeleb1+2 (speakers), IEMOCAP Exp ${exps// /
 fi
 
 if run_stage 1 "features: 128 log-mel, VAD, segment-level CMVN"; then
-  sertool extract-feats data/voxceleb feats/voxceleb --nj "$nj" --conf "$frontend_conf"
-  sertool extract-feats data/iemocap_exp3 feats/iemocap --nj "$nj" --conf "$frontend_conf"
+  sertool extract-feats data/voxceleb feats/voxceleb --nj "$nj" --cmd "$cmd" --conf "$frontend_conf"
+  sertool extract-feats data/iemocap_exp3 feats/iemocap --nj "$nj" --cmd "$cmd" --conf "$frontend_conf"
   stage_done 1
 fi
 

@@ -21,6 +21,8 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=6
 nj=2
+cmd=local                        # where the extract-feats jobs run: local, or slurm (one
+                                 # sbatch job array; README "Running on a cluster")
 device=cpu
 seed=0
 ravdess=../../../shared/data/ravdess
@@ -40,7 +42,7 @@ policy=conservative                      # SpecAugment policy of the transfer sy
 # "without transfer"; hours on this CPU, minutes on a GPU); random_trunk is the CPU-cheap
 # no-transfer row: the same frozen-trunk system on an untrained trunk.
 ablations="random_trunk no_augmentation no_pooling"
-option_names="stage stop_stage nj device seed ravdess speaker_corpus speaker_corpus_type
+option_names="stage stop_stage nj cmd device seed ravdess speaker_corpus speaker_corpus_type
   frontend_conf mfcc_conf model_conf speaker_conf finetune_conf train_conf cnn1d_model_conf
   cnn1d_train_conf wave_augment_conf policy ablations"
 . local/parse_options.sh
@@ -82,9 +84,9 @@ if run_stage 0 "data directories: speakers ($speaker_corpus_type) and RAVDESS (6
 fi
 
 if run_stage 1 "features: 128 log-mel + VAD + CMVN (both sets), MFCC + waveform copies (RAVDESS, 1D-CNN)"; then
-  sertool extract-feats data/speaker feats/speaker --nj "$nj" --conf "$frontend_conf"
-  sertool extract-feats data/ravdess feats/ravdess --nj "$nj" --conf "$frontend_conf"
-  sertool extract-feats data/ravdess feats/ravdess_mfcc_waug --nj "$nj" --conf "$mfcc_conf" \
+  sertool extract-feats data/speaker feats/speaker --nj "$nj" --cmd "$cmd" --conf "$frontend_conf"
+  sertool extract-feats data/ravdess feats/ravdess --nj "$nj" --cmd "$cmd" --conf "$frontend_conf"
+  sertool extract-feats data/ravdess feats/ravdess_mfcc_waug --nj "$nj" --cmd "$cmd" --conf "$mfcc_conf" \
     --wave-augment "$wave_augment_conf"
   stage_done 1
 fi

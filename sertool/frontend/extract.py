@@ -7,7 +7,8 @@ Layout of FEAT_DIR (Kaldi's steps/make_fbank.sh is the model):
 ``feats.N.ark``         job N's matrices; ``feats.N.scp`` its index (internal)
 ``.done.N``             written last, after the ark and index are fsynced and renamed; holds a
                         hash of the job's inputs. A rerun skips jobs whose marker matches and
-                        redoes the others from scratch, so a half-written archive is never used.
+                        redoes the others from scratch, so a half-written archive is never used
+                        (sertool.jobs runs the jobs, here or on a cluster).
 ``feats.scp``           utt -> ark:offset for every utterance, sorted (C order)
 ``utt2num_frames``      frames kept per utterance
 ``vad_stats``           utt frames_in frames_kept [vad_fallback]
@@ -21,21 +22,18 @@ Layout of FEAT_DIR (Kaldi's steps/make_fbank.sh is the model):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import signal
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
+from typing import TextIO
 
 import kaldiio
 import numpy as np
-from tqdm import tqdm
 
 from sertool.config import config_fingerprint
 from sertool.datadir import DataDir, require_valid, write_table
@@ -45,6 +43,9 @@ from sertool.frontend.cmvn import conversation_cmvn
 from sertool.frontend.pipeline import Frontend, FrontendError, resolve_conf
 from sertool.frontend.wave_augment import WaveAugment
 from sertool.io_utils import atomic_open, atomic_write_json, atomic_write_text
+from sertool.jobs import Cluster, Job, check_identity, run_stage, split
+
+STAGE = "extract"  # log/extract.JOB.log
 
 # Test hook: a job process kills itself (SIGKILL) after writing this many utterances,
 # leaving a half-written archive behind, exactly as a killed run would.
@@ -53,18 +54,6 @@ FAULT_ENV = "SERTOOL_FAULT_AFTER_UTTS"
 
 class ExtractError(SertoolError, RuntimeError):
     pass
-
-
-@dataclass
-class JobSpec:
-    index: int  # 1-based, as in Kaldi's JOB
-    utts: list[str]
-    sources: list[tuple[str, float | None, float | None]]
-    conversations: list[str]
-
-    def digest(self, conf_text: str) -> str:
-        payload = json.dumps([self.utts, self.sources, self.conversations, conf_text])
-        return hashlib.sha1(payload.encode()).hexdigest()
 
 
 @dataclass
@@ -98,8 +87,9 @@ def _conversation_of(data: DataDir, utt: str) -> str:
     return utt
 
 
-def split_jobs(data: DataDir, nj: int, keep_conversations: bool) -> list[JobSpec]:
-    """Split the sorted utterances into ``nj`` contiguous parts of about equal size.
+def split_jobs(data: DataDir, nj: int, keep_conversations: bool) -> list[list[tuple]]:
+    """The sorted utterances as ``(utt, source, start, end, conversation)`` in at most ``nj``
+    contiguous parts of about equal size.
 
     With conversation-level CMVN a conversation is never split across jobs.
     """
@@ -108,40 +98,23 @@ def split_jobs(data: DataDir, nj: int, keep_conversations: bool) -> list[JobSpec
     if keep_conversations:
         order = sorted(range(len(utts)), key=lambda i: (convs[i], utts[i]))
         utts, convs = [utts[i] for i in order], [convs[i] for i in order]
-    nj = max(1, min(nj, len(utts)))
-    bounds = [round(k * len(utts) / nj) for k in range(nj + 1)]
-    if keep_conversations:  # move each boundary to the start of a conversation
-        for k in range(1, nj):
-            while 0 < bounds[k] < len(utts) and convs[bounds[k]] == convs[bounds[k] - 1]:
-                bounds[k] += 1
-    jobs = []
-    for k in range(nj):
-        part = range(bounds[k], max(bounds[k], bounds[k + 1]))
-        jobs.append(JobSpec(k + 1, [utts[i] for i in part],
-                            [data.audio_of(utts[i]) for i in part], [convs[i] for i in part]))
-    return jobs
+    items = [(utt, *data.audio_of(utt), conv) for utt, conv in zip(utts, convs, strict=True)]
+    return split(items, nj, convs if keep_conversations else None)
+
+
+JOB_FILES = ("feats.JOB.ark", "feats.JOB.scp", "vad_stats.JOB", "failed.JOB", "wave_aug.JOB")
 
 
 def _job_paths(feat_dir: Path, index: int) -> dict[str, Path]:
-    return {
-        "ark": feat_dir / f"feats.{index}.ark",
-        "scp": feat_dir / f"feats.{index}.scp",
-        "vad": feat_dir / f"vad_stats.{index}",
-        "failed": feat_dir / f"failed.{index}",
-        "aug": feat_dir / f"wave_aug.{index}",
-        "done": feat_dir / f".done.{index}",
-        "log": feat_dir / "log" / f"extract.{index}.log",
-    }
+    return {key: feat_dir / name.replace("JOB", str(index))
+            for key, name in zip(("ark", "scp", "vad", "failed", "aug"), JOB_FILES, strict=True)}
 
 
-def run_job(job: JobSpec, conf: dict, feat_dir: str, digest: str, strict: bool,
-            progress_queue=None, wave_augment: dict | None = None) -> int:
-    """Extract one job's utterances (and their waveform-augmented copies) into feats.N.ark;
-    returns the number of utterances written."""
-    feat_dir_path = Path(feat_dir)
-    paths = _job_paths(feat_dir_path, job.index)
-    paths["done"].unlink(missing_ok=True)
-    paths["log"].parent.mkdir(parents=True, exist_ok=True)
+def run_job(index: int, items: list[tuple], conf: dict, feat_dir: str, strict: bool,
+            wave_augment: dict | None, *, log: TextIO, progress: Callable[[int], None]) -> int:
+    """Extract job ``index``'s utterances (and their waveform-augmented copies) into
+    feats.N.ark; returns the number of utterances written. Run by sertool.jobs."""
+    paths = _job_paths(Path(feat_dir), index)
     frontend = Frontend(conf)
     conversation_mode = frontend.conf["cmvn"]["mode"] == "conversation"
     fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
@@ -150,9 +123,8 @@ def run_job(job: JobSpec, conf: dict, feat_dir: str, digest: str, strict: bool,
     vad_lines, failed_lines, aug_lines = [], [], []
     augment = WaveAugment.from_conf(wave_augment) if wave_augment else None
     written = 0
-    with open(paths["log"], "w", encoding="utf-8") as log, \
-            kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer:
-        log.write(f"# job {job.index}: {len(job.utts)} utterances, started {time.ctime()}\n")
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer:
+        log.write(f"# job {index}: {len(items)} utterances, started {time.ctime()}\n")
         pending: list[tuple[str, np.ndarray]] = []  # one conversation (conversation CMVN)
 
         def flush_conversation() -> None:
@@ -166,9 +138,8 @@ def run_job(job: JobSpec, conf: dict, feat_dir: str, digest: str, strict: bool,
                 written += 1
             pending.clear()
 
-        for i, (utt, (source, start, end)) in enumerate(
-                zip(job.utts, job.sources, strict=True)):
-            if conversation_mode and i and job.conversations[i] != job.conversations[i - 1]:
+        for i, (utt, source, start, end, conversation) in enumerate(items):
+            if conversation_mode and i and conversation != items[i - 1][4]:
                 flush_conversation()
             try:
                 wave = load_audio(source, frontend.sample_rate, start, end)
@@ -200,8 +171,7 @@ def run_job(job: JobSpec, conf: dict, feat_dir: str, digest: str, strict: bool,
                         writer(key, copy_feats)
                         aug_lines.append(f"{key} {utt} {key.rsplit('#', 1)[1]} "
                                          f"{copy_feats.shape[0]}\n")
-            if progress_queue is not None:
-                progress_queue.put(1)
+            progress(1)
             if fault_after and written >= fault_after:
                 writer.fark.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -219,7 +189,6 @@ def run_job(job: JobSpec, conf: dict, feat_dir: str, digest: str, strict: bool,
     atomic_write_text(paths["vad"], "".join(vad_lines))
     atomic_write_text(paths["failed"], "".join(failed_lines))
     atomic_write_text(paths["aug"], "".join(aug_lines))
-    atomic_write_text(paths["done"], digest + "\n")
     return written
 
 
@@ -227,38 +196,24 @@ def _prepare_feat_dir(feat_dir: Path, conf: dict, wave_augment: dict | None = No
     """Write frontend.json (and wave_aug.json), or check that existing ones match. Returns the
     fingerprint of both."""
     feat_dir.mkdir(parents=True, exist_ok=True)
-    aug_path = feat_dir / "wave_aug.json"
-    previous_aug = (json.loads(aug_path.read_text(encoding="utf-8"))
-                    if aug_path.exists() else None)
-    if (feat_dir / "frontend.json").exists() and previous_aug != wave_augment:
-        had = (f"waveform augmentation {previous_aug}" if previous_aug
-               else "no waveform augmentation")
-        raise ExtractError(f"{feat_dir} was made with {had} (see {aug_path}); give the same "
-                           "--wave-augment, remove the directory or choose another FEAT_DIR")
-    conf_path = feat_dir / "frontend.json"
-    fingerprint = config_fingerprint(conf)
+    conf_path, aug_path = feat_dir / "frontend.json", feat_dir / "wave_aug.json"
     if conf_path.exists():
-        with open(conf_path, encoding="utf-8") as handle:
-            previous = json.load(handle)
-        if config_fingerprint(previous) != fingerprint:
-            raise ExtractError(
-                f"{feat_dir} was made with another front-end configuration "
-                f"(see {conf_path}); remove the directory or choose another FEAT_DIR")
+        previous_aug = (json.loads(aug_path.read_text(encoding="utf-8"))
+                        if aug_path.exists() else None)
+        had = (f"with waveform augmentation {previous_aug}" if previous_aug
+               else "with no waveform augmentation")
+        check_identity(feat_dir, aug_path, wave_augment or {}, previous=previous_aug or {},
+                       what=had, error=ExtractError, hint="give the same --wave-augment, "
+                       "remove the directory or choose another FEAT_DIR")
+        check_identity(feat_dir, conf_path, conf, what="with another front-end configuration",
+                       error=ExtractError, hint="remove the directory or choose another FEAT_DIR")
     else:
         if wave_augment:
             atomic_write_json(aug_path, wave_augment)
         atomic_write_json(conf_path, conf)  # last: it marks the directory as made
     if wave_augment:
-        fingerprint = config_fingerprint({"frontend": conf, "wave_augment": wave_augment})
-    return fingerprint
-
-
-def _remove_stale_jobs(feat_dir: Path, nj: int) -> None:
-    for path in feat_dir.iterdir():
-        match = re.fullmatch(r"(?:feats\.(\d+)\.(?:ark|scp)|vad_stats\.(\d+)|failed\.(\d+)|"
-                             r"wave_aug\.(\d+)|\.done\.(\d+))(?:\.tmp)?", path.name)
-        if match and int(next(g for g in match.groups() if g)) > nj:
-            path.unlink()
+        return config_fingerprint({"frontend": conf, "wave_augment": wave_augment})
+    return config_fingerprint(conf)
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -276,6 +231,7 @@ def extract_feats(
     conf_path: str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
     wave_augment: WaveAugment | None = None,
+    cluster: Cluster | None = None,
 ) -> ExtractResult:
     """Extract features for every utterance of ``data_dir`` into ``feat_dir``.
 
@@ -284,7 +240,7 @@ def extract_feats(
 
     Bad utterances (unreadable, empty, non-finite, shorter than a frame, ...) are listed in
     FEAT_DIR/failed and skipped; ``strict`` makes the first one fatal. Raises ExtractError
-    when every utterance failed.
+    when every utterance failed. ``cluster`` says where the jobs run (default: this machine).
     """
     data = require_valid(data_dir, check_files=False)  # a missing file fails one utterance
     feat_dir = Path(feat_dir).resolve()
@@ -293,63 +249,15 @@ def extract_feats(
     if aug_conf and resolved["cmvn"]["mode"] == "conversation":
         raise ExtractError("--wave-augment needs segment-level (or no) CMVN, not conversation")
     fingerprint = _prepare_feat_dir(feat_dir, resolved, aug_conf)
-    jobs = split_jobs(data, nj, resolved["cmvn"]["mode"] == "conversation")
-    _remove_stale_jobs(feat_dir, len(jobs))
-
-    todo, skipped = [], 0
-    for job in jobs:
-        digest = job.digest(fingerprint)
-        done = _job_paths(feat_dir, job.index)["done"]
-        if done.exists() and done.read_text().strip() == digest:
-            skipped += 1
-        else:
-            todo.append((job, digest))
-
-    total = sum(len(job.utts) for job, _ in todo)
-    bar = tqdm(total=total, desc=f"extract-feats {feat_dir.name}", unit="utt",
-               disable=not progress or total == 0, dynamic_ncols=True)
-    try:
-        if len(todo) <= 1:
-            for job, digest in todo:
-                run_job(job, resolved, str(feat_dir), digest, strict, None, aug_conf)
-                bar.update(len(job.utts))
-        else:
-            _run_parallel(todo, resolved, feat_dir, strict, bar, aug_conf)
-    finally:
-        bar.close()
-    return _merge(feat_dir, jobs, skipped)
+    parts = split_jobs(data, nj, resolved["cmvn"]["mode"] == "conversation")
+    jobs, ran = run_stage(STAGE, feat_dir, run_job, parts,
+                          (resolved, str(feat_dir), strict, aug_conf), files=JOB_FILES,
+                          identity=fingerprint, cluster=cluster, progress=progress,
+                          desc=f"extract-feats {feat_dir.name}", error=ExtractError)
+    return _merge(feat_dir, jobs, len(ran.skipped))
 
 
-def _run_parallel(todo, conf: dict, feat_dir: Path, strict: bool, bar: tqdm,
-                  wave_augment: dict | None = None) -> None:
-    # spawn, not fork: a forked child of a process that has used torch (pitch shift, OpenMP)
-    # can deadlock in its thread pool
-    context = get_context("spawn")
-    manager = context.Manager()
-    queue = manager.Queue()
-    try:
-        with ProcessPoolExecutor(max_workers=len(todo), mp_context=context) as pool:
-            futures = [pool.submit(run_job, job, conf, str(feat_dir), digest, strict, queue,
-                                   wave_augment) for job, digest in todo]
-            while not all(f.done() for f in futures):
-                _drain(queue, bar)
-                time.sleep(0.05)
-            _drain(queue, bar)
-            for future in futures:
-                future.result()  # re-raises a job's error (strict mode, killed job)
-    finally:
-        manager.shutdown()
-
-
-def _drain(queue, bar: tqdm) -> None:
-    n = 0
-    while not queue.empty():
-        n += queue.get_nowait()
-    if n:
-        bar.update(n)
-
-
-def _merge(feat_dir: Path, jobs: list[JobSpec], skipped: int) -> ExtractResult:
+def _merge(feat_dir: Path, jobs: list[Job], skipped: int) -> ExtractResult:
     scp, vad, failed, aug = [], [], [], []
     for job in jobs:
         paths = _job_paths(feat_dir, job.index)
@@ -364,7 +272,7 @@ def _merge(feat_dir: Path, jobs: list[JobSpec], skipped: int) -> ExtractResult:
         write_table(feat_dir / "wave_aug.scp", {k: table[k] for k in aug_rows})
         write_table(feat_dir / "wave_aug", aug_rows)
     table = {k: v for k, v in table.items() if k not in aug_rows}
-    n_utts = sum(len(job.utts) for job in jobs)
+    n_utts = sum(len(job.items) for job in jobs)
     if len(table) + len(failed) != n_utts:
         raise ExtractError(f"{feat_dir}: {len(table)} extracted + {len(failed)} failed "
                            f"!= {n_utts} utterances; rerun to redo the jobs")
