@@ -282,7 +282,7 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
                            seed: int, nj: int, device: str, cluster: Cluster) -> None:
     """Pooled trunk statistics of MODEL for every utterance of FEAT_DIR and its augmented
     copies, as Kaldi ark/scp in EMB_DIR (emb.scp). Resumable: finished jobs are kept."""
-    from sertool.embeddings import extract_embeddings
+    from sertool.transfer.embeddings import extract_embeddings
 
     try:
         result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,

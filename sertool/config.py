@@ -184,18 +184,6 @@ def check_known(default: Mapping, given: Mapping, where: str, prefix: str = "") 
             check_known(default[key], value, where, prefix=f"{prefix}{key}.")
 
 
-def differing_keys(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
-    """Dotted names of the keys whose values differ between two configurations."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += differing_keys(a, b, f"{prefix}{key}.")
-        elif json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
-            out.append(f"{prefix}{key}")
-    return out
-
-
 def config_fingerprint(conf: Mapping) -> str:
     """Canonical JSON text of a configuration, for comparing two runs."""
     return json.dumps(conf, sort_keys=True, separators=(",", ":"))

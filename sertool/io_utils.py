@@ -4,6 +4,7 @@ the user's umask (tempfile makes 0600 files and 0700 folders, which a colleague 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -95,3 +96,12 @@ def read_json_object(path: Path, error: type[Exception], missing: str) -> dict:
     if not isinstance(obj, dict):
         raise error(f"{path}: expected a JSON object")
     return obj
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (model bundles, embedding directories), read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -45,6 +45,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sertool.errors import SertoolError
 from sertool.io_utils import atomic_write_text
 
 T = TypeVar("T")
@@ -56,11 +57,11 @@ POLL_S = 1.0
 SQUEUE_RETRIES = 120  # consecutive squeue failures (one per POLL_S) before giving up
 
 
-class JobError(RuntimeError):
+class JobError(SertoolError, RuntimeError):
     """A job failed or did not finish; the message names its log file."""
 
 
-class IdentityError(ValueError):
+class IdentityError(SertoolError, ValueError):
     """A directory was made with another configuration (see :func:`check_identity`)."""
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import io
 import json
 import math
@@ -40,7 +39,13 @@ import numpy as np
 
 from sertool import __version__
 from sertool.errors import SertoolError
-from sertool.io_utils import atomic_dir, atomic_write_json, atomic_write_text, read_json_object
+from sertool.io_utils import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    read_json_object,
+    sha256_of,
+)
 
 BUNDLE_FORMAT = 1
 BUNDLE_JSON = "bundle.json"
@@ -51,14 +56,6 @@ README_FILE = "README.md"
 
 class BundleError(SertoolError, ValueError):
     """A missing, damaged or incompatible model bundle (the message names the file)."""
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- export

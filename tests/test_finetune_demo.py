@@ -18,10 +18,10 @@ from sertool.config import CONF_DIR
 from sertool.corpora import prepare
 from sertool.datadir import read_folds, read_table
 from sertool.demo_corpus import make_demo_corpus
-from sertool.embeddings import EmbeddingError, extract_embeddings, read_embeddings
 from sertool.expdir import read_posteriors
 from sertool.frontend.extract import extract_feats
 from sertool.transfer.driver import FinetuneError, finetune, resolve_configs
+from sertool.transfer.embeddings import EmbeddingError, extract_embeddings, read_embeddings
 
 pytestmark = pytest.mark.slow
 TINY = str(CONF_DIR / "model_resnet_tiny.toml")

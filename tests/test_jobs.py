@@ -101,9 +101,9 @@ def test_extract_embeddings_nj_is_capped_at_the_utterances(tmp_path):
     from train_helpers import make_feats
 
     from sertool.config import CONF_DIR
-    from sertool.embeddings import extract_embeddings
     from sertool.models import build_model, load_model_conf
     from sertool.nnet.checkpoint import save_checkpoint
+    from sertool.transfer.embeddings import extract_embeddings
 
     feat_dir, _ = make_feats(tmp_path, n_spk=1, n_utt=3, frames=40, dim=20)
     torch.manual_seed(0)

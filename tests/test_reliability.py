@@ -138,8 +138,8 @@ def test_more_epochs_extend_a_finished_run_and_a_refusal_names_the_key(tmp_path)
     assert [h["epoch"] for h in more.history] == [1, 2, 3]
     assert more.history[:2] == first.history  # the first two epochs were not redone
     assert json.loads((exp / "config.json").read_text())["conf"]["epochs"] == 3
-    with pytest.raises(TrainError, match=r"made with another configuration \(conf.lr differ; "
-                       r"a rerun may change only epochs, num_workers"):
+    with pytest.raises(TrainError, match=r"made with another configuration \(conf.lr differs; "
+                       r"see .*config.json\); a rerun may change only epochs, num_workers"):
         train(feat_dir, data_dir, exp, tiny_conf(epochs=3, lr=0.5), progress=False)
 
 

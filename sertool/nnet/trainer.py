@@ -41,11 +41,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from sertool.config import ConfigError, differing_keys, load_config, shipped_conf
+from sertool.config import ConfigError, load_config, shipped_conf
 from sertool.datadir import read_table
 from sertool.errors import SertoolError
 from sertool.folds import speaker_heldout
 from sertool.io_utils import atomic_replace_file, atomic_write_json
+from sertool.jobs import check_identity
 from sertool.models import (
     ModelConfigError,
     build_model,
@@ -222,11 +223,9 @@ def _check_exp_dir(exp_dir: Path, config: dict) -> None:
     path = exp_dir / "config.json"
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
-        diff = differing_keys(_identity(old), _identity(config))
-        if diff:
-            raise TrainError(f"{exp_dir}: made with another configuration ({', '.join(diff)} "
-                             "differ; a rerun may change only " + ", ".join(MAY_CHANGE)
-                             + "); use a new directory or remove this one")
+        check_identity(exp_dir, path, _identity(config), previous=_identity(old),
+                       hint="a rerun may change only " + ", ".join(MAY_CHANGE) + "; use a new "
+                       "directory or remove this one", error=TrainError)
 
 
 def _newest_checkpoint(exp_dir: Path) -> Path | None:

@@ -45,21 +45,23 @@ import kaldiio
 import numpy as np
 import torch
 
-from sertool.config import config_fingerprint, load_config, shipped_conf
+from sertool.config import load_config, shipped_conf
 from sertool.datadir import DataDirError, read_folds, read_table
-from sertool.embeddings import aug_key, extract_embeddings, read_embeddings
 from sertool.errors import SertoolError
 from sertool.expdir import write_experiment, write_posteriors
 from sertool.folds import HeldoutSplit, fold_seed, split_heldout
 from sertool.io_utils import atomic_write_json
+from sertool.jobs import check_identity
 from sertool.models import build_model, load_model_conf
 from sertool.nnet.checkpoint import load_model, save_checkpoint
 from sertool.nnet.device import resolve_device
 from sertool.nnet.trainer import load_train_conf, train
 from sertool.predict import class_probabilities, export_bundle
+from sertool.transfer.embeddings import aug_key, extract_embeddings, read_embeddings
 from sertool.transfer.head import train_head
 
-# Defaults of conf/finetune.toml (tests check that the two agree).
+# The finetune schema with its defaults, the one source (the shipped conf/finetune.toml
+# changes nothing; recipe files hold only what they change).
 DEFAULTS: dict = {
     "seed": 0,
     # whole training speakers held out per fold for model selection (never test speakers)
@@ -115,7 +117,6 @@ class FinetuneSummary:
 @dataclass
 class _Setup:
     """What every fold shares."""
-
     feat_dir: Path
     data_dir: Path
     exp_dir: Path
@@ -145,12 +146,9 @@ def _frontend_summary(frontend: Mapping) -> dict:
 def _check_identity(exp_dir: Path, identity: dict) -> None:
     """Refuse an EXP_DIR made with another configuration (a rerun with the same one resumes)."""
     path = exp_dir / "finetune.json"
-    if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if config_fingerprint(old) != config_fingerprint(identity):
-            changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
-            raise FinetuneError(f"{exp_dir} was made with another configuration "
-                                f"({', '.join(changed)} differ): use another EXP_DIR or remove it")
+    identity = json.loads(json.dumps(identity))  # as it reads back (tuples become lists)
+    if check_identity(exp_dir, path, identity, hint="use another EXP_DIR or remove it",
+                      error=FinetuneError) is not None:
         return
     exp_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, identity)

@@ -37,17 +37,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import kaldiio
 import numpy as np
+import torch
 
+from sertool.datadir import read_table
 from sertool.errors import SertoolError
-from sertool.io_utils import atomic_write_json, atomic_write_text
+from sertool.io_utils import atomic_replace_file, atomic_write_json, atomic_write_text, sha256_of
 from sertool.jobs import Cluster, check_identity, run_stage, split
-from sertool.predict import sha256_of  # the one file hash (model bundles use it too)
+from sertool.nnet.checkpoint import load_model
+from sertool.nnet.specaugment import POLICIES, SpecAugment
 
 EMB_JSON = "emb.json"
 EMB_SCP = "emb.scp"
 AUG_SEP = "#aug"
-POLICIES = ("none", "conservative", "aggressive")
 STAGE = "extract-embeddings"  # log/extract-embeddings.JOB.log
 JOB_FILES = ("emb.JOB.ark", "emb.JOB.scp")
 
@@ -69,7 +72,6 @@ def copy_seed(seed: int, utt: str, k: int) -> int:
 @dataclass
 class EmbeddingSet:
     """What ``extract_embeddings`` wrote."""
-
     emb_dir: Path
     meta: dict
     n_written: int  # entries computed now (0 when everything was already there)
@@ -78,9 +80,7 @@ class EmbeddingSet:
 # ----------------------------------------------------------------------------- one job
 
 
-def _augmenter(policy: str):
-    from sertool.nnet.specaugment import SpecAugment
-
+def _augmenter(policy: str) -> SpecAugment:
     return SpecAugment.from_policy(policy)
 
 
@@ -89,10 +89,7 @@ def _run_job(index: int, entries: list[tuple[str, str]], model_path: str, out_di
              progress: Callable[[int], None]) -> int:
     """Compute and write job ``index``'s embeddings; returns how many utterances it did.
     Run by sertool.jobs (here, in a pool worker or in a slurm task)."""
-    import kaldiio
-    import torch
 
-    from sertool.nnet.checkpoint import load_model
 
     log.write(f"# job {index}: {len(entries)} utterances x {1 + copies}, model {model_path}, "
               f"device {device}, {torch.get_num_threads()} thread(s)\n")
@@ -119,7 +116,6 @@ def _run_job(index: int, entries: list[tuple[str, str]], model_path: str, out_di
             progress(1)
     with open(ark, "rb") as handle:
         os.fsync(handle.fileno())
-    from sertool.io_utils import atomic_replace_file
 
     atomic_replace_file(scp_tmp, scp)
     log.write(f"# done: {done} utterances\n")
@@ -140,10 +136,7 @@ def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLik
     ``nj`` is capped at the number of utterances; ``cluster`` says where the jobs run
     (default: this machine).
     """
-    import kaldiio
 
-    from sertool.datadir import read_table
-    from sertool.nnet.checkpoint import load_model
 
     if policy not in POLICIES:
         raise EmbeddingError(f"unknown augmentation policy {policy!r} (known: "
@@ -220,8 +213,6 @@ def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLik
 
 def read_embeddings(emb_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     """All vectors of a finished embedding directory, keyed as written, and its ``emb.json``."""
-    import kaldiio
-
     emb_dir = Path(emb_dir)
     scp = emb_dir / EMB_SCP
     if not scp.is_file():
