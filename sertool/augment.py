@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sertool.errors import SertoolError
+
 if TYPE_CHECKING:
     import torch
 
@@ -134,7 +136,7 @@ WAVE_AUGMENT_DEFAULTS: dict = {
 WAVE_TRANSFORMS = ("noise", "pitch", "pitch_noise")
 
 
-class WaveAugmentError(ValueError):
+class WaveAugmentError(SertoolError, ValueError):
     pass
 
 

@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from sertool.errors import SertoolError
+
 FORMAT = "sertool-checkpoint-1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SertoolError, RuntimeError):
     pass
 
 

@@ -1,24 +1,57 @@
-"""The ``sertool`` command line: thin wrappers that parse options and call the library."""
+"""The ``sertool`` command line: thin wrappers that parse options and call the library.
+
+Errors the user can fix are :class:`sertool.errors.SertoolError`; they are caught once, in
+:class:`SertoolGroup`, and printed as ``sertool: error: <message>`` with exit status 1. Modules
+that import torch are imported inside the commands that need them, so that the feature
+extraction path (``sertool extract-feats``) never loads torch; so is the front-end (scipy), so
+that the other commands start in a fraction of a second.
+"""
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
 from sertool import __version__
+from sertool.augment import WaveAugment
+from sertool.corpora import prepare
+from sertool.datadir import validate_data_dir
+from sertool.demo_corpus import make_demo_corpus
+from sertool.embeddings import extract_embeddings
+from sertool.errors import SertoolError
+from sertool.finetune import finetune, resolve_configs
+from sertool.folds import check_folds, format_check
+from sertool.io_utils import atomic_write_json, atomic_write_text
+from sertool.predict import load_bundle, predict_files, predictions_csv, write_predictions
+from sertool.scoring import compare, plot_ablation, score_experiment, write_report
+from sertool.train import load_train_conf, train
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class SertoolGroup(click.Group):
+    """The command group; turns a :class:`SertoolError` of any command into one error line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SertoolError as err:
+            click.echo(f"sertool: error: {err}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=SertoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sertool")
 def main() -> None:
     """Speech emotion recognition toolkit with Kaldi-style staged recipes."""
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print an error for the user (no traceback) and exit."""
-    click.echo(f"sertool: error: {message}", err=True)
-    sys.exit(code)
+def fail(message: str) -> NoReturn:
+    """Stop the command with an error for the user (printed by SertoolGroup, no traceback)."""
+    raise SertoolError(message)
 
 
 # ----------------------------------------------------------------- data directories
@@ -30,8 +63,6 @@ def fail(message: str, code: int = 1) -> None:
 @click.option("--emotion", is_flag=True, help="Require utt2emo (emotion corpora).")
 def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) -> None:
     """Check a Kaldi data directory; every problem is printed with its file and line."""
-    from sertool.datadir import validate_data_dir
-
     problems = validate_data_dir(data_dir, check_files=not no_check_files,
                                  require_emotion=emotion)
     for problem in problems:
@@ -73,34 +104,28 @@ def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[s
     Resumable: a rerun redoes only jobs that did not finish. Utterances that cannot be
     used are listed in FEAT_DIR/failed (with --strict the first one stops the run).
     """
-    from sertool.augment import WaveAugment, WaveAugmentError
-    from sertool.config import ConfigError
-    from sertool.datadir import DataDirError
-    from sertool.frontend.extract import ExtractError, extract_feats, extract_wavs
-    from sertool.frontend.pipeline import FrontendError
+    # Here, not at the top: it loads scipy.signal (~1-2 s), which no other command needs.
+    from sertool.frontend.extract import extract_feats, extract_wavs
 
-    try:
-        if out_dir or wavs:
-            files = [*wavs, *paths]
-            if not out_dir or not files:
-                fail("loose audio files need both -o OUT and at least one FILE: "
-                     "sertool extract-feats -o OUT FILE...")
-            if wave_augment:
-                fail("--wave-augment makes training copies of a data directory, not of "
-                     "loose files")
-            result = extract_wavs(files, out_dir, progress=not no_progress,
-                                  conf_path=conf_path, overrides=overrides)
-        else:
-            if len(paths) != 2:
-                fail(f"give DATA_DIR and FEAT_DIR (got {len(paths)} argument(s)), or "
-                     "-o OUT FILE... for loose audio files")
-            data_dir, feat_dir = paths
-            augment = WaveAugment.load(wave_augment) if wave_augment else None
-            result = extract_feats(data_dir, feat_dir, nj=nj, strict=strict,
-                                   progress=not no_progress, conf_path=conf_path,
-                                   overrides=overrides, wave_augment=augment)
-    except (ExtractError, DataDirError, ConfigError, FrontendError, WaveAugmentError) as err:
-        fail(str(err))
+    if out_dir or wavs:
+        files = [*wavs, *paths]
+        if not out_dir or not files:
+            fail("loose audio files need both -o OUT and at least one FILE: "
+                 "sertool extract-feats -o OUT FILE...")
+        if wave_augment:
+            fail("--wave-augment makes training copies of a data directory, not of "
+                 "loose files")
+        result = extract_wavs(files, out_dir, progress=not no_progress,
+                              conf_path=conf_path, overrides=overrides)
+    else:
+        if len(paths) != 2:
+            fail(f"give DATA_DIR and FEAT_DIR (got {len(paths)} argument(s)), or "
+                 "-o OUT FILE... for loose audio files")
+        data_dir, feat_dir = paths
+        augment = WaveAugment.load(wave_augment) if wave_augment else None
+        result = extract_feats(data_dir, feat_dir, nj=nj, strict=strict,
+                               progress=not no_progress, conf_path=conf_path,
+                               overrides=overrides, wave_augment=augment)
     for utt, source, reason in result.failed:
         click.echo(f"skipped {utt} ({source}): {reason}", err=True)
     click.echo(result.summary())
@@ -115,14 +140,9 @@ def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[s
 @click.option("--no-audio", is_flag=True, help="Only compare speakers, not audio content.")
 def check_folds_cmd(data_dir: str, as_json: bool, no_audio: bool) -> None:
     """Report speakers and identical recordings on both sides of each fold (verdict first)."""
-    import json
-
-    from sertool.datadir import DataDirError
-    from sertool.folds import check_folds, format_check
-
     try:
         check = check_folds(data_dir, audio=not no_audio)
-    except (DataDirError, ValueError) as err:
+    except ValueError as err:  # folds.py reports bad folds as plain ValueError too
         fail(str(err))
     if as_json:
         click.echo(json.dumps(check.to_dict(), indent=2))
@@ -157,12 +177,10 @@ def prepare_cmd(corpus: str, src: str, data_dir: str, exp: int, protocol: str, k
     manifest (SRC is then a CSV file with columns path,label,speaker). Files that cannot be
     used are listed in DATA_DIR/skipped with the reason.
     """
-    from sertool.corpora import PrepareError, prepare
-
     try:
         result = prepare(corpus, src, data_dir, exp=exp, protocol=protocol, k=k, seed=seed,
                          wav_dir=wav_dir, strict=strict)
-    except (PrepareError, ValueError) as err:
+    except ValueError as err:  # folds.py reports impossible protocols as plain ValueError
         fail(str(err))
     click.echo(result.summary())
 
@@ -176,8 +194,6 @@ def make_demo_corpus_cmd(out: str, seed: int) -> None:
     Not recorded speech: generated voices with speaker-dependent pitch and formants and
     emotion-dependent prosody, for running the whole pipeline in a few minutes.
     """
-    from sertool.demo_corpus import make_demo_corpus
-
     counts = make_demo_corpus(out, seed=seed)
     click.echo(f"{out}: synthetic demo corpus (seed {seed}): "
                f"{counts['iemocap']} emotion utterances in IEMOCAP_full_release/, "
@@ -207,24 +223,15 @@ def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: 
               model_conf: str | None, overrides: tuple[str, ...], init_model: str | None,
               device: str | None, no_progress: bool) -> None:
     """Train a network on feature chunks; a rerun resumes. Under torchrun: DDP."""
-    from sertool.checkpoint import CheckpointError
-    from sertool.config import ConfigError
-    from sertool.data import DataError
-    from sertool.datadir import DataDirError
-    from sertool.train import TrainError, load_train_conf, train
+    model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
+    conf = load_train_conf(conf_path, [o for o in overrides if not o.startswith("model.")])
+    if model_conf is not None or model_sets or not conf["model"]:
+        from sertool.models import load_model_conf  # imports torch
 
-    try:
-        model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
-        conf = load_train_conf(conf_path, [o for o in overrides if not o.startswith("model.")])
-        if model_conf is not None or model_sets or not conf["model"]:
-            from sertool.models import load_model_conf
-
-            if model_conf is not None or model_sets or init_model is None:
-                conf["model"] = load_model_conf(model_conf, model_sets)
-        result = train(feat_dir, data_dir, exp_dir, conf, task=task, init_model=init_model,
-                       device=device, progress=not no_progress)
-    except (ConfigError, TrainError, CheckpointError, DataError, DataDirError) as err:
-        fail(str(err))
+        if model_conf is not None or model_sets or init_model is None:
+            conf["model"] = load_model_conf(model_conf, model_sets)
+    result = train(feat_dir, data_dir, exp_dir, conf, task=task, init_model=init_model,
+                   device=device, progress=not no_progress)
     best = result.best
     click.echo(f"{exp_dir}: {len(result.history)} epochs, {len(result.labels)} classes; "
                f"best held-out accuracy {best.get('valid_acc', float('nan')):.3f} at epoch "
@@ -251,15 +258,8 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
                            seed: int, nj: int, device: str) -> None:
     """Pooled trunk statistics of MODEL for every utterance of FEAT_DIR and its augmented
     copies, as Kaldi ark/scp in EMB_DIR (emb.scp). Resumable: finished jobs are kept."""
-    from sertool.checkpoint import CheckpointError
-    from sertool.datadir import DataDirError
-    from sertool.embeddings import EmbeddingError, extract_embeddings
-
-    try:
-        result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
-                                    seed=seed, nj=nj, device=device)
-    except (EmbeddingError, DataDirError, CheckpointError) as err:
-        fail(str(err))
+    result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
+                                seed=seed, nj=nj, device=device)
     meta = result.meta
     click.echo(f"{emb_dir}: {meta['n_utts']} utterances x {1 + meta['copies']} "
                f"({meta['policy']}) = {meta['n_utts'] * (1 + meta['copies'])} vectors of "
@@ -302,24 +302,11 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
     TRAINING speakers only. Each fold exports a model bundle (EXP_DIR/fold_K/bundle) for
     `sertool predict`. Finished folds are skipped on rerun. Then: `sertool score EXP_DIR`.
     """
-    import shlex
-
-    from sertool.checkpoint import CheckpointError
-    from sertool.config import ConfigError
-    from sertool.datadir import DataDirError
-    from sertool.embeddings import EmbeddingError
-    from sertool.finetune import FinetuneError, finetune, resolve_configs
-    from sertool.predict import BundleError
-
-    try:
-        conf, mconf, tconf = resolve_configs(conf_path, model_conf, train_conf, overrides)
-        summary = finetune(feat_dir, data_dir, exp_dir, init=init, conf=conf, model_conf=mconf,
-                           train_conf=tconf, fold=fold, unfreeze=unfreeze,
-                           export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
-                           command=shlex.join(["sertool", *sys.argv[1:]]))
-    except (FinetuneError, EmbeddingError, DataDirError, ConfigError, CheckpointError,
-            BundleError) as err:
-        fail(str(err))
+    conf, mconf, tconf = resolve_configs(conf_path, model_conf, train_conf, overrides)
+    summary = finetune(feat_dir, data_dir, exp_dir, init=init, conf=conf, model_conf=mconf,
+                       train_conf=tconf, fold=fold, unfreeze=unfreeze,
+                       export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
+                       command=shlex.join(["sertool", *sys.argv[1:]]))
     for f in summary.folds:
         metric = next((m for m in ("valid_ua", "valid_acc") if m in (f.heldout or {})), None)
         detail = (f"held-out {metric[6:].upper()} {f.heldout[metric]:.3f} "
@@ -350,26 +337,13 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
     A file that cannot be read is named on stderr and in the output's error column; the others
     are still predicted. The exit status is non-zero only if every file failed.
     """
-    from pathlib import Path
-
-    from sertool.predict import (
-        BundleError,
-        load_bundle,
-        predict_files,
-        predictions_csv,
-        write_predictions,
-    )
-
     if output is not None and Path(output).suffix.lower() not in (".csv", ".json"):
         fail(f"{output}: output must end in .csv or .json")
     if threads is not None:
-        import torch
+        import torch  # only here: the other commands stay torch-free until they need it
 
         torch.set_num_threads(threads)
-    try:
-        loaded = load_bundle(bundle, device)
-    except BundleError as err:
-        fail(str(err))
+    loaded = load_bundle(bundle, device)
     preds = predict_files(loaded, audio, progress=len(audio) > 1)
     for p in preds:
         if p.error:
@@ -410,31 +384,23 @@ def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str |
     confusion PNGs per experiment. With several EXP_DIRS also prints one side-by-side table,
     refused if their folds differ.
     """
-    from pathlib import Path
-
-    from sertool.io_utils import atomic_write_json, atomic_write_text
-    from sertool.scoring import ScoringError, compare, plot_ablation, score_experiment, write_report
-
     scores = []
-    try:
-        for exp_dir in exp_dirs:
-            score = score_experiment(exp_dir, audio_check=not no_audio, progress=True)
-            out = out_dir
-            if out_dir is not None and len(exp_dirs) > 1:
-                if any(s.name == score.name for s in scores):
-                    fail(f"two experiments are named {score.name}: their reports would "
-                         f"overwrite each other in {out_dir} (score them one by one)")
-                out = str(Path(out_dir) / score.name)
-            written = write_report(score, out)
-            click.echo(f"{score.verdict}\n{score.name}: {len(score.folds)} of "
-                       f"{len(score.fold_names)} folds scored; wrote {written[0]}", err=True)
-            scores.append(score)
-        if len(scores) == 1 and not compare_out and not ablation_png:
-            click.echo((Path(out or exp_dirs[0]) / "report.md").read_text(encoding="utf-8"))
-            return
-        table, as_json = compare(scores, allow_different_folds=allow_different_folds)
-    except ScoringError as err:
-        fail(str(err))
+    for exp_dir in exp_dirs:
+        score = score_experiment(exp_dir, audio_check=not no_audio, progress=True)
+        out = out_dir
+        if out_dir is not None and len(exp_dirs) > 1:
+            if any(s.name == score.name for s in scores):
+                fail(f"two experiments are named {score.name}: their reports would "
+                     f"overwrite each other in {out_dir} (score them one by one)")
+            out = str(Path(out_dir) / score.name)
+        written = write_report(score, out)
+        click.echo(f"{score.verdict}\n{score.name}: {len(score.folds)} of "
+                   f"{len(score.fold_names)} folds scored; wrote {written[0]}", err=True)
+        scores.append(score)
+    if len(scores) == 1 and not compare_out and not ablation_png:
+        click.echo((Path(out or exp_dirs[0]) / "report.md").read_text(encoding="utf-8"))
+        return
+    table, as_json = compare(scores, allow_different_folds=allow_different_folds)
     click.echo(table)
     if compare_out:
         atomic_write_text(compare_out, table + "\n")

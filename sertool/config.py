@@ -16,13 +16,15 @@ from typing import Any
 
 import tomllib
 
+from sertool.errors import SertoolError
+
 # The shipped configurations are package data (sertool/conf/*.toml), so an installed wheel finds
 # exactly what a checkout does; the top-level conf/ is a symlink to this one folder, the place
 # users copy from. A regular install always unpacks to disk, so a plain Path is safe here.
 CONF_DIR = Path(str(files("sertool").joinpath("conf")))
 
 
-class ConfigError(ValueError):
+class ConfigError(SertoolError, ValueError):
     pass
 
 

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from sertool.augment import SpecAugment
+from sertool.errors import SertoolError
 
 
-class DataError(ValueError):
+class DataError(SertoolError, ValueError):
     pass
 
 

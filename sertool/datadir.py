@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sertool.errors import SertoolError
 from sertool.io_utils import atomic_open, atomic_write_json
 
 TABLES = ("wav.scp", "segments", "utt2spk", "spk2utt", "utt2emo", "utt2conv", "feats.scp")
@@ -32,7 +33,7 @@ TABLES = ("wav.scp", "segments", "utt2spk", "spk2utt", "utt2emo", "utt2conv", "f
 UTT_TABLES = ("utt2emo", "utt2conv")
 
 
-class DataDirError(ValueError):
+class DataDirError(SertoolError, ValueError):
     """A problem in one file of a data directory, with the line where it is."""
 
     def __init__(self, path: str | os.PathLike, line: int | None, message: str):

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sertool.errors import SertoolError
 from sertool.io_utils import atomic_write_json, atomic_write_text
 
 EMB_JSON = "emb.json"
@@ -44,7 +45,7 @@ AUG_SEP = "#aug"
 POLICIES = ("none", "conservative", "aggressive")
 
 
-class EmbeddingError(ValueError):
+class EmbeddingError(SertoolError, ValueError):
     """Bad input or an incompatible existing output directory (the message names the file)."""
 
 

@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sertool.errors import SertoolError
+
 # Defaults of conf/finetune.toml (tests check that the two agree).
 DEFAULTS: dict = {
     "seed": 0,
@@ -69,7 +71,7 @@ DEFAULTS: dict = {
 }
 
 
-class FinetuneError(ValueError):
+class FinetuneError(SertoolError, ValueError):
     """A problem with the inputs of ``finetune`` (the message names the file or fold)."""
 
 

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from sertool import __version__
+from sertool.errors import SertoolError
 from sertool.io_utils import atomic_write_json, atomic_write_text
 
 BUNDLE_FORMAT = 1
@@ -49,7 +50,7 @@ FRONTEND_FILE = "frontend.json"
 README_FILE = "README.md"
 
 
-class BundleError(ValueError):
+class BundleError(SertoolError, ValueError):
     """A missing, damaged or incompatible model bundle (the message names the file)."""
 
 

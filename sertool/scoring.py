@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sertool.errors import SertoolError
 from sertool.io_utils import atomic_open, atomic_write_json, atomic_write_text
 
 EXPERIMENT_JSON = "experiment.json"
@@ -68,7 +69,7 @@ METRICS = ("wa", "ua", "f1")
 METRIC_NAMES = {"wa": "WA", "ua": "UA", "f1": "macro-F1"}
 
 
-class ScoringError(ValueError):
+class ScoringError(SertoolError, ValueError):
     """A malformed experiment directory or posteriors file (the message names file and line)."""
 
 

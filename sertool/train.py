@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sertool.errors import SertoolError
+
 DEFAULTS: dict = {
     "seed": 0,
     "epochs": 12,
@@ -58,7 +60,7 @@ DEFAULTS: dict = {
 TEST_KILL_ENV = "SERTOOL_TEST_KILL_AT_STEP"  # tests: SIGKILL self after this global step
 
 
-class TrainError(RuntimeError):
+class TrainError(SertoolError, RuntimeError):
     pass
 
 

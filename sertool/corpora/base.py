@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sertool.errors import SertoolError
+
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
 
-class PrepareError(ValueError):
+class PrepareError(SertoolError, ValueError):
     """A corpus cannot be prepared (wrong directory, empty corpus, broken file)."""
 
 

@@ -15,8 +15,10 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from sertool.errors import SertoolError
 
-class AudioError(ValueError):
+
+class AudioError(SertoolError, ValueError):
     """Audio that cannot be used; the message names the file (or pipe command)."""
 
 

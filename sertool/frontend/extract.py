@@ -40,6 +40,7 @@ from tqdm import tqdm
 from sertool.augment import WaveAugment
 from sertool.config import config_fingerprint
 from sertool.datadir import DataDir, require_valid, write_table
+from sertool.errors import SertoolError
 from sertool.frontend.audio import AudioError, load_audio
 from sertool.frontend.cmvn import conversation_cmvn
 from sertool.frontend.pipeline import Frontend, FrontendError, resolve_conf
@@ -50,7 +51,7 @@ from sertool.io_utils import atomic_open, atomic_write_json, atomic_write_text
 FAULT_ENV = "SERTOOL_FAULT_AFTER_UTTS"
 
 
-class ExtractError(RuntimeError):
+class ExtractError(SertoolError, RuntimeError):
     pass
 
 

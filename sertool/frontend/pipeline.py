@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from sertool.config import check_known, deep_update, load_config, shipped_conf
+from sertool.errors import SertoolError
 from sertool.frontend.cmvn import segment_cmvn
 from sertool.frontend.features import (
     SpectrumConfig,
@@ -37,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class FrontendError(ValueError):
+class FrontendError(SertoolError, ValueError):
     """A signal the front-end cannot turn into features (too short, all silence, ...)."""
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sertool.errors import SertoolError
+
 RESNET_DEFAULTS: dict = {
     "type": "resnet",
     "layers": [3, 4, 6, 3],   # BasicBlocks per stage (ResNet34)
@@ -37,7 +39,7 @@ CNN1D_DEFAULTS: dict = {
 DEFAULTS_BY_TYPE = {"resnet": RESNET_DEFAULTS, "cnn1d_attention": CNN1D_DEFAULTS}
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(SertoolError, ValueError):
     pass
 
 
