@@ -20,7 +20,13 @@ import click
 from sertool import __version__
 from sertool.augment import WaveAugment
 from sertool.corpora import prepare
-from sertool.datadir import validate_data_dir
+from sertool.datadir import (
+    DataDirEdit,
+    combine_data_dirs,
+    fix_data_dir,
+    subset_data_dir,
+    validate_data_dir,
+)
 from sertool.demo_corpus import make_demo_corpus
 from sertool.embeddings import extract_embeddings
 from sertool.errors import SertoolError
@@ -70,6 +76,60 @@ def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) ->
     if problems:
         fail(f"{data_dir}: {len(problems)} problem(s)")
     click.echo(f"{data_dir}: valid")
+
+
+def _report(edit: DataDirEdit) -> None:
+    for utt, reason in sorted(edit.removed.items()):
+        click.echo(f"removed {utt}: {reason}", err=True)
+    for note in edit.notes:
+        click.echo(note, err=True)
+    click.echo(edit.summary())
+
+
+@main.command("combine-data-dirs")
+@click.argument("out", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--keep-folds", is_flag=True,
+              help="Fold K of OUT = the union of the inputs' folds K (same fold names needed); "
+              "without it OUT has no folds.")
+def combine_data_dirs_cmd(out: str, inputs: tuple[str, ...], keep_folds: bool) -> None:
+    """Combine data directories IN1 IN2 ... into OUT (Kaldi's combine_data.sh).
+
+    An utterance id found in two inputs is refused, naming both files. utt2emo, utt2conv,
+    segments and feats.scp are kept when every input has them.
+    """
+    _report(combine_data_dirs(out, inputs, keep_folds=keep_folds))
+
+
+@main.command("subset-data-dir")
+@click.argument("src", type=click.Path())
+@click.argument("out", type=click.Path())
+@click.option("--speakers", type=click.Path(), default=None,
+              help="File with the speaker ids to keep, one per line.")
+@click.option("--utt-list", type=click.Path(), default=None,
+              help="File with the utterance ids to keep, one per line.")
+def subset_data_dir_cmd(src: str, out: str, speakers: str | None,
+                        utt_list: str | None) -> None:
+    """The listed speakers (or utterances) of SRC into OUT, folds restricted to them.
+
+    A fold left without test utterances is dropped, and the command says so.
+    """
+    if (speakers is None) == (utt_list is None):
+        fail("give exactly one of --speakers FILE and --utt-list FILE")
+    _report(subset_data_dir(src, out, speakers=speakers, utt_list=utt_list))
+
+
+@main.command("fix-data-dir")
+@click.argument("data_dir", type=click.Path())
+@click.option("--feat-dir", type=click.Path(), default=None,
+              help="Also drop the utterances FEAT_DIR/failed lists or FEAT_DIR/feats.scp lacks.")
+def fix_data_dir_cmd(data_dir: str, feat_dir: str | None) -> None:
+    """Keep the utterances every table agrees on, in place (Kaldi's fix_data_dir.sh).
+
+    Tables are sorted, spk2utt regenerated, folds restricted; each changed file is first
+    copied to DATA_DIR/.backup/, and DATA_DIR/.backup/removed says what went and why.
+    """
+    _report(fix_data_dir(data_dir, feat_dir))
 
 
 # ----------------------------------------------------------------- front-end (issue 2)

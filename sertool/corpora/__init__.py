@@ -10,8 +10,6 @@ listed in ``CORPORA``), writes ``wav.scp`` (absolute paths), ``utt2spk``, ``spk2
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ from sertool.corpora import (
 )
 from sertool.corpora.base import PrepareError, Scan, Skip, Utt
 from sertool.datadir import DataDir, Fold, validate_data_dir, write_folds
-from sertool.io_utils import atomic_write_json, atomic_write_text
+from sertool.io_utils import atomic_dir, atomic_write_json, atomic_write_text
 
 CORPORA: dict[str, ModuleType] = {
     m.NAME: m
@@ -177,9 +175,7 @@ def prepare(
         raise PrepareError(f"{module.NAME}: some utterances have no label")
     folds = make_folds(module, scan.utts, protocol, k=k, seed=seed)
 
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.", suffix=".tmp", dir=data_dir.parent))
-    try:
+    with atomic_dir(data_dir) as tmp:
         data = DataDir(
             wav_scp={u.utt: str(Path(u.path).resolve()) for u in scan.utts},
             utt2spk={u.utt: u.spk for u in scan.utts},
@@ -211,10 +207,6 @@ def prepare(
         problems = validate_data_dir(tmp, require_emotion=emotion)
         if problems:  # a bug in a corpus module, not a user error; say everything
             raise PrepareError("prepared directory is invalid:\n  " + "\n  ".join(problems))
-        _swap_into_place(tmp, data_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 
@@ -248,17 +240,6 @@ def _check_ids(utts: list[Utt]) -> None:
             raise PrepareError(f"{u.path}: utterance id {u.utt!r} does not start with its "
                                f"speaker {u.spk!r}")
         seen[u.utt] = u.path
-
-
-def _swap_into_place(tmp: Path, data_dir: Path) -> None:
-    """Replace ``data_dir`` by ``tmp``; the old directory is removed only after the rename."""
-    old = None
-    if data_dir.exists():
-        old = data_dir.with_name(f".{data_dir.name}.old.{os.getpid()}")
-        os.replace(data_dir, old)
-    os.replace(tmp, data_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _expected_counts(module: ModuleType, result: PrepareResult, exp: int) -> list[str]:
