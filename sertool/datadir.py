@@ -552,9 +552,8 @@ def combine_data_dirs(out: str | os.PathLike, inputs: Sequence[str | os.PathLike
     fold K of the output is the union of the inputs' folds K.
     """
     out, paths = Path(out), [Path(p) for p in inputs]
-    if len(paths) < 2:
-        raise DataDirError(out, None, f"combine needs at least two input directories, got "
-                                      f"{len(paths)}")
+    if not paths:  # one input is a validated copy, as in Kaldi (a recipe's optional corpora)
+        raise DataDirError(out, None, "no input directories to combine")
     dirs = [require_valid(p, check_files=False) for p in paths]
     _refuse_duplicates(paths, [d.utt2spk for d in dirs], "utt2spk", "utterance")
     with_segments = [d.segments is not None for d in dirs]
