@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sertool-installed
 
-.PHONY: setup test wheel-check demo bench lint clean
+.PHONY: setup test test-fast wheel-check demo bench lint clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q
+
+# The fast tier, for every edit: no test marked slow (recipes, training runs, anything over a
+# few seconds) and none needing the real recordings: 173 tests in 85 s on the 2-core
+# development VM (make test: all of them, recipes included, many minutes).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not shared_data"
 
 # The built wheel, installed into a clean venv, run from outside the checkout (.ci/run runs it).
 wheel-check: setup

@@ -1,31 +1,65 @@
-"""The ``sertool`` command line: thin wrappers that parse options and call the library."""
+"""The ``sertool`` command line: thin wrappers that parse options and call the library.
+
+Errors the user can fix are :class:`sertool.errors.SertoolError`; they are caught once, in
+:class:`SertoolGroup`, and printed as ``sertool: error: <message>`` with exit status 1. Modules
+that import torch are imported inside the commands that need them, so that the feature
+extraction path (``sertool extract-feats``) never loads torch; so is the front-end (scipy), so
+that the other commands start in a fraction of a second.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
+import shlex
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from sertool import __version__
+from sertool.corpora import prepare
+from sertool.datadir import (
+    DataDirEdit,
+    combine_data_dirs,
+    fix_data_dir,
+    subset_data_dir,
+    validate_data_dir,
+)
+from sertool.demo_corpus import make_demo_corpus
 from sertool.errors import SertoolError
+from sertool.folds import PROTOCOLS, check_folds, format_check
+from sertool.frontend.wave_augment import WaveAugment
+from sertool.io_utils import atomic_write_json, atomic_write_text
+from sertool.predict import load_bundle, predict_files, predictions_csv, write_predictions
+from sertool.scoring import compare, plot_ablation, score_experiment, write_report
 
 if TYPE_CHECKING:
     from sertool.jobs import Cluster
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class SertoolGroup(click.Group):
+    """The command group; turns a :class:`SertoolError` of any command into one error line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SertoolError as err:
+            click.echo(f"sertool: error: {err}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=SertoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sertool")
 def main() -> None:
     """Speech emotion recognition toolkit with Kaldi-style staged recipes."""
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print an error for the user (no traceback) and exit."""
-    click.echo(f"sertool: error: {message}", err=True)
-    sys.exit(code)
+def fail(message: str) -> NoReturn:
+    """Stop the command with an error for the user (printed by SertoolGroup, no traceback)."""
+    raise SertoolError(message)
 
 
 def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -66,8 +100,6 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--emotion", is_flag=True, help="Require utt2emo (emotion corpora).")
 def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) -> None:
     """Check a Kaldi data directory; every problem is printed with its file and line."""
-    from sertool.datadir import validate_data_dir
-
     problems = validate_data_dir(data_dir, check_files=not no_check_files,
                                  require_emotion=emotion)
     for problem in problems:
@@ -75,6 +107,60 @@ def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) ->
     if problems:
         fail(f"{data_dir}: {len(problems)} problem(s)")
     click.echo(f"{data_dir}: valid")
+
+
+def _report(edit: DataDirEdit) -> None:
+    for utt, reason in sorted(edit.removed.items()):
+        click.echo(f"removed {utt}: {reason}", err=True)
+    for note in edit.notes:
+        click.echo(note, err=True)
+    click.echo(edit.summary())
+
+
+@main.command("combine-data-dirs")
+@click.argument("out", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--keep-folds", is_flag=True,
+              help="Fold K of OUT = the union of the inputs' folds K (same fold names needed); "
+              "without it OUT has no folds.")
+def combine_data_dirs_cmd(out: str, inputs: tuple[str, ...], keep_folds: bool) -> None:
+    """Combine data directories IN1 IN2 ... into OUT (Kaldi's combine_data.sh).
+
+    An utterance id found in two inputs is refused, naming both files. utt2emo, utt2conv,
+    segments and feats.scp are kept when every input has them.
+    """
+    _report(combine_data_dirs(out, inputs, keep_folds=keep_folds))
+
+
+@main.command("subset-data-dir")
+@click.argument("src", type=click.Path())
+@click.argument("out", type=click.Path())
+@click.option("--speakers", type=click.Path(), default=None,
+              help="File with the speaker ids to keep, one per line.")
+@click.option("--utt-list", type=click.Path(), default=None,
+              help="File with the utterance ids to keep, one per line.")
+def subset_data_dir_cmd(src: str, out: str, speakers: str | None,
+                        utt_list: str | None) -> None:
+    """The listed speakers (or utterances) of SRC into OUT, folds restricted to them.
+
+    A fold left without test utterances is dropped, and the command says so.
+    """
+    if (speakers is None) == (utt_list is None):
+        fail("give exactly one of --speakers FILE and --utt-list FILE")
+    _report(subset_data_dir(src, out, speakers=speakers, utt_list=utt_list))
+
+
+@main.command("fix-data-dir")
+@click.argument("data_dir", type=click.Path())
+@click.option("--feat-dir", type=click.Path(), default=None,
+              help="Also drop the utterances FEAT_DIR/failed lists or FEAT_DIR/feats.scp lacks.")
+def fix_data_dir_cmd(data_dir: str, feat_dir: str | None) -> None:
+    """Keep the utterances every table agrees on, in place (Kaldi's fix_data_dir.sh).
+
+    Tables are sorted, spk2utt regenerated, folds restricted; each changed file is first
+    copied to DATA_DIR/.backup/, and DATA_DIR/.backup/removed says what went and why.
+    """
+    _report(fix_data_dir(data_dir, feat_dir))
 
 
 # ----------------------------------------------------------------- front-end (issue 2)
@@ -110,32 +196,28 @@ def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[s
     Resumable: a rerun redoes only jobs that did not finish. Utterances that cannot be
     used are listed in FEAT_DIR/failed (with --strict the first one stops the run).
     """
+    # Here, not at the top: it loads scipy.signal (~1-2 s), which no other command needs.
     from sertool.frontend.extract import extract_feats, extract_wavs
-    from sertool.frontend.wave_augment import WaveAugment
 
-    try:
-        if out_dir or wavs:
-            files = [*wavs, *paths]
-            if not out_dir or not files:
-                fail("loose audio files need both -o OUT and at least one FILE: "
-                     "sertool extract-feats -o OUT FILE...")
-            if wave_augment:
-                fail("--wave-augment makes training copies of a data directory, not of "
-                     "loose files")
-            result = extract_wavs(files, out_dir, progress=not no_progress,
-                                  conf_path=conf_path, overrides=overrides)
-        else:
-            if len(paths) != 2:
-                fail(f"give DATA_DIR and FEAT_DIR (got {len(paths)} argument(s)), or "
-                     "-o OUT FILE... for loose audio files")
-            data_dir, feat_dir = paths
-            augment = WaveAugment.load(wave_augment) if wave_augment else None
-            result = extract_feats(data_dir, feat_dir, nj=nj, strict=strict,
-                                   progress=not no_progress, conf_path=conf_path,
-                                   overrides=overrides, wave_augment=augment,
-                                   cluster=cluster)
-    except SertoolError as err:
-        fail(str(err))
+    if out_dir or wavs:
+        files = [*wavs, *paths]
+        if not out_dir or not files:
+            fail("loose audio files need both -o OUT and at least one FILE: "
+                 "sertool extract-feats -o OUT FILE...")
+        if wave_augment:
+            fail("--wave-augment makes training copies of a data directory, not of "
+                 "loose files")
+        result = extract_wavs(files, out_dir, progress=not no_progress,
+                              conf_path=conf_path, overrides=overrides)
+    else:
+        if len(paths) != 2:
+            fail(f"give DATA_DIR and FEAT_DIR (got {len(paths)} argument(s)), or "
+                 "-o OUT FILE... for loose audio files")
+        data_dir, feat_dir = paths
+        augment = WaveAugment.load(wave_augment) if wave_augment else None
+        result = extract_feats(data_dir, feat_dir, nj=nj, strict=strict,
+                               progress=not no_progress, conf_path=conf_path,
+                               overrides=overrides, wave_augment=augment, cluster=cluster)
     for utt, source, reason in result.failed:
         click.echo(f"skipped {utt} ({source}): {reason}", err=True)
     click.echo(result.summary())
@@ -150,13 +232,9 @@ def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[s
 @click.option("--no-audio", is_flag=True, help="Only compare speakers, not audio content.")
 def check_folds_cmd(data_dir: str, as_json: bool, no_audio: bool) -> None:
     """Report speakers and identical recordings on both sides of each fold (verdict first)."""
-    import json
-
-    from sertool.folds import check_folds, format_check
-
     try:
         check = check_folds(data_dir, audio=not no_audio)
-    except (SertoolError, ValueError) as err:
+    except ValueError as err:  # folds.py reports bad folds as plain ValueError too
         fail(str(err))
     if as_json:
         click.echo(json.dumps(check.to_dict(), indent=2))
@@ -171,9 +249,7 @@ def check_folds_cmd(data_dir: str, as_json: bool, no_audio: bool) -> None:
 @click.option("--exp", type=click.IntRange(1, 3), default=1, show_default=True,
               help="IEMOCAP class map: 1 ang/hap/neu/sad, 2 exc instead of hap, 3 hap+exc.")
 @click.option("--protocol", default="auto", show_default=True,
-              type=click.Choice(["auto", "leave-one-session-out", "leave-one-speaker-out",
-                                 "speaker-groups", "speaker-kfold", "kfold-random",
-                                 "random-split", "none"]),
+              type=click.Choice(PROTOCOLS),
               help="Folds; auto = the corpus's default. kfold-random and random-split are "
               "NOT speaker-independent.")
 @click.option("--folds", "k", type=int, default=5, show_default=True,
@@ -191,12 +267,10 @@ def prepare_cmd(corpus: str, src: str, data_dir: str, exp: int, protocol: str, k
     manifest (SRC is then a CSV file with columns path,label,speaker). Files that cannot be
     used are listed in DATA_DIR/skipped with the reason.
     """
-    from sertool.corpora import prepare
-
     try:
         result = prepare(corpus, src, data_dir, exp=exp, protocol=protocol, k=k, seed=seed,
                          wav_dir=wav_dir, strict=strict)
-    except (SertoolError, ValueError) as err:
+    except ValueError as err:  # folds.py reports impossible protocols as plain ValueError
         fail(str(err))
     click.echo(result.summary())
 
@@ -210,8 +284,6 @@ def make_demo_corpus_cmd(out: str, seed: int) -> None:
     Not recorded speech: generated voices with speaker-dependent pitch and formants and
     emotion-dependent prosody, for running the whole pipeline in a few minutes.
     """
-    from sertool.demo_corpus import make_demo_corpus
-
     counts = make_demo_corpus(out, seed=seed)
     click.echo(f"{out}: synthetic demo corpus (seed {seed}): "
                f"{counts['iemocap']} emotion utterances in IEMOCAP_full_release/, "
@@ -241,20 +313,17 @@ def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: 
               model_conf: str | None, overrides: tuple[str, ...], init_model: str | None,
               device: str | None, no_progress: bool) -> None:
     """Train a network on feature chunks; a rerun resumes. Under torchrun: DDP."""
-    from sertool.nnet.trainer import load_train_conf, train
+    from sertool.nnet.trainer import load_train_conf, train  # imports torch
 
-    try:
-        model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
-        conf = load_train_conf(conf_path, [o for o in overrides if not o.startswith("model.")])
-        if model_conf is not None or model_sets or not conf["model"]:
-            from sertool.models import load_model_conf
+    model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
+    conf = load_train_conf(conf_path, [o for o in overrides if not o.startswith("model.")])
+    if model_conf is not None or model_sets or not conf["model"]:
+        from sertool.models import load_model_conf
 
-            if model_conf is not None or model_sets or init_model is None:
-                conf["model"] = load_model_conf(model_conf, model_sets)
-        result = train(feat_dir, data_dir, exp_dir, conf, task=task, init_model=init_model,
-                       device=device, progress=not no_progress)
-    except SertoolError as err:
-        fail(str(err))
+        if model_conf is not None or model_sets or init_model is None:
+            conf["model"] = load_model_conf(model_conf, model_sets)
+    result = train(feat_dir, data_dir, exp_dir, conf, task=task, init_model=init_model,
+                   device=device, progress=not no_progress)
     best = result.best
     click.echo(f"{exp_dir}: {len(result.history)} epochs, {len(result.labels)} classes; "
                f"best held-out accuracy {best.get('valid_acc', float('nan')):.3f} at epoch "
@@ -270,9 +339,10 @@ def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: 
 @click.argument("emb_dir", type=click.Path())
 @click.option("--copies", type=click.IntRange(min=0), default=2, show_default=True,
               help="SpecAugment-ed copies per utterance (keys UTT#aug1..UTT#augN).")
-@click.option("--policy", type=click.Choice(["none", "conservative", "aggressive"]),
-              default="conservative", show_default=True,
-              help="SpecAugment policy of the copies (none: originals only).")
+@click.option("--policy", default="conservative", show_default=True,
+              help="SpecAugment policy of the copies, a name of the paper's Table 1 "
+              "(sertool.nnet.specaugment.POLICIES: none, conservative, aggressive; none: "
+              "originals only).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel jobs (one process and one thread each; at most one per utterance).")
@@ -282,13 +352,10 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
                            seed: int, nj: int, device: str, cluster: Cluster) -> None:
     """Pooled trunk statistics of MODEL for every utterance of FEAT_DIR and its augmented
     copies, as Kaldi ark/scp in EMB_DIR (emb.scp). Resumable: finished jobs are kept."""
-    from sertool.transfer.embeddings import extract_embeddings
+    from sertool.transfer.embeddings import extract_embeddings  # imports torch
 
-    try:
-        result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
-                                    seed=seed, nj=nj, device=device, cluster=cluster)
-    except SertoolError as err:
-        fail(str(err))
+    result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
+                                seed=seed, nj=nj, device=device, cluster=cluster)
     meta = result.meta
     click.echo(f"{emb_dir}: {meta['n_utts']} utterances x {1 + meta['copies']} "
                f"({meta['policy']}) = {meta['n_utts'] * (1 + meta['copies'])} vectors of "
@@ -331,18 +398,13 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
     TRAINING speakers only. Each fold exports a model bundle (EXP_DIR/fold_K/bundle) for
     `sertool predict`. Finished folds are skipped on rerun. Then: `sertool score EXP_DIR`.
     """
-    import shlex
+    from sertool.transfer.driver import finetune, resolve_configs  # imports torch
 
-    from sertool.transfer.driver import finetune, resolve_configs
-
-    try:
-        conf, mconf, tconf = resolve_configs(conf_path, model_conf, train_conf, overrides)
-        summary = finetune(feat_dir, data_dir, exp_dir, init=init, conf=conf, model_conf=mconf,
-                           train_conf=tconf, fold=fold, unfreeze=unfreeze,
-                           export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
-                           command=shlex.join(["sertool", *sys.argv[1:]]))
-    except SertoolError as err:
-        fail(str(err))
+    conf, mconf, tconf = resolve_configs(conf_path, model_conf, train_conf, overrides)
+    summary = finetune(feat_dir, data_dir, exp_dir, init=init, conf=conf, model_conf=mconf,
+                       train_conf=tconf, fold=fold, unfreeze=unfreeze,
+                       export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
+                       command=shlex.join(["sertool", *sys.argv[1:]]))
     for f in summary.folds:
         metric = next((m for m in ("valid_ua", "valid_acc") if m in (f.heldout or {})), None)
         detail = (f"held-out {metric[6:].upper()} {f.heldout[metric]:.3f} "
@@ -373,25 +435,13 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
     A file that cannot be read is named on stderr and in the output's error column; the others
     are still predicted. The exit status is non-zero only if every file failed.
     """
-    from pathlib import Path
-
-    from sertool.predict import (
-        load_bundle,
-        predict_files,
-        predictions_csv,
-        write_predictions,
-    )
-
     if output is not None and Path(output).suffix.lower() not in (".csv", ".json"):
         fail(f"{output}: output must end in .csv or .json")
     if threads is not None:
-        import torch
+        import torch  # only here: the other commands stay torch-free until they need it
 
         torch.set_num_threads(threads)
-    try:
-        loaded = load_bundle(bundle, device)
-    except SertoolError as err:
-        fail(str(err))
+    loaded = load_bundle(bundle, device)
     preds = predict_files(loaded, audio, progress=len(audio) > 1)
     for p in preds:
         if p.error:
@@ -432,31 +482,23 @@ def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str |
     confusion PNGs per experiment. With several EXP_DIRS also prints one side-by-side table,
     refused if their folds differ.
     """
-    from pathlib import Path
-
-    from sertool.io_utils import atomic_write_json, atomic_write_text
-    from sertool.scoring import compare, plot_ablation, score_experiment, write_report
-
     scores = []
-    try:
-        for exp_dir in exp_dirs:
-            score = score_experiment(exp_dir, audio_check=not no_audio, progress=True)
-            out = out_dir
-            if out_dir is not None and len(exp_dirs) > 1:
-                if any(s.name == score.name for s in scores):
-                    fail(f"two experiments are named {score.name}: their reports would "
-                         f"overwrite each other in {out_dir} (score them one by one)")
-                out = str(Path(out_dir) / score.name)
-            written = write_report(score, out)
-            click.echo(f"{score.verdict}\n{score.name}: {len(score.folds)} of "
-                       f"{len(score.fold_names)} folds scored; wrote {written[0]}", err=True)
-            scores.append(score)
-        if len(scores) == 1 and not compare_out and not ablation_png:
-            click.echo((Path(out or exp_dirs[0]) / "report.md").read_text(encoding="utf-8"))
-            return
-        table, as_json = compare(scores, allow_different_folds=allow_different_folds)
-    except SertoolError as err:
-        fail(str(err))
+    for exp_dir in exp_dirs:
+        score = score_experiment(exp_dir, audio_check=not no_audio, progress=True)
+        out = out_dir
+        if out_dir is not None and len(exp_dirs) > 1:
+            if any(s.name == score.name for s in scores):
+                fail(f"two experiments are named {score.name}: their reports would "
+                     f"overwrite each other in {out_dir} (score them one by one)")
+            out = str(Path(out_dir) / score.name)
+        written = write_report(score, out)
+        click.echo(f"{score.verdict}\n{score.name}: {len(score.folds)} of "
+                   f"{len(score.fold_names)} folds scored; wrote {written[0]}", err=True)
+        scores.append(score)
+    if len(scores) == 1 and not compare_out and not ablation_png:
+        click.echo((Path(out or exp_dirs[0]) / "report.md").read_text(encoding="utf-8"))
+        return
+    table, as_json = compare(scores, allow_different_folds=allow_different_folds)
     click.echo(table)
     if compare_out:
         atomic_write_text(compare_out, table + "\n")

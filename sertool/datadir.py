@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sertool.errors import SertoolError
-from sertool.io_utils import atomic_open, atomic_write_json
+from sertool.io_utils import atomic_dir, atomic_open, atomic_write_json, atomic_write_text
 
 TABLES = ("wav.scp", "segments", "utt2spk", "spk2utt", "utt2emo", "utt2conv", "feats.scp")
 # optional tables keyed by utterance, one token per value
@@ -461,3 +462,306 @@ def require_valid(path: str | os.PathLike, **kwargs) -> DataDir:
     if problems:
         raise DataDirError(path, None, "invalid data directory:\n  " + "\n  ".join(problems))
     return DataDir.load(path)
+
+
+# ---------------------------------------------------------------------------- combine, subset, fix
+# Kaldi's utils/combine_data.sh, subset_data_dir.sh and fix_data_dir.sh, with the same
+# file:line errors as validate_data_dir. Each result is validated before it is kept; audio
+# files are not stat-ed again (check_files=False): these tools never change which audio a
+# recording names, and on VoxCeleb that check alone is a million stat calls.
+
+
+@dataclass
+class DataDirEdit:
+    """What combine/subset/fix wrote, and what the user should know about it."""
+
+    data_dir: Path
+    n_utts: int
+    n_speakers: int
+    notes: list[str] = field(default_factory=list)
+    removed: dict[str, str] = field(default_factory=dict)  # fix: utterance -> reason
+
+    def summary(self) -> str:
+        return f"{self.data_dir}: {self.n_utts} utterances, {self.n_speakers} speakers"
+
+
+def restrict_folds(folds: Iterable[Fold], keep: set[str]) -> tuple[list[Fold], list[str]]:
+    """Each fold with only the kept utterances; a fold left without test (or training)
+    utterances is dropped, and the returned notes say so."""
+    kept, notes = [], []
+    for fold in folds:
+        train = [u for u in fold.train if u in keep]
+        test = [u for u in fold.test if u in keep]
+        if not test or not train:
+            side = "test" if not test else "training"
+            notes.append(f"fold {fold.name}: dropped (no {side} utterance left)")
+            continue
+        kept.append(Fold(fold.name, train, test))
+    return kept, notes
+
+
+def _check_result(out: Path, require_emotion: bool) -> None:
+    """Validate what a tool wrote; a problem is a bug here, so say all of them."""
+    problems = validate_data_dir(out, check_files=False, require_emotion=require_emotion)
+    if problems:
+        raise DataDirError(out, None, "result is invalid:\n  " + "\n  ".join(problems))
+
+
+def _write_restricted_folds(src: Path, out: Path, keep: set[str], notes: list[str]) -> None:
+    """Copy ``src``'s folds into ``out``, restricted to ``keep``; note dropped folds."""
+    if not (src / "folds" / "protocol.json").is_file():
+        return
+    folds, protocol = read_folds(src)
+    kept, dropped = restrict_folds(folds, keep)
+    notes += dropped
+    if kept:
+        protocol = {k: v for k, v in protocol.items() if k != "folds"}
+        write_folds(out, kept, protocol)
+    else:
+        notes.append("no fold has both training and test utterances left: no folds written")
+
+
+def _first_fields(path: Path, what: str, known: Iterable[str]) -> set[str]:
+    """The first field of each line of a list file (as Kaldi's filter_scp.pl reads it); an
+    empty line or an id not in ``known`` is an error naming the line."""
+    known = set(known)
+    if not path.is_file():
+        raise DataDirError(path, None, "file not found")
+    ids = set()
+    with open(path, encoding="utf-8") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            fields = raw.split()
+            if not fields:
+                raise DataDirError(path, lineno, f"empty line (expected a {what} id)")
+            if fields[0] not in known:
+                raise DataDirError(path, lineno, f"{what} {fields[0]!r} is not in the data "
+                                                 "directory")
+            ids.add(fields[0])
+    return ids
+
+
+def combine_data_dirs(out: str | os.PathLike, inputs: Sequence[str | os.PathLike], *,
+                      keep_folds: bool = False) -> DataDirEdit:
+    """Union of data directories into ``out`` (replaced as a whole on success).
+
+    An utterance id in two inputs, or one recording id naming two different audio files, is
+    an error naming both files and lines. utt2emo, utt2conv, segments and feats.scp are kept
+    when every input has them (segments in only some inputs is an error: the others'
+    recordings would have no times). Folds are left out, since each input's folds were made
+    for it alone, unless ``keep_folds``: then every input must have the same fold names, and
+    fold K of the output is the union of the inputs' folds K.
+    """
+    out, paths = Path(out), [Path(p) for p in inputs]
+    if not paths:  # one input is a validated copy, as in Kaldi (a recipe's optional corpora)
+        raise DataDirError(out, None, "no input directories to combine")
+    dirs = [require_valid(p, check_files=False) for p in paths]
+    _refuse_duplicates(paths, [d.utt2spk for d in dirs], "utt2spk", "utterance")
+    with_segments = [d.segments is not None for d in dirs]
+    if any(with_segments) and not all(with_segments):
+        lacking = paths[with_segments.index(False)]
+        raise DataDirError(lacking / "segments", None, "not found, but "
+                           f"{paths[with_segments.index(True)] / 'segments'} exists: combine "
+                           "directories that all have segments, or none")
+    wav_scp: dict[str, str] = {}
+    for path, d in zip(paths, dirs, strict=True):
+        for rec, value in d.wav_scp.items():
+            if wav_scp.setdefault(rec, value) != value:  # a shared recording must be the same
+                first = next(p for p, e in zip(paths, dirs, strict=True) if rec in e.wav_scp)
+                raise DataDirError(path / "wav.scp", _line_of(path / "wav.scp", rec),
+                                   f"recording {rec!r} is also in {first / 'wav.scp'}:"
+                                   f"{_line_of(first / 'wav.scp', rec)} with other audio")
+    notes: list[str] = []
+
+    def union(name: str, attr: str) -> dict | None:
+        tables = [getattr(d, attr) for d in dirs]
+        if all(t is not None for t in tables):
+            return {k: v for t in tables for k, v in t.items()}
+        if any(t is not None for t in tables):
+            absent = [str(p) for p, t in zip(paths, tables, strict=True) if t is None]
+            notes.append(f"{name}: left out (not in {', '.join(absent)})")
+        return None
+
+    data = DataDir(wav_scp=wav_scp, utt2spk={u: s for d in dirs for u, s in d.utt2spk.items()},
+                   utt2emo=union("utt2emo", "utt2emo"),
+                   segments=union("segments", "segments"),
+                   feats_scp=union("feats.scp", "feats_scp"),
+                   utt2conv=union("utt2conv", "utt2conv"))
+    folds = _combined_folds(paths, data.utt2spk) if keep_folds else None
+    with atomic_dir(out) as tmp:
+        data.save(tmp)
+        if folds is not None:
+            write_folds(tmp, *folds)
+            notes.append(f"folds: {len(folds[0])} combined ({', '.join(f.name for f in folds[0])})")
+        _check_result(tmp, require_emotion=data.utt2emo is not None)
+    return DataDirEdit(out, len(data.utt2spk), len(set(data.utt2spk.values())), notes)
+
+
+def _refuse_duplicates(paths: Sequence[Path], tables: Sequence[Mapping[str, str]], name: str,
+                       what: str) -> None:
+    owner: dict[str, Path] = {}
+    for path, table in zip(paths, tables, strict=True):
+        for key in table:
+            if key in owner:
+                first = owner[key]
+                raise DataDirError(path / name, _line_of(path / name, key),
+                                   f"{what} {key!r} is also in {first / name}:"
+                                   f"{_line_of(first / name, key)} (ids must be unique across "
+                                   "the combined directories)")
+            owner[key] = path
+
+
+def _combined_folds(paths: Sequence[Path], utt2spk: Mapping[str, str]
+                    ) -> tuple[list[Fold], dict]:
+    """Fold K = union of the inputs' folds K; speaker independence recomputed per fold."""
+    read = [read_folds(p) for p in paths]
+    names = [f.name for f in read[0][0]]
+    for path, (folds, _) in zip(paths, read, strict=True):
+        if [f.name for f in folds] != names:
+            raise DataDirError(path / "folds" / "protocol.json", None,
+                               f"folds {[f.name for f in folds]} differ from {names} of "
+                               f"{paths[0]}: --keep-folds needs the same fold names")
+    combined = []
+    for i, name in enumerate(names):
+        train = sorted(u for folds, _ in read for u in folds[i].train)
+        test = sorted(u for folds, _ in read for u in folds[i].test)
+        combined.append(Fold(name, train, test))
+    independent = all(bool(p.get("speaker_independent")) for _, p in read) and not any(
+        {utt2spk[u] for u in f.train} & {utt2spk[u] for u in f.test} for f in combined)
+    protocol = {"name": "+".join(sorted({str(p.get("name")) for _, p in read})),
+                "speaker_independent": independent,
+                "description": "union of the folds of " + ", ".join(map(str, paths)),
+                "combined_from": [{"data_dir": str(p), "protocol": proto.get("name")}
+                                  for p, (_, proto) in zip(paths, read, strict=True)]}
+    return combined, protocol
+
+
+def subset_data_dir(src: str | os.PathLike, out: str | os.PathLike, *,
+                    speakers: str | os.PathLike | None = None,
+                    utt_list: str | os.PathLike | None = None) -> DataDirEdit:
+    """The utterances of the listed speakers (or the listed utterances) of ``src`` into ``out``.
+
+    The list files hold one id per line (extra fields are ignored, as in Kaldi). Folds are
+    restricted to the kept utterances; a fold left without test utterances is dropped and the
+    notes say so.
+    """
+    src, out = Path(src), Path(out)
+    if (speakers is None) == (utt_list is None):
+        raise DataDirError(src, None, "give exactly one of a speaker list and an utterance list")
+    data = require_valid(src, check_files=False)
+    if speakers is not None:
+        chosen = _first_fields(Path(speakers), "speaker", data.utt2spk.values())
+        keep = {u for u, s in data.utt2spk.items() if s in chosen}
+    else:
+        keep = _first_fields(Path(utt_list), "utterance", data.utt2spk)
+    if not keep:
+        raise DataDirError(speakers or utt_list, None, "lists nothing")
+    subset = data.subset(keep)
+    notes: list[str] = []
+    with atomic_dir(out) as tmp:
+        subset.save(tmp)
+        _write_restricted_folds(src, tmp, keep, notes)
+        _check_result(tmp, require_emotion=subset.utt2emo is not None)
+    return DataDirEdit(out, len(subset.utt2spk), len(set(subset.utt2spk.values())), notes)
+
+
+def _folds_leave(data_dir: Path, keep: set[str]) -> bool:
+    """Whether ``data_dir`` has folds that name an utterance outside ``keep``."""
+    if not (data_dir / "folds" / "protocol.json").is_file():
+        return False
+    folds, _ = read_folds(data_dir)
+    return any(u not in keep for f in folds for u in (*f.train, *f.test))
+
+
+def fix_data_dir(data_dir: str | os.PathLike,
+                 feat_dir: str | os.PathLike | None = None) -> DataDirEdit:
+    """Kaldi's fix_data_dir.sh, in place: keep the utterances every table agrees on.
+
+    Removed: utterances missing from one of utt2spk, segments (or wav.scp), utt2emo,
+    utt2conv, feats.scp; with ``feat_dir``, those listed in FEAT_DIR/failed or absent from
+    FEAT_DIR/feats.scp; recordings no utterance uses. Tables are rewritten sorted, spk2utt
+    regenerated, folds restricted (a fold without test utterances is dropped). Each file that
+    changes is first copied to DATA_DIR/.backup/ (as Kaldi does); DATA_DIR/.backup/removed
+    lists each removed utterance and why. Every file is replaced atomically; a rerun after a
+    kill finishes the job, since the kept set only shrinks to the same fixed point.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataDirError(data_dir, None, "data directory not found")
+    tables = {n: read_table(data_dir / n, fields=3 if n == "segments" else None)
+              for n in TABLES if (data_dir / n).is_file() and n != "spk2utt"}
+    for required in ("wav.scp", "utt2spk"):
+        if required not in tables:
+            raise DataDirError(data_dir / required, None, "required file missing")
+    removed: dict[str, str] = {}
+
+    def drop(utts: Iterable[str], reason: str) -> None:
+        for utt in sorted(utts):
+            removed.setdefault(utt, reason)
+
+    utts = set(tables["utt2spk"])
+    audio = "segments" if "segments" in tables else "wav.scp"
+    for name in (audio, *UTT_TABLES, "feats.scp"):
+        if name in tables:
+            drop(utts - set(tables[name]), f"not in {name}")
+    if "segments" in tables:
+        wav = tables["wav.scp"]
+        drop((u for u, v in tables["segments"].items() if u in utts and v.split()[0] not in wav),
+             "its recording is not in wav.scp")
+    if feat_dir is not None:
+        feat_dir = Path(feat_dir)
+        failed = feat_dir / "failed"
+        if failed.is_file():
+            for line in failed.read_text(encoding="utf-8").splitlines():
+                utt, *why = line.split("\t")  # utt <TAB> audio <TAB> reason
+                if utt in utts:
+                    removed.setdefault(utt, f"listed in {failed}: {': '.join(why)}")
+        feats = read_table(feat_dir / "feats.scp")
+        drop(utts - set(feats), f"not in {feat_dir / 'feats.scp'}")
+    keep = utts - set(removed)
+    if not keep:
+        raise DataDirError(data_dir, None, f"no utterance would be left (all {len(utts)} "
+                                           "removed); nothing changed")
+
+    new = {name: {k: v for k, v in t.items() if k in keep} for name, t in tables.items()
+           if name != "wav.scp"}
+    used = ({v.split()[0] for v in new["segments"].values()} if "segments" in new else keep)
+    new["wav.scp"] = {r: v for r, v in tables["wav.scp"].items() if r in used}
+    new["spk2utt"] = spk2utt_from_utt2spk(new["utt2spk"])
+    backup = data_dir / ".backup"
+    changed = []
+    for name, table in new.items():
+        text = "".join(f"{k} {v}\n" for k, v in sorted(table.items()))
+        old = data_dir / name
+        if old.is_file() and old.read_text(encoding="utf-8") == text:
+            continue
+        if old.is_file():
+            backup.mkdir(exist_ok=True)
+            atomic_write_text(backup / name, old.read_text(encoding="utf-8"))
+        atomic_write_text(old, text)
+        changed.append(name)
+    notes: list[str] = []
+    if _folds_leave(data_dir, keep):
+        folds_before = {p.relative_to(data_dir): p.read_text(encoding="utf-8")
+                        for p in (data_dir / "folds").rglob("*") if p.is_file()}
+        for rel, text in folds_before.items():
+            atomic_write_text(backup / rel, text)
+        folds, protocol = read_folds(data_dir)
+        kept, dropped = restrict_folds(folds, keep)
+        notes += dropped
+        if kept:
+            write_folds(data_dir, kept, {k: v for k, v in protocol.items() if k != "folds"})
+        else:
+            shutil.rmtree(data_dir / "folds")
+            notes.append("no fold has both training and test utterances left: folds/ removed "
+                         f"(copy in {backup / 'folds'})")
+        changed.append("folds")
+    if removed:
+        atomic_write_text(backup / "removed",
+                          "".join(f"{u}\t{r}\n" for u, r in sorted(removed.items())))
+    if changed:
+        notes.append(f"rewrote {', '.join(changed)}; the previous versions are in {backup}")
+    problems = validate_data_dir(data_dir, check_files=False)
+    if problems:
+        raise DataDirError(data_dir, None, "still invalid after fixing:\n  " +
+                           "\n  ".join(problems))
+    return DataDirEdit(data_dir, len(keep), len(set(new["utt2spk"].values())), notes, removed)

@@ -1,12 +1,14 @@
-"""The one base of every error sertool reports to a user.
+"""The one base class of every error sertool reports to its user.
 
-The CLI catches :class:`SertoolError` once and prints ``sertool: error: <message>``; each message
-names the file (and line) or the option at fault. Subclasses keep a second, standard base
-(ValueError, RuntimeError) where callers and tests already catch that.
+The CLI catches :class:`SertoolError` in one place (``sertool.cli.main``) and prints
+``sertool: error: <message>``; anything else is a bug and keeps its traceback. Messages name
+the file (and line) that is wrong, so the user can fix it without reading code. Each subclass
+keeps its older built-in base too (``class DataDirError(SertoolError, ValueError)``), so
+callers that catch ``ValueError`` or ``RuntimeError`` still work.
 """
 
 from __future__ import annotations
 
 
 class SertoolError(Exception):
-    """A problem with the user's input, files or configuration (never a bug in sertool)."""
+    """A problem the user can fix (bad input, missing file, refused configuration)."""

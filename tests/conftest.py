@@ -33,3 +33,14 @@ def ravdess_dir() -> Path:
 def librispeech_dir() -> Path:
     """Root of the real LibriSpeech subset (``LibriSpeech`` inside)."""
     return _shared("librispeech-subset")
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory) -> Path:
+    """The synthetic demo corpus (seed 0), made once per test session; read it, never change it
+    (tests that move or delete files in it make their own)."""
+    from sertool.demo_corpus import make_demo_corpus
+
+    out = tmp_path_factory.mktemp("demo_corpus")
+    assert make_demo_corpus(out, seed=0) == {"iemocap": 360, "voxceleb": 192}
+    return out

@@ -20,10 +20,8 @@ from sertool.folds import check_folds
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("demo")
-    assert make_demo_corpus(out, seed=0) == {"iemocap": 360, "voxceleb": 192}
-    return out
+def demo(demo_corpus) -> Path:
+    return demo_corpus  # made once per session (conftest.py), with the counts asserted there
 
 
 def _digest(root: Path) -> str:

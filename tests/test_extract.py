@@ -66,6 +66,7 @@ def test_extract_writes_consistent_archives(tmp_path):
             np.testing.assert_array_equal(mat, feats[key])
 
 
+@pytest.mark.slow  # ~20 s: two full extractions and a killed one
 def test_killed_run_resumes_to_identical_output(tmp_path):
     data = make_corpus(tmp_path, n=16)
     reference = tmp_path / "reference"
@@ -240,6 +241,7 @@ def test_whole_ravdess_corpus(tmp_path, ravdess_dir):
     assert 0.3 < ratio < 0.9  # RAVDESS: ~1 s of silence around ~2 s sentences
 
 
+@pytest.mark.slow  # ~13 s: three waveform copies of every utterance
 def test_wave_augment_writes_copies_beside_unchanged_originals(tmp_path):
     from click.testing import CliRunner
 

@@ -17,7 +17,6 @@ from sertool.cli import main
 from sertool.config import CONF_DIR
 from sertool.corpora import prepare
 from sertool.datadir import read_folds, read_table
-from sertool.demo_corpus import make_demo_corpus
 from sertool.expdir import read_posteriors
 from sertool.frontend.extract import extract_feats
 from sertool.transfer.driver import FinetuneError, finetune, resolve_configs
@@ -29,12 +28,11 @@ FAST = ["head.epochs=8"]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, demo_corpus):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("demo")
-    make_demo_corpus(root / "corpus", seed=0)
-    prepare("iemocap", root / "corpus" / "IEMOCAP_full_release", root / "data_emo", exp=1)
-    prepare("voxceleb", root / "corpus" / "voxceleb", root / "data_spk")
+    prepare("iemocap", demo_corpus / "IEMOCAP_full_release", root / "data_emo", exp=1)
+    prepare("voxceleb", demo_corpus / "voxceleb", root / "data_spk")
     conf = {"mel": {"num_bins": 40}}  # smaller features keep the tests fast
     extract_feats(root / "data_emo", root / "feats_emo", conf, nj=1)
     extract_feats(root / "data_spk", root / "feats_spk", conf, nj=1)

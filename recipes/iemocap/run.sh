@@ -52,17 +52,6 @@ exec > >(tee -a "exp/log/run.$(date -u +%Y%m%dT%H%M%S).log") 2>&1
 speaker_model=exp/speaker/resnet34/final.pt
 speaker_model_nopool=exp/speaker/resnet34_nopool/final.pt
 
-# Kaldi's utils/combine_data.sh for data dirs with disjoint speakers (VoxCeleb1 + VoxCeleb2).
-combine_data() {
-  local out=$1 f d; shift
-  mkdir -p "$out"
-  for f in wav.scp utt2spk spk2utt; do
-    for d in "$@"; do cat "$d/$f"; done | LC_ALL=C sort > "$out/$f.tmp"
-    mv "$out/$f.tmp" "$out/$f"
-  done
-  sertool validate-data-dir "$out"
-}
-
 # speaker_pretrain EXP_DIR [--set ...]: sertool train --task speaker, under torchrun if ngpu > 1.
 speaker_pretrain() {
   local exp_dir=$1; shift
@@ -98,7 +87,7 @@ if run_stage 0 "data directories: VoxCeleb1+2 (speakers), IEMOCAP Exp ${exps// /
     fi
   done
   [ ${#voxsets[@]} -gt 0 ] || { echo "$0: no VoxCeleb corpus found" >&2; exit 1; }
-  combine_data data/voxceleb "${voxsets[@]}"
+  sertool combine-data-dirs data/voxceleb "${voxsets[@]}"   # disjoint speakers
   # Exp 3 (happy + excited merged) holds every utterance of Exp 1 and Exp 2 under the same id:
   # its features serve all three.
   for e in $(echo "$exps 3" | tr ' ' '\n' | sort -u); do
@@ -135,30 +124,12 @@ if run_stage 4 "scores, next to the paper's Table 3"; then
     sertool score $(for p in $policies; do echo exp/emotion/exp${e}_$p; done) \
       --compare-out exp/emotion/exp$e.md
   done
-  # The side-by-side tables (exp/emotion/exp<E>.json) next to the published UA/WA.
-  python3 - exp/emotion $exps > exp/emotion/table3.md.tmp <<'EOF'
-import json, sys
-from pathlib import Path
-
-PAPER = {"1": (60.63, 64.11), "2": (64.65, 64.67), "3": (62.82, 62.44)}  # Table 3, UA/WA %
-CLASSES = {"1": "ang hap neu sad", "2": "ang exc neu sad", "3": "ang hap+exc neu sad"}
-root, exps = Path(sys.argv[1]), sys.argv[2:]
-
-def pct(mean, std):
-    return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
-
-print("# IEMOCAP, leave-one-session-out: this run next to Padi et al. (2021), Table 3\n")
-print("| Exp | classes | system | speaker-indep. | folds | UA % | WA % |")
-print("| --- | --- | --- | --- | ---: | ---: | ---: |")
-for e in exps:
-    ua, wa = PAPER[e]
-    print(f"| {e} | {CLASSES[e]} | paper (Table 3) | yes | 5 | {ua:.2f} | {wa:.2f} |")
-    for r in json.loads((root / f"exp{e}.json").read_text())["experiments"]:
-        print(f"| {e} | {CLASSES[e]} | {r['experiment']} | {r['speaker_independent']} | "
-              f"{r['folds']}/{r['folds_expected']} | {pct(r['ua_mean'], r['ua_std'])} | "
-              f"{pct(r['wa_mean'], r['wa_std'])} |")
-print("\nThis run: mean ± sample std over folds. Reports: exp/emotion/exp<E>_<policy>/report.md")
-EOF
+  # The side-by-side tables (exp/emotion/exp<E>.json) next to the published UA/WA (published.tsv).
+  python3 local/published_table.py published.tsv \
+    $(for e in $exps; do echo "$e=exp/emotion/exp$e.json"; done) \
+    --title "# IEMOCAP, leave-one-session-out: this run next to Padi et al. (2021), Table 3" \
+    --note "This run: mean ± sample std over folds. Reports: exp/emotion/exp<E>_<policy>/report.md" \
+    > exp/emotion/table3.md.tmp
   mv exp/emotion/table3.md.tmp exp/emotion/table3.md
   cat exp/emotion/table3.md
   stage_done 4

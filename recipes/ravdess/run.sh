@@ -139,14 +139,8 @@ if run_stage 6 "scores: side by side, published numbers on these folds, ablation
   {
     cat exp/emotion/compare.md
     echo
-    echo "Published on the same six folds (EmoBox; frozen self-supervised encoder + small head):"
-    echo
-    echo "| system | UA % |"
-    echo "| --- | ---: |"
-    echo "| wav2vec2-base | 54.33 |"
-    echo "| HuBERT-base | 65.43 |"
-    echo "| WavLM-large | 72.00 |"
-    echo "| Whisper-large-v3 | 75.32 |"
+    python3 local/published_table.py published.tsv \
+      --title "Published on the same six folds (EmoBox; frozen self-supervised encoder + small head):"
     echo
     echo "Wall time per stage (exp/stage_times):"
     echo

@@ -186,7 +186,8 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         absent = [u for u in used if u not in table]
         if absent:
             hint = (f" (extract-feats lists the utterances it could not use in "
-                    f"{feat_dir / 'failed'}; remove them from the data dir and its folds)"
+                    f"{feat_dir / 'failed'}; drop them from the data directory and its folds "
+                    f"with `sertool fix-data-dir {data_dir} --feat-dir {feat_dir}`)"
                     if table is feats_table else "")
             raise FinetuneError(f"{name}: {len(absent)} utterance(s) of the folds are missing, "
                                 f"e.g. {absent[0]!r}{hint}")
