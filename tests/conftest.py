@@ -33,3 +33,10 @@ def ravdess_dir() -> Path:
 def librispeech_dir() -> Path:
     """Root of the real LibriSpeech subset (``LibriSpeech`` inside)."""
     return _shared("librispeech-subset")
+
+
+@pytest.fixture(scope="session")
+def wespeaker_ref_dir() -> Path:
+    """A WeSpeaker ResNet34 checkpoint (random weights) with WeSpeaker's own fbank and embeddings
+    of three RAVDESS files (README.md, reference.json, expected.npz inside)."""
+    return _shared("wespeaker-resnet34-ref")

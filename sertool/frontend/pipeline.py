@@ -281,7 +281,8 @@ def check_model_frontend(model_meta: Mapping, feat_dir_frontend_json: str | Path
         return
     have, want = _flat(used), _flat(wanted)
     differ = [f"{k} {have.get(k, '(absent)')!r} (model: {want.get(k, '(absent)')!r})"
-              for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+              for k in sorted(set(have) | set(want), key=lambda k: (k != "kind", k))
+              if have.get(k) != want.get(k)]  # the kind first: it says most
     model = f"the model {model_path}" if model_path else "the model"
     conf_toml = (Path(model_path).parent / "frontend.toml" if model_path
                  else "<the model's frontend.toml>")

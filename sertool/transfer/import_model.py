@@ -142,8 +142,11 @@ def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise SpeakerImportError(f"{path}: not found (a WeSpeaker model directory holds "
                                  "config.yaml and avg_model.pt)")
-    import yaml
-
+    try:
+        import yaml
+    except ImportError as err:  # a declared dependency: only a broken install lacks it
+        raise SpeakerImportError(f"{path}: reading it needs PyYAML, a sertool dependency "
+                                 "missing here: pip install pyyaml") from err
     try:
         conf = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
