@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from sertool.cli import main
 from sertool.config import dump_toml
+from sertool.frontend.audio import load_audio
 from sertool.frontend.extract import extract_wavs
 from sertool.frontend.pipeline import (
     Frontend,
@@ -244,6 +245,13 @@ def test_resemblyzer_ge2e_reproduces_embed_utterance(ravdess_dir, tmp_path):
         with torch.no_grad():
             emb = model.embedding(torch.from_numpy(feats)[None])[0].numpy()
         assert np.abs(emb - encoder.embed_utterance(wav)).max() <= 1e-4
+        # audio as sertool reads it: the front-end raises it to -30 dBFS as preprocess_wav does
+        # (without its pause trimming)
+        raw = load_audio(ravdess_dir / "Audio_Speech_Actors_01-24" / name)
+        with torch.no_grad():
+            emb = model.embedding(torch.from_numpy(frontend.process(raw)[0])[None])[0].numpy()
+        want = encoder.embed_utterance(resemblyzer.audio.normalize_volume(raw, -30, True))
+        assert np.abs(emb - want).max() <= 1e-4
     # several windows, the last one zero-padded: a longer signal
     long = np.concatenate([wav] * 4)
     with torch.no_grad():

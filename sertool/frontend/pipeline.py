@@ -63,12 +63,14 @@ KALDI_FBANK_DEFAULTS: dict[str, Any] = {
     "vad": {"enabled": False},
     "cmvn": {"mode": "segment", "norm_vars": False},
 }
-# Resemblyzer's GE2E encoder (resemblyzer/audio.py, hparams.py): 40 power mels (no log),
-# 25 ms / 10 ms, no normalisation; its webrtcvad trimming is a separate preprocessing step
-# that sertool does not apply (README, "Transfer from a published speaker model").
+# Resemblyzer's GE2E encoder (resemblyzer/audio.py, hparams.py): waveform raised to -30 dBFS
+# (preprocess_wav's normalize_volume), 40 power mels (no log), 25 ms / 10 ms, no feature
+# normalisation; preprocess_wav's webrtcvad pause trimming is not applied (README, "Transfer
+# from a published speaker model").
 GE2E_MEL_DEFAULTS: dict[str, Any] = {
     "kind": "ge2e_mel",
     "sample_rate": 16000,
+    "volume": {"normalise": True, "target_dbfs": -30.0, "increase_only": True},
     "frame": {"frame_length_ms": 25.0, "frame_shift_ms": 10.0},
     "mel": {"num_bins": 40},
     "vad": {"enabled": False},
@@ -208,7 +210,8 @@ class Frontend:
         if len(wave) == 0:
             raise FrontendError("empty signal")
         return published.ge2e_mel(wave, c["sample_rate"], c["mel"]["num_bins"],
-                                  frame["frame_length_ms"], frame["frame_shift_ms"])
+                                  frame["frame_length_ms"], frame["frame_shift_ms"],
+                                  **c["volume"])
 
     def speech_mask(self, power: np.ndarray) -> tuple[np.ndarray, VadStats]:
         n = power.shape[0]

@@ -9,11 +9,12 @@ log-mel/MFCC extraction path never imports torch.
 ``ge2e_mel`` (Resemblyzer's GE2E encoder): power mel spectrogram, NOT logarithmic (the encoder
 was trained on it), 25 ms periodic Hann window, 10 ms hop, frames centred on multiples of the hop
 with the signal zero-padded by half a window on both sides, 40 Slaney-style mel filters
-(area-normalised), 0 Hz to Nyquist. Two extra frames of the zero-extended signal are appended
-(``GE2E_TAIL_FRAMES``): Resemblyzer zero-pads the waveform to cover its last partial window,
-and the two frames just past the end still overlap the signal. The ``ge2e_lstm`` model drops
-them before it places its windows and uses them as that padding (frames further out are exactly
-zero, as the model pads them).
+(area-normalised), 0 Hz to Nyquist, of the waveform raised to -30 dBFS (as Resemblyzer's
+``preprocess_wav`` does; its webrtcvad pause trimming is not reproduced). Two extra frames of
+the zero-extended signal are appended (``GE2E_TAIL_FRAMES``): Resemblyzer zero-pads the
+waveform to cover its last partial window, and the two frames just past the end still overlap
+the signal. The ``ge2e_lstm`` model drops them before it places its windows and uses them as
+that padding (frames further out are exactly zero, as the model pads them).
 """
 
 from __future__ import annotations
@@ -68,12 +69,29 @@ def slaney_mel_filterbank(num_bins: int, n_fft: int, sample_rate: int) -> np.nda
     return weights * (2.0 / (right - left))
 
 
+def normalise_volume(wave: np.ndarray, target_dbfs: float, increase_only: bool) -> np.ndarray:
+    """Scale to an RMS level of ``target_dbfs`` (dB re full scale); with ``increase_only`` a
+    louder signal is left as it is. A silent signal is left as it is."""
+    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+    if rms == 0.0:
+        return wave
+    change_db = target_dbfs - 20.0 * np.log10(rms)
+    if change_db < 0 and increase_only:
+        return wave
+    return wave * 10.0 ** (change_db / 20.0)
+
+
 def ge2e_mel(wave: np.ndarray, sample_rate: int, num_bins: int, frame_length_ms: float,
-             frame_shift_ms: float) -> np.ndarray:
-    """Power mel spectrogram, shape (1 + len(wave) // hop + GE2E_TAIL_FRAMES, num_bins)."""
+             frame_shift_ms: float, normalise: bool = True, target_dbfs: float = -30.0,
+             increase_only: bool = True) -> np.ndarray:
+    """Power mel spectrogram, shape (1 + len(wave) // hop + GE2E_TAIL_FRAMES, num_bins), of the
+    waveform brought to ``target_dbfs`` first (``normalise``): the encoder reads power, not its
+    log, so it depends on the level, and it was trained on audio at -30 dBFS."""
     n_fft = int(sample_rate * frame_length_ms / 1000)
     hop = int(sample_rate * frame_shift_ms / 1000)
     wave = np.asarray(wave, dtype=np.float64)
+    if normalise:
+        wave = normalise_volume(wave, target_dbfs, increase_only)
     half = n_fft // 2
     padded = np.concatenate([np.zeros(half), wave, np.zeros(half + GE2E_TAIL_FRAMES * hop)])
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]

@@ -228,6 +228,7 @@ RESEMBLYZER_HPARAMS = {
     "mel_window_length": GE2E_MEL_DEFAULTS["frame"]["frame_length_ms"],
     "mel_window_step": GE2E_MEL_DEFAULTS["frame"]["frame_shift_ms"],
     "mel_n_channels": GE2E_MEL_DEFAULTS["mel"]["num_bins"],
+    "audio_norm_target_dBFS": GE2E_MEL_DEFAULTS["volume"]["target_dbfs"],
     "partials_n_frames": GE2E_DEFAULTS["partial_frames"],
     "model_hidden_size": GE2E_DEFAULTS["hidden_size"],
     "model_embedding_size": GE2E_DEFAULTS["embedding_size"],
@@ -288,9 +289,9 @@ def import_resemblyzer(out_dir: str | os.PathLike, package: str | os.PathLike | 
     source = {"source": "resemblyzer", "version": version, "weights": str(weights_path),
               "weights_sha256": sha256_of(weights_path), "training_step": ckpt.get("step")}
     _write(out_dir, model, model_conf, feat_dim, frontend, source, dropped,
-           f"Front-end of Resemblyzer's GE2E encoder ({version}): 40 power mels (no log),\n"
-           "25 ms / 10 ms, no VAD, no normalisation (preprocess_wav's trimming and volume\n"
-           f"normalisation are not applied). Use: sertool extract-feats DATA FEAT --conf "
+           f"Front-end of Resemblyzer's GE2E encoder ({version}): waveform raised to\n"
+           "-30 dBFS, 40 power mels (no log), 25 ms / 10 ms, no VAD (preprocess_wav's pause\n"
+           f"trimming is not applied). Use: sertool extract-feats DATA FEAT --conf "
            f"{out_dir / FRONTEND_FILE}")
     return ImportResult(out_dir, f"Resemblyzer {version} GE2E encoder", dropped)
 
