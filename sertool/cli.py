@@ -505,3 +505,45 @@ def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str |
         atomic_write_json(Path(compare_out).with_suffix(".json"), as_json)
     if ablation_png:
         plot_ablation(scores, ablation_png)
+
+
+# ----------------------------------------------------------- published speaker models (issue 12)
+
+
+@main.group("import-speaker-model")
+def import_speaker_model_cmd() -> None:
+    """Import a published speaker model as a sertool speaker model in folder OUT.
+
+    OUT/model.pt is the model (for finetune --init and extract-embeddings), OUT/frontend.toml
+    its own front-end: make its features with `sertool extract-feats DATA FEAT --conf
+    OUT/frontend.toml`. OUT/import.json says where it came from. Nothing is downloaded.
+    """
+
+
+@import_speaker_model_cmd.command("wespeaker")
+@click.argument("model_dir", type=click.Path())
+@click.argument("out", type=click.Path())
+def import_wespeaker_cmd(model_dir: str, out: str) -> None:
+    """A WeSpeaker ResNet18/34 (MODEL_DIR/config.yaml + avg_model.pt, e.g. a VoxCeleb model from
+    the WeSpeaker project's pretrained-model page) -> OUT."""
+    from sertool.transfer.import_model import import_wespeaker
+
+    try:
+        result = import_wespeaker(model_dir, out)
+    except SertoolError as err:
+        fail(str(err))
+    click.echo(result.summary())
+
+
+@import_speaker_model_cmd.command("resemblyzer")
+@click.argument("out", type=click.Path())
+def import_resemblyzer_cmd(out: str) -> None:
+    """The GE2E encoder shipped in the installed resemblyzer wheel (pip install
+    'sertool[resemblyzer]') -> OUT."""
+    from sertool.transfer.import_model import import_resemblyzer
+
+    try:
+        result = import_resemblyzer(out)
+    except SertoolError as err:
+        fail(str(err))
+    click.echo(result.summary())

@@ -187,3 +187,27 @@ def check_known(default: Mapping, given: Mapping, where: str, prefix: str = "") 
 def config_fingerprint(conf: Mapping) -> str:
     """Canonical JSON text of a configuration, for comparing two runs."""
     return json.dumps(conf, sort_keys=True, separators=(",", ":"))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return json.dumps(value)  # JSON numbers and plain strings are valid TOML
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {value!r} as a TOML value")
+
+
+def dump_toml(conf: Mapping, header: str = "", _table: str = "") -> str:
+    """TOML text of a configuration of scalars, lists and nested tables (what :func:`load_toml`
+    reads back equal); ``header`` is written first as ``#`` comment lines."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    scalars = {k: v for k, v in conf.items() if not isinstance(v, Mapping)}
+    tables = {k: v for k, v in conf.items() if isinstance(v, Mapping)}
+    if _table and (scalars or not tables):
+        lines.append(f"[{_table}]")
+    lines += [f"{key} = {_toml_value(value)}" for key, value in scalars.items()]
+    for key, value in tables.items():
+        lines += ["", dump_toml(value, _table=f"{_table}.{key}" if _table else key).strip("\n")]
+    return "\n".join(lines) + "\n"

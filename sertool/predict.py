@@ -231,7 +231,7 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
 
     frontend = Frontend(bundle.frontend_conf)
     # A model trained with conversation-level CMVN sees each file as its own conversation.
-    per_file_cmvn = frontend.conf["cmvn"]["mode"] != "segment"
+    per_file_cmvn = frontend.conf["cmvn"]["mode"] == "conversation"  # "none": none at all
     sample_rate = int(frontend.sample_rate)
     out: list[Prediction] = []
     for file in tqdm(files, desc="predict", unit="file", disable=not progress):

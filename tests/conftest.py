@@ -44,3 +44,10 @@ def demo_corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo_corpus")
     assert make_demo_corpus(out, seed=0) == {"iemocap": 360, "voxceleb": 192}
     return out
+
+
+@pytest.fixture(scope="session")
+def wespeaker_ref_dir() -> Path:
+    """A WeSpeaker ResNet34 checkpoint (random weights) with WeSpeaker's own fbank and embeddings
+    of three RAVDESS files (README.md, reference.json, expected.npz inside)."""
+    return _shared("wespeaker-resnet34-ref")

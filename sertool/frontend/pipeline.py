@@ -3,17 +3,33 @@
 The configuration (conf/frontend.toml, conf/mfcc.toml) is written as ``frontend.json`` in
 every feature directory and copied into model bundles, so prediction applies exactly the
 front-end a model was trained with.
+
+Kinds ``kaldi_fbank`` and ``ge2e_mel`` reproduce the front-ends of published speaker models
+(WeSpeaker, Resemblyzer; see :mod:`sertool.frontend.published`). They have their own, smaller
+set of options (:data:`DEFAULTS_BY_KIND`), so the resolved log-mel and MFCC configurations are
+unchanged by their existence. An imported model records its front-end, and
+:func:`check_model_frontend` refuses features made with another one.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sertool.config import check_known, deep_update, load_config, shipped_conf
+from sertool.config import (
+    check_known,
+    config_fingerprint,
+    deep_update,
+    load_config,
+    load_toml,
+    parse_override,
+    shipped_conf,
+)
 from sertool.errors import SertoolError
 from sertool.frontend.cmvn import segment_cmvn
 from sertool.frontend.features import (
@@ -36,6 +52,35 @@ DEFAULTS: dict[str, Any] = {
     "vad": {f.name: f.default for f in fields(VadConfig)},
     "cmvn": {"mode": "segment", "norm_vars": True},
 }
+# WeSpeaker's inference front-end (wespeaker/cli/speaker.py): Kaldi fbank of int16-range samples,
+# Hamming window, no dither, minus the utterance mean (cmvn segment without variance), no VAD.
+KALDI_FBANK_DEFAULTS: dict[str, Any] = {
+    "kind": "kaldi_fbank",
+    "sample_rate": 16000,
+    "frame": {"frame_length_ms": 25.0, "frame_shift_ms": 10.0},
+    "mel": {"num_bins": 80},
+    "fbank": {"window_type": "hamming", "dither": 0.0, "waveform_scale": 32768.0},
+    "vad": {"enabled": False},
+    "cmvn": {"mode": "segment", "norm_vars": False},
+}
+# Resemblyzer's GE2E encoder (resemblyzer/audio.py, hparams.py): waveform raised to -30 dBFS
+# (preprocess_wav's normalize_volume), 40 power mels (no log), 25 ms / 10 ms, no feature
+# normalisation; preprocess_wav's webrtcvad pause trimming is not applied (README, "Transfer
+# from a published speaker model").
+GE2E_MEL_DEFAULTS: dict[str, Any] = {
+    "kind": "ge2e_mel",
+    "sample_rate": 16000,
+    "volume": {"normalise": True, "target_dbfs": -30.0, "increase_only": True},
+    "frame": {"frame_length_ms": 25.0, "frame_shift_ms": 10.0},
+    "mel": {"num_bins": 40},
+    "vad": {"enabled": False},
+    "cmvn": {"mode": "none", "norm_vars": False},
+}
+DEFAULTS_BY_KIND: dict[str, dict[str, Any]] = {
+    "logmel": DEFAULTS, "mfcc": DEFAULTS,
+    "kaldi_fbank": KALDI_FBANK_DEFAULTS, "ge2e_mel": GE2E_MEL_DEFAULTS,
+}
+PUBLISHED_KINDS = ("kaldi_fbank", "ge2e_mel")
 
 
 LIMITS = {"sample_rate": (1000, None), "frame.frame_length_ms": (1.0, 1000.0),
@@ -58,22 +103,45 @@ def default_frontend_conf(kind: str = "logmel") -> dict:
     return load_config(DEFAULTS, shipped_conf(name))
 
 
+def _kind_of(conf: Mapping | None, path: str | Path | None, overrides) -> str:
+    """The front-end kind a configuration asks for (its option set depends on it)."""
+    kind = None
+    if conf is not None:
+        kind = conf.get("kind")
+    elif path is not None:
+        kind = load_toml(path).get("kind")
+    for text in overrides:
+        key, value = parse_override(text)
+        if key == ["kind"]:
+            kind = value
+    kind = kind or "logmel"
+    if kind not in DEFAULTS_BY_KIND:
+        raise FrontendError(f"front-end kind must be one of {', '.join(DEFAULTS_BY_KIND)}, "
+                            f"got {kind!r}")
+    return kind
+
+
 def resolve_conf(conf: dict | None = None, path: str | Path | None = None,
                  overrides: tuple[str, ...] | list[str] = ()) -> dict:
     """Defaults < file < overrides; then the FFT size is fixed (``n_fft = 0`` means auto)."""
+    kind = _kind_of(conf, path, overrides)
+    defaults = DEFAULTS_BY_KIND[kind]
     if conf is not None:  # e.g. a frontend.json: complete it with the defaults
-        check_known(DEFAULTS, conf, "front-end configuration")
-        start = deep_update(DEFAULTS, conf)
-    elif path is None:
+        check_known(defaults, conf, "front-end configuration")
+        start = deep_update(defaults, conf)
+    elif path is None and defaults is DEFAULTS:
         start = default_frontend_conf()
     else:
-        start = DEFAULTS
+        start = defaults
     resolved = load_config(start, path, overrides, LIMITS)
-    if resolved["kind"] not in ("logmel", "mfcc"):
-        raise FrontendError(f"front-end kind must be logmel or mfcc, got {resolved['kind']!r}")
     if resolved["cmvn"]["mode"] not in ("segment", "conversation", "none"):
         raise FrontendError(f"cmvn.mode must be segment, conversation or none, "
                             f"got {resolved['cmvn']['mode']!r}")
+    if kind in PUBLISHED_KINDS:
+        if resolved["vad"]["enabled"]:
+            raise FrontendError(f"front-end kind {kind} reproduces a published model's "
+                                "inference, which has no VAD: vad.enabled must be false")
+        return resolved
     if resolved["vad"]["on_too_little"] not in ("keep_all", "fail"):
         raise FrontendError("vad.on_too_little must be keep_all or fail")
     spec = SpectrumConfig(resolved["sample_rate"], **{
@@ -91,6 +159,8 @@ class Frontend:
     def __init__(self, conf: dict | None = None):
         self.conf = resolve_conf(conf)
         c = self.conf
+        if self.kind in PUBLISHED_KINDS:  # features straight from the waveform, no VAD
+            return
         self.spectrum = SpectrumConfig(c["sample_rate"], **{
             k: c["frame"][k] for k in ("frame_length_ms", "frame_shift_ms", "preemphasis")})
         self.n_fft = int(c["mel"]["n_fft"])
@@ -133,6 +203,26 @@ class Frontend:
                                       self.conf["mfcc"]["lifter"])
         return feats
 
+    def published_features(self, wave: np.ndarray) -> np.ndarray:
+        """Features of the kinds kaldi_fbank and ge2e_mel, before CMVN."""
+        from sertool.frontend import published
+
+        c = self.conf
+        frame = c["frame"]
+        if self.kind == "kaldi_fbank":
+            win = int(c["sample_rate"] * frame["frame_length_ms"] / 1000)
+            if len(wave) < win:  # Kaldi (snip_edges) makes no frame of it
+                raise FrontendError(f"signal of {len(wave)} samples is shorter than one "
+                                    f"frame ({win} samples)")
+            return published.kaldi_fbank(wave, c["sample_rate"], c["mel"]["num_bins"],
+                                         frame["frame_length_ms"], frame["frame_shift_ms"],
+                                         **c["fbank"])
+        if len(wave) == 0:
+            raise FrontendError("empty signal")
+        return published.ge2e_mel(wave, c["sample_rate"], c["mel"]["num_bins"],
+                                  frame["frame_length_ms"], frame["frame_shift_ms"],
+                                  **c["volume"])
+
     def speech_mask(self, power: np.ndarray) -> tuple[np.ndarray, VadStats]:
         n = power.shape[0]
         if not self.vad.enabled:
@@ -157,10 +247,59 @@ class Frontend:
         if sample_rate is not None and sample_rate != self.sample_rate:
             raise FrontendError(f"expected {self.sample_rate} Hz audio, got {sample_rate} Hz "
                                 "(load it with sertool.frontend.audio.load_audio)")
-        power = self.power_spectrum(wave)
-        mask, stats = self.speech_mask(power)
-        # The VAD reads the spectrum, so only the frames it keeps get mel filters.
-        feats = self.features(power if stats.frames_kept == len(mask) else power[mask])
+        if self.kind in PUBLISHED_KINDS:
+            feats = self.published_features(wave)
+            stats = VadStats(len(feats), len(feats))
+        else:
+            power = self.power_spectrum(wave)
+            mask, stats = self.speech_mask(power)
+            # The VAD reads the spectrum, so only the frames it keeps get mel filters.
+            feats = self.features(power if stats.frames_kept == len(mask) else power[mask])
         if normalise and self.conf["cmvn"]["mode"] == "segment":
             feats = segment_cmvn(feats, self.conf["cmvn"]["norm_vars"])
         return feats, stats
+
+
+def _flat(conf: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in conf.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_model_frontend(model_meta: Mapping, feat_dir_frontend_json: str | Path,
+                         model_path: str | Path | None = None) -> None:
+    """Refuse features made with another front-end than the one ``model_meta`` records.
+
+    ``model_meta`` is the metadata of :func:`sertool.nnet.checkpoint.load_model`; an imported
+    speaker model records its front-end in ``extra["frontend"]`` (``import-speaker-model``).
+    A model that records none (trained by sertool on features of its own) is not checked.
+    Raises FrontendError naming both files and the command that makes the right features.
+    """
+    recorded = (model_meta.get("extra") or {}).get("frontend")
+    if not recorded:
+        return
+    path = Path(feat_dir_frontend_json)
+    if not path.is_file():
+        raise FrontendError(f"{path}: not found (make the feature directory with extract-feats)")
+    try:
+        used = resolve_conf(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, SertoolError) as err:
+        raise FrontendError(f"{path}: not a front-end configuration ({err})") from err
+    wanted = resolve_conf(dict(recorded))
+    if config_fingerprint(used) == config_fingerprint(wanted):
+        return
+    have, want = _flat(used), _flat(wanted)
+    differ = [f"{k} {have.get(k, '(absent)')!r} (model: {want.get(k, '(absent)')!r})"
+              for k in sorted(set(have) | set(want), key=lambda k: (k != "kind", k))
+              if have.get(k) != want.get(k)]  # the kind first: it says most
+    model = f"the model {model_path}" if model_path else "the model"
+    conf_toml = (Path(model_path).parent / "frontend.toml" if model_path
+                 else "<the model's frontend.toml>")
+    raise FrontendError(
+        f"{path.parent} was made with another front-end than {model} expects "
+        f"({'; '.join(differ[:4])}{'; ...' if len(differ) > 4 else ''}): make its features "
+        f"with `sertool extract-feats DATA FEAT_DIR --conf {conf_toml}`")

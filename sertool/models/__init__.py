@@ -5,6 +5,12 @@ and made of ``trunk`` (frame-level network + pooling -> ``(B, pooled_dim)``) and
 (segment-level FC layers -> logits). ``pooled`` runs the trunk only (embedding extraction
 with a frozen trunk), ``head_forward`` the head only, ``replace_head`` puts new randomly
 initialised FC layers of the same architecture for another label set (transfer learning).
+
+``num_classes = 0`` is a speaker encoder imported without its classifier (``sertool
+import-speaker-model``): its head holds only the published embedding layers (WeSpeaker's
+``seg_1``/``seg_2``, nothing for the GE2E encoder), ``embedding`` and ``forward`` give the
+speaker embedding, and ``replace_head`` builds the paper's FC layers (``embed_dim``,
+``fc_layers``) on the trunk's pooled output, as for any speaker model.
 """
 
 from __future__ import annotations
@@ -36,7 +42,30 @@ CNN1D_DEFAULTS: dict = {
     "spatial_kernel": 7,
     "dense": 64,
 }
-DEFAULTS_BY_TYPE = {"resnet": RESNET_DEFAULTS, "cnn1d_attention": CNN1D_DEFAULTS}
+# Options that only imported models set; absent from resolved configurations otherwise, so
+# existing configurations (and the runs fingerprinted with them) stay byte-identical.
+RESNET_OPTIONAL: dict = {
+    "activation": "prelu",    # "relu": WeSpeaker's ResNets
+    "embedding_head": "fc",   # with num_classes 0: "linear" = WeSpeaker's seg_1, "linear2" = seg_1
+                              # + ReLU + BN + seg_2 (two_emb_layer); "fc" = the FC layers
+}
+GE2E_DEFAULTS: dict = {
+    "type": "ge2e_lstm",
+    "hidden_size": 256,       # LSTM units per layer
+    "num_layers": 3,
+    "embedding_size": 256,    # linear + ReLU after the last hidden state: the pooled output
+    "partial_frames": 160,    # window length (1.6 s)
+    "partial_rate": 1.3,      # windows per second
+    "min_coverage": 0.75,     # keep the last window if audio fills this fraction of it
+    "tail_frames": 2,         # frames the ge2e_mel front-end appends past the signal
+    "frame_shift_ms": 10.0,   # of the features, to turn the rate into a step in frames
+    "embed_dim": 256,         # the new FC layers of the transfer (as for the ResNet)
+    "fc_layers": 2,
+}
+DEFAULTS_BY_TYPE = {"resnet": RESNET_DEFAULTS, "cnn1d_attention": CNN1D_DEFAULTS,
+                    "ge2e_lstm": GE2E_DEFAULTS}
+OPTIONAL_BY_TYPE = {"resnet": RESNET_OPTIONAL}
+EMBEDDING_HEADS = ("fc", "linear", "linear2")
 
 
 class ModelConfigError(SertoolError, ValueError):
@@ -81,8 +110,25 @@ class SERModel(nn.Module):
         self.num_classes = int(num_classes)
 
 
+def _encoder_head(conf: Mapping, pooled_dim: int) -> nn.Module:
+    """The embedding layers of an encoder without classifier (num_classes 0); the last module
+    (Identity) stands for the output layer, so ``SERModel.embedding`` gives their output."""
+    if conf["type"] != "resnet":  # the GE2E trunk's output is the embedding
+        return nn.Sequential(nn.Identity())
+    from sertool.models.resnet import fc_head, linear_embedding_head
+
+    style = conf.get("embedding_head", "fc")
+    if style == "fc":
+        head = fc_head(pooled_dim, int(conf["embed_dim"]), int(conf["fc_layers"]), 1)
+        head[-1] = nn.Identity()
+        return head
+    return linear_embedding_head(pooled_dim, int(conf["embed_dim"]), style == "linear2")
+
+
 def _make_head(conf: Mapping, pooled_dim: int, num_classes: int) -> nn.Module:
-    if conf["type"] == "resnet":
+    if num_classes == 0:
+        return _encoder_head(conf, pooled_dim)
+    if conf["type"] in ("resnet", "ge2e_lstm"):
         from sertool.models.resnet import fc_head
 
         return fc_head(pooled_dim, int(conf["embed_dim"]), int(conf["fc_layers"]), num_classes)
@@ -98,12 +144,18 @@ def resolve_model_conf(model_conf: Mapping) -> dict:
         raise ModelConfigError(f"unknown model type {kind!r} (known: "
                                f"{', '.join(DEFAULTS_BY_TYPE)})")
     defaults = DEFAULTS_BY_TYPE[kind]
-    unknown = sorted(set(model_conf) - set(defaults))
+    known = set(defaults) | set(OPTIONAL_BY_TYPE.get(kind, {}))
+    unknown = sorted(set(model_conf) - known)
     if unknown:
         raise ModelConfigError(f"model type {kind!r}: unknown option(s) {unknown} "
-                               f"(known: {sorted(defaults)})")
+                               f"(known: {sorted(known)})")
     conf = copy.deepcopy(defaults)
     conf.update(copy.deepcopy(dict(model_conf)))
+    if conf.get("activation", "prelu") not in ("prelu", "relu"):
+        raise ModelConfigError(f"activation must be prelu or relu, not {conf['activation']!r}")
+    if conf.get("embedding_head", "fc") not in EMBEDDING_HEADS:
+        raise ModelConfigError(f"embedding_head must be one of {EMBEDDING_HEADS}, "
+                               f"not {conf['embedding_head']!r}")
     return conf
 
 
@@ -114,7 +166,13 @@ def build_model(model_conf: Mapping, num_classes: int, feat_dim: int) -> SERMode
         from sertool.models.resnet import ResNetTrunk
 
         trunk: nn.Module = ResNetTrunk(feat_dim, list(conf["layers"]), int(conf["channels"]),
-                                       conf["pooling"], int(conf["fixed_frames"]))
+                                       conf["pooling"], int(conf["fixed_frames"]),
+                                       conf.get("activation", "prelu"))
+    elif conf["type"] == "ge2e_lstm":
+        from sertool.models.ge2e import GE2ETrunk
+
+        trunk = GE2ETrunk(feat_dim, **{k: conf[k] for k in GE2E_DEFAULTS
+                                       if k not in ("type", "embed_dim", "fc_layers")})
     else:
         from sertool.models.cnn1d_attention import CNN1DTrunk
 

@@ -12,17 +12,28 @@ from torch import nn
 
 
 class StatsPool(nn.Module):
-    """(B, D, T) -> (B, 2D): mean ‖ std over the last axis (population std, floored)."""
+    """(B, D, T) -> (B, 2D): mean ‖ std over the last axis.
 
-    def __init__(self, eps: float = 1e-5):
+    ``variance="population"`` (sertool's): population std floored at sqrt(eps), so a single
+    frame is legal. ``"tstp"``: WeSpeaker's TSTP, sqrt(unbiased variance + 1e-7), which an
+    imported WeSpeaker model needs to reproduce its embeddings (one frame gives NaN there, as
+    in WeSpeaker).
+    """
+
+    def __init__(self, eps: float = 1e-5, variance: str = "population"):
         super().__init__()
-        self.eps = eps
+        if variance not in ("population", "tstp"):
+            raise ValueError(f"variance must be population or tstp, not {variance!r}")
+        self.variance = variance
+        self.eps = eps if variance == "population" else 1e-7
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(dim=-1)
-        # population variance so a single frame is legal (std 0 -> sqrt(eps))
-        var = x.var(dim=-1, unbiased=False)
-        return torch.cat([mean, torch.sqrt(var.clamp(min=self.eps))], dim=-1)
+        if self.variance == "tstp":
+            std = torch.sqrt(torch.var(x, dim=-1) + self.eps)
+        else:
+            std = torch.sqrt(x.var(dim=-1, unbiased=False).clamp(min=self.eps))
+        return torch.cat([mean, std], dim=-1)
 
 
 class MeanPool(nn.Module):

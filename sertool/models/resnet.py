@@ -6,6 +6,10 @@ the flattened channel x frequency map) with the paper's choices: PReLU instead o
 layer, batch norm in every layer, 32 first-stage channels (32/64/128/256) and segment-level
 FC layers (PReLU + BN) before the output layer.
 
+Options for importing WeSpeaker's ResNets (``sertool import-speaker-model wespeaker``): ReLU
+activations (``activation = "relu"``), WeSpeaker's TSTP pooling (``pooling = "tstp"``) and its
+segment layers (:func:`linear_embedding_head`). The convolutional layers are the same.
+
 Input convention (all sertool models): features ``(B, T, F)`` - batch, frames, feature dim.
 """
 
@@ -18,18 +22,27 @@ from torch import nn
 
 from sertool.models.pooling import FlattenPool, StatsPool, fix_length
 
+ACTIVATIONS = ("prelu", "relu")
+
+
+def activation(kind: str, channels: int) -> nn.Module:
+    """The paper's PReLU (one slope per channel) or WeSpeaker's parameter-free ReLU."""
+    if kind not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, not {kind!r}")
+    return nn.PReLU(channels) if kind == "prelu" else nn.ReLU()
+
 
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, act: str = "prelu"):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.act1 = nn.PReLU(planes)
+        self.act1 = activation(act, planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.act2 = nn.PReLU(planes)
+        self.act2 = activation(act, planes)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(
@@ -46,20 +59,20 @@ class ResNetTrunk(nn.Module):
     """Frame-level ResNet + pooling: (B, T, F) -> (B, pooled_dim)."""
 
     def __init__(self, feat_dim: int, layers: list[int], channels: int = 32,
-                 pooling: str = "stats", fixed_frames: int = 200):
+                 pooling: str = "stats", fixed_frames: int = 200, act: str = "prelu"):
         super().__init__()
-        if pooling not in ("stats", "none"):
-            raise ValueError(f"resnet pooling must be 'stats' or 'none', not {pooling!r}")
+        if pooling not in ("stats", "tstp", "none"):
+            raise ValueError(f"resnet pooling must be 'stats', 'tstp' or 'none', not {pooling!r}")
         self.pooling_type = pooling
         self.fixed_frames = int(fixed_frames)
         self.stem = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels), nn.PReLU(channels))
+                                  nn.BatchNorm2d(channels), activation(act, channels))
         stages, in_planes = [], channels
         for i, n in enumerate(layers):
             planes, stride = channels * 2 ** i, (1 if i == 0 else 2)
             blocks = []
             for j in range(n):
-                blocks.append(BasicBlock(in_planes, planes, stride if j == 0 else 1))
+                blocks.append(BasicBlock(in_planes, planes, stride if j == 0 else 1, act))
                 in_planes = planes
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -69,8 +82,9 @@ class ResNetTrunk(nn.Module):
         for _ in range(n_down):
             freq_out = math.floor((freq_out - 1) / 2) + 1
         self.frame_dim = in_planes * freq_out
-        if pooling == "stats":
-            self.pool: nn.Module = StatsPool()
+        if pooling in ("stats", "tstp"):
+            self.pool: nn.Module = StatsPool(
+                variance="population" if pooling == "stats" else "tstp")
             self.pooled_dim = 2 * self.frame_dim
         else:
             t_out = self.fixed_frames
@@ -98,4 +112,16 @@ def fc_head(in_dim: int, embed_dim: int, n_hidden: int, num_classes: int) -> nn.
         layers += [nn.Linear(dim, embed_dim), nn.BatchNorm1d(embed_dim), nn.PReLU(embed_dim)]
         dim = embed_dim
     layers.append(nn.Linear(dim, num_classes))
+    return nn.Sequential(*layers)
+
+
+def linear_embedding_head(in_dim: int, embed_dim: int, two_layers: bool) -> nn.Sequential:
+    """WeSpeaker's segment layers: ``seg_1`` (Linear) and, with ``two_emb_layer``, ReLU,
+    batch norm without affine parameters and ``seg_2``; the embedding is the last one's output.
+    The final Identity stands for the output layer that an imported encoder does not have."""
+    layers: list[nn.Module] = [nn.Linear(in_dim, embed_dim)]
+    if two_layers:
+        layers += [nn.ReLU(), nn.BatchNorm1d(embed_dim, affine=False),
+                   nn.Linear(embed_dim, embed_dim)]
+    layers.append(nn.Identity())
     return nn.Sequential(*layers)

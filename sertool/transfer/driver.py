@@ -50,6 +50,7 @@ from sertool.datadir import DataDirError, read_folds, read_table
 from sertool.errors import SertoolError
 from sertool.expdir import write_experiment, write_posteriors
 from sertool.folds import HeldoutSplit, fold_seed, split_heldout
+from sertool.frontend.pipeline import check_model_frontend
 from sertool.io_utils import atomic_write_json
 from sertool.jobs import check_identity
 from sertool.models import build_model, load_model_conf
@@ -218,6 +219,7 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             raise FinetuneError("--model-conf is for --init none: with --init the network is "
                                 f"the speaker model's ({init_path})")
         _, init_meta = load_model(init_path, "cpu")
+        check_model_frontend(init_meta, frontend_json, init_path)
         model_conf = dict(init_meta["model_conf"])
         mode = "unfreeze" if unfreeze else "frozen"
     else:

@@ -43,6 +43,7 @@ import torch
 
 from sertool.datadir import read_table
 from sertool.errors import SertoolError
+from sertool.frontend.pipeline import check_model_frontend
 from sertool.io_utils import atomic_replace_file, atomic_write_json, atomic_write_text, sha256_of
 from sertool.jobs import Cluster, check_identity, run_stage, split
 from sertool.nnet.checkpoint import load_model
@@ -158,6 +159,7 @@ def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLik
     if not model_path.is_file():
         raise EmbeddingError(f"{model_path}: model not found")
     model, model_meta = load_model(model_path, "cpu")
+    check_model_frontend(model_meta, feat_dir / "frontend.json", model_path)
     first = np.asarray(kaldiio.load_mat(table[wanted[0]]))
     feat_dim = int(model_meta.get("feat_dim", first.shape[1]))
     if first.ndim != 2 or first.shape[1] != feat_dim:
