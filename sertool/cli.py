@@ -62,6 +62,17 @@ def fail(message: str) -> NoReturn:
     raise SertoolError(message)
 
 
+def path_args(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Positional path arguments, in order (FEAT_DIR DATA_DIR EXP_DIR and the like)."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(names):
+            command = click.argument(name, type=click.Path())(command)
+        return command
+
+    return decorate
+
+
 def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--cmd local|slurm`` and the sbatch pass-through options of a stage that runs ``--nj``
     jobs (sertool.jobs), handed to the command as one ``cluster`` argument."""
@@ -133,8 +144,7 @@ def combine_data_dirs_cmd(out: str, inputs: tuple[str, ...], keep_folds: bool) -
 
 
 @main.command("subset-data-dir")
-@click.argument("src", type=click.Path())
-@click.argument("out", type=click.Path())
+@path_args("src", "out")
 @click.option("--speakers", type=click.Path(), default=None,
               help="File with the speaker ids to keep, one per line.")
 @click.option("--utt-list", type=click.Path(), default=None,
@@ -244,8 +254,7 @@ def check_folds_cmd(data_dir: str, as_json: bool, no_audio: bool) -> None:
 
 @main.command("prepare")
 @click.argument("corpus")
-@click.argument("src", type=click.Path())
-@click.argument("data_dir", type=click.Path())
+@path_args("src", "data_dir")
 @click.option("--exp", type=click.IntRange(1, 3), default=1, show_default=True,
               help="IEMOCAP class map: 1 ang/hap/neu/sad, 2 exc instead of hap, 3 hap+exc.")
 @click.option("--protocol", default="auto", show_default=True,
@@ -294,9 +303,7 @@ def make_demo_corpus_cmd(out: str, seed: int) -> None:
 
 
 @main.command("train")
-@click.argument("feat_dir", type=click.Path())
-@click.argument("data_dir", type=click.Path())
-@click.argument("exp_dir", type=click.Path())
+@path_args("feat_dir", "data_dir", "exp_dir")
 @click.option("--task", type=click.Choice(["speaker", "emotion"]), default="speaker",
               show_default=True, help="Labels from utt2spk (speaker) or utt2emo (emotion).")
 @click.option("--conf", "conf_path", type=click.Path(), default=None,
@@ -324,19 +331,14 @@ def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: 
             conf["model"] = load_model_conf(model_conf, model_sets)
     result = train(feat_dir, data_dir, exp_dir, conf, task=task, init_model=init_model,
                    device=device, progress=not no_progress)
-    best = result.best
-    click.echo(f"{exp_dir}: {len(result.history)} epochs, {len(result.labels)} classes; "
-               f"best held-out accuracy {best.get('valid_acc', float('nan')):.3f} at epoch "
-               f"{best['epoch']}; final model {result.final_model}")
+    click.echo(result.summary())
 
 
 # ----------------------------------------------------------------- transfer, prediction (issue 5)
 
 
 @main.command("extract-embeddings")
-@click.argument("feat_dir", type=click.Path())
-@click.argument("model", type=click.Path())
-@click.argument("emb_dir", type=click.Path())
+@path_args("feat_dir", "model", "emb_dir")
 @click.option("--copies", type=click.IntRange(min=0), default=2, show_default=True,
               help="SpecAugment-ed copies per utterance (keys UTT#aug1..UTT#augN).")
 @click.option("--policy", default="conservative", show_default=True,
@@ -356,16 +358,11 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
 
     result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
                                 seed=seed, nj=nj, device=device, cluster=cluster)
-    meta = result.meta
-    click.echo(f"{emb_dir}: {meta['n_utts']} utterances x {1 + meta['copies']} "
-               f"({meta['policy']}) = {meta['n_utts'] * (1 + meta['copies'])} vectors of "
-               f"{meta['pooled_dim']} dims; {result.n_written} computed now")
+    click.echo(result.summary())
 
 
 @main.command("finetune")
-@click.argument("feat_dir", type=click.Path())
-@click.argument("data_dir", type=click.Path())
-@click.argument("exp_dir", type=click.Path())
+@path_args("feat_dir", "data_dir", "exp_dir")
 @click.option("--init", "init", required=True,
               help="Speaker model to transfer from (its trunk); 'none' to train from scratch; "
               "'random' for the frozen-trunk system on an untrained trunk (no transfer).")
@@ -521,8 +518,7 @@ def import_speaker_model_cmd() -> None:
 
 
 @import_speaker_model_cmd.command("wespeaker")
-@click.argument("model_dir", type=click.Path())
-@click.argument("out", type=click.Path())
+@path_args("model_dir", "out")
 def import_wespeaker_cmd(model_dir: str, out: str) -> None:
     """A WeSpeaker ResNet18/34 (MODEL_DIR/config.yaml + avg_model.pt, e.g. a VoxCeleb model from
     the WeSpeaker project's pretrained-model page) -> OUT."""

@@ -106,6 +106,15 @@ def is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
+def not_read(path: Path) -> str | None:
+    """Why a found file is listed as a skip without being read (None: read it)."""
+    if not path.exists():
+        return "broken symlink (its target does not exist)"
+    if is_hidden(path):
+        return "hidden file (e.g. a macOS ._ resource fork), not read"
+    return None
+
+
 def find_root(src: Path, marker: str, *, parents: tuple[str, ...] = ()) -> Path:
     """``src`` itself if it contains ``marker``, else the first of ``src/<p>`` that does."""
     if (src / marker).exists():
@@ -124,11 +133,8 @@ def scan_files(src: Path, parse, *, what: str) -> Scan:
     """
     scan = Scan()
     for path in audio_files(src):
-        if not path.exists():
-            scan.skip(path, "broken symlink (its target does not exist)")
-            continue
-        if is_hidden(path):
-            scan.skip(path, "hidden file (e.g. a macOS ._ resource fork), not read")
+        if unreadable := not_read(path):
+            scan.skip(path, unreadable)
             continue
         result = parse(path)
         if isinstance(result, str):

@@ -17,7 +17,7 @@ from sertool.corpora.base import (
     PrepareError,
     Scan,
     Utt,
-    is_hidden,
+    not_read,
     walk_files,
 )
 
@@ -41,11 +41,8 @@ def scan(src: Path, *, wav_dir: Path | None = None, progress: bool = True, **_op
     m4a: list[tuple[Path, Utt]] = []
     for root in _root(src):
         for path in walk_files(root, _EXTENSIONS):
-            if not path.exists():
-                scan.skip(path, "broken symlink (its target does not exist)")
-                continue
-            if is_hidden(path):
-                scan.skip(path, "hidden file (e.g. a macOS ._ resource fork), not read")
+            if unreadable := not_read(path):
+                scan.skip(path, unreadable)
                 continue
             try:
                 spk_dir, video_dir = path.relative_to(root).parts[-3:-1]

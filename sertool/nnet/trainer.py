@@ -120,6 +120,12 @@ class TrainResult:
     resumed_from: str | None = None
     labels: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        acc = self.best.get("valid_acc", float("nan"))
+        return (f"{self.exp_dir}: {len(self.history)} epochs, {len(self.labels)} classes; "
+                f"best held-out accuracy {acc:.3f} at epoch {self.best['epoch']}; "
+                f"final model {self.final_model}")
+
 
 def load_train_conf(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()
                     ) -> dict:

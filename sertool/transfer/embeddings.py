@@ -73,9 +73,16 @@ def copy_seed(seed: int, utt: str, k: int) -> int:
 @dataclass
 class EmbeddingSet:
     """What ``extract_embeddings`` wrote."""
+
     emb_dir: Path
     meta: dict
     n_written: int  # entries computed now (0 when everything was already there)
+
+    def summary(self) -> str:
+        meta, n = self.meta, self.meta["n_utts"] * (1 + self.meta["copies"])
+        return (f"{self.emb_dir}: {meta['n_utts']} utterances x {1 + meta['copies']} "
+                f"({meta['policy']}) = {n} vectors of {meta['pooled_dim']} dims; "
+                f"{self.n_written} computed now")
 
 
 # ----------------------------------------------------------------------------- one job
