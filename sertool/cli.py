@@ -320,15 +320,9 @@ def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: 
               model_conf: str | None, overrides: tuple[str, ...], init_model: str | None,
               device: str | None, no_progress: bool) -> None:
     """Train a network on feature chunks; a rerun resumes. Under torchrun: DDP."""
-    from sertool.nnet.trainer import load_train_conf, train  # imports torch
+    from sertool.nnet.trainer import resolve_train_configs, train  # imports torch
 
-    model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
-    conf = load_train_conf(conf_path, [o for o in overrides if not o.startswith("model.")])
-    if model_conf is not None or model_sets or not conf["model"]:
-        from sertool.models import load_model_conf
-
-        if model_conf is not None or model_sets or init_model is None:
-            conf["model"] = load_model_conf(model_conf, model_sets)
+    conf = resolve_train_configs(conf_path, model_conf, overrides, init_model)
     result = train(feat_dir, data_dir, exp_dir, conf, task=task, init_model=init_model,
                    device=device, progress=not no_progress)
     click.echo(result.summary())

@@ -147,6 +147,20 @@ def load_train_conf(path: str | os.PathLike | None = None, overrides: Iterable[s
     return conf
 
 
+def resolve_train_configs(conf_path: str | os.PathLike | None,
+                          model_conf_path: str | os.PathLike | None,
+                          overrides: Sequence[str] = (),
+                          init_model: str | os.PathLike | None = None) -> dict:
+    """The trainer configuration of ``sertool train``: ``--set model.KEY=V`` goes to the model
+    configuration, anything else to the trainer's. Without ``--model-conf`` the network is the
+    trainer file's ``model`` table, else the init model's, else conf/model_resnet34.toml."""
+    model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
+    conf = load_train_conf(conf_path, [o for o in overrides if not o.startswith("model.")])
+    if model_conf_path is not None or model_sets or (not conf["model"] and init_model is None):
+        conf["model"] = load_model_conf(model_conf_path, model_sets)
+    return conf
+
+
 # ----------------------------------------------------------------------------- set-up
 
 
