@@ -331,6 +331,21 @@ def split_heldout(train_utts: Sequence[str], utt2spk: Mapping[str, str],
                         [], note)
 
 
+def inner_speaker_folds(train_utts: Sequence[str], utt2spk: Mapping[str, str], *, k: int,
+                        seed: int) -> list[tuple[list[str], list[str]]]:
+    """(inner training, inner validation) lists of ``min(k, speakers)`` speaker groups of a
+    fold's TRAINING utterances (balanced by utterance count, seeded), for model selection by
+    cross-validation: every training speaker validates once, no test speaker is ever used."""
+    utts = sorted(train_utts)
+    sub = {u: utt2spk[u] for u in utts}
+    n_spk = len(set(sub.values()))
+    if n_spk < 2:
+        raise SplitError(f"{len(utts)} training utterances of {n_spk} speaker(s): inner "
+                         "cross-validation needs at least 2 training speakers")
+    folds, _ = speaker_kfold(sub, k=min(k, n_spk), seed=seed)
+    return [(sorted(f.train), sorted(f.test)) for f in folds]
+
+
 def speaker_heldout(utts: Sequence[str], utt2spk: Mapping[str, str],
                     num_frames: Mapping[str, int], fraction: float, seed: int,
                     min_frames: int = 100) -> tuple[list[tuple[str, int, int]],

@@ -249,3 +249,27 @@ def test_cli_extract_embeddings_and_finetune_errors(demo, tmp_path):
             (["--init", str(speaker), "--set", "head.nope=1"], "unknown option")):
         result = runner.invoke(main, args + extra)
         assert result.exit_code == 1 and message in result.stderr, (extra, result.output)
+
+
+def test_inner_cv_selection_picks_an_epoch_count_then_trains_on_all_training_speakers(demo):
+    root, speaker = demo
+    summary = _run(root, "inner_cv", speaker, "selection=inner_cv", "inner_folds=3", fold="1")
+    (outcome,) = summary.folds
+    fold_dir = root / "inner_cv" / "fold_1"
+    split = json.loads((fold_dir / "split.json").read_text())
+    folds, _ = read_folds(root / "data_emo")
+    train = sorted(next(f for f in folds if f.name == "1").train)
+    assert split["method"] == "inner_cv" and split["n_heldout"] == 0
+    assert split["n_train"] == len(train)  # every training speaker trains the final head
+    log = json.loads((fold_dir / "train_log.json").read_text())
+    groups = log["inner_groups"]
+    assert len(groups) == 3 and sorted(s for g in groups for s in g) == sorted(
+        {read_table(root / "data_emo" / "utt2spk")[u] for u in train})  # each validates once
+    mean_ua = log["inner_mean_ua"]
+    chosen = log["chosen_epochs"]
+    assert len(mean_ua) == 8 and mean_ua[chosen - 1] == max(mean_ua)
+    assert len(log["history"]) == chosen  # the final head ran exactly that many epochs
+    assert outcome.heldout["epoch"] == chosen
+    assert outcome.heldout["selection"] == "inner_cv"
+    with pytest.raises(FinetuneError, match="inner_cv trains inner_folds"):
+        _run(root, "inner_cv_unfreeze", speaker, "selection=inner_cv", unfreeze=True, fold="1")

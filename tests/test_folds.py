@@ -208,3 +208,19 @@ def test_cli_check_folds_prints_verdict_first(tmp_path):
     assert json.loads(result.output)["verdict"] == lines[0]
     result = CliRunner().invoke(main, ["check-folds", str(tmp_path / "audio")])
     assert result.exit_code == 1 and "wav.scp: file not found" in result.output
+
+
+def test_inner_speaker_folds_use_training_speakers_only_each_once():
+    from sertool.folds import SplitError, inner_speaker_folds
+
+    train = [u for u in UTT2SPK if UTT2SPK[u] != "s4"]  # s4 is the outer test side
+    inner = inner_speaker_folds(train, UTT2SPK, k=5, seed=1)
+    assert len(inner) == 3  # capped at the 3 training speakers
+    validated = [UTT2SPK[u] for _, valid in inner for u in valid]
+    assert sorted(set(validated)) == ["s1", "s2", "s3"]
+    for tr, valid in inner:
+        assert sorted(tr + valid) == sorted(train)
+        assert not {UTT2SPK[u] for u in tr} & {UTT2SPK[u] for u in valid}
+    assert inner_speaker_folds(train, UTT2SPK, k=5, seed=1) == inner
+    with pytest.raises(SplitError, match="needs at least 2 training speakers"):
+        inner_speaker_folds([u for u in UTT2SPK if UTT2SPK[u] == "s1"], UTT2SPK, k=3, seed=0)

@@ -49,7 +49,7 @@ from sertool.config import load_config, shipped_conf
 from sertool.datadir import DataDirError, read_folds, read_table
 from sertool.errors import SertoolError
 from sertool.expdir import write_experiment, write_posteriors
-from sertool.folds import HeldoutSplit, fold_seed, split_heldout
+from sertool.folds import HeldoutSplit, fold_seed, inner_speaker_folds, split_heldout
 from sertool.frontend.pipeline import check_model_frontend
 from sertool.io_utils import atomic_write_json
 from sertool.jobs import check_identity
@@ -70,6 +70,13 @@ DEFAULTS: dict = {
     # fallback when the fold's training list has fewer than heldout_speakers + 1 speakers:
     # this fraction of the training utterances, stratified by label
     "heldout_fraction": 0.15,
+    # How each fold picks its number of head epochs (frozen trunk): "heldout_speakers" (the
+    # held-out training speakers above; the model of the best epoch is kept) or "inner_cv"
+    # (inner_folds speaker groups of the training speakers: the epoch count with the best mean
+    # UA over the groups, then one head trained on all training speakers for that many epochs;
+    # steadier on corpora whose speakers hold few utterances).
+    "selection": "heldout_speakers",
+    "inner_folds": 4,
     "augment": {"policy": "conservative", "copies": 2},
     # frozen trunk: the new FC layers trained on pooled embeddings (paper section 4.2)
     "head": {
@@ -86,7 +93,8 @@ DEFAULTS: dict = {
 }
 
 
-LIMITS = {"heldout_speakers": (0, None), "heldout_fraction": (0.0, 0.9),
+SELECTIONS = ("heldout_speakers", "inner_cv")
+LIMITS = {"heldout_speakers": (0, None), "heldout_fraction": (0.0, 0.9), "inner_folds": (2, None),
           "augment.copies": (0, None), "head.epochs": (1, None), "head.batch_size": (2, None),
           "head.lr": (1e-12, None), "head.momentum": (0.0, 1.0), "head.weight_decay": (0.0, None),
           "head.lr_constant_epochs": (0, None), "head.lr_halve_every": (1, None),
@@ -229,6 +237,10 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             raise FinetuneError("--unfreeze needs --init SPEAKER_MODEL (nothing is frozen "
                                 "without a pretrained trunk)")
         mode = "scratch"
+    if mode != "frozen" and conf["selection"] == "inner_cv":
+        raise FinetuneError("selection inner_cv trains inner_folds + 1 heads per fold on the "
+                            "frozen trunk's stored embeddings; with --unfreeze or --init none "
+                            "use selection heldout_speakers")
     if mode != "frozen" and train_conf is None:
         train_conf = load_train_conf()
     if mode == "frozen":
@@ -309,10 +321,15 @@ def _run_fold(setup: _Setup, name: str, train_utts: list[str], test_utts: list[s
               fold_dir: Path, embeddings: dict | None) -> FoldOutcome:
     """Train one fold, save its model and bundle, then (last) its test posteriors."""
     conf = setup.conf
-    split = split_heldout(train_utts, setup.utt2spk, setup.utt2label,
-                          n_speakers=int(conf["heldout_speakers"]),
-                          fraction=float(conf["heldout_fraction"]), seed=int(conf["seed"]),
-                          fold=name)
+    if conf["selection"] == "inner_cv":
+        split = HeldoutSplit(sorted(train_utts), [], "inner_cv", note=(
+            f"epoch count chosen by {conf['inner_folds']}-fold speaker-group cross-validation "
+            "on the training speakers; the model is then trained on all of them"))
+    else:
+        split = split_heldout(train_utts, setup.utt2spk, setup.utt2label,
+                              n_speakers=int(conf["heldout_speakers"]),
+                              fraction=float(conf["heldout_fraction"]),
+                              seed=int(conf["seed"]), fold=name)
     fold_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(fold_dir / "split.json", split.to_dict())
     if setup.mode == "frozen":
@@ -345,30 +362,55 @@ def _frozen_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list[
     index = {c: i for i, c in enumerate(setup.classes)}
     copies = 0 if setup.conf["augment"]["policy"] == "none" else int(
         setup.conf["augment"]["copies"])
-    keys = [k for u in split.train for k in [u] + [aug_key(u, j) for j in range(1, copies + 1)]]
-    x_train = torch.as_tensor(np.stack([embeddings[k] for k in keys]))
-    y_train = torch.as_tensor([index[setup.utt2label[k.split("#aug")[0]]] for k in keys])
-    x_valid = torch.as_tensor(np.stack([embeddings[u] for u in split.heldout]))
-    y_valid = torch.as_tensor([index[setup.utt2label[u]] for u in split.heldout])
+
+    def vectors(utts: list[str], with_copies: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = [k for u in utts for k in [u] + ([aug_key(u, j) for j in range(1, copies + 1)]
+                                                if with_copies else [])]
+        return (torch.as_tensor(np.stack([embeddings[k] for k in keys])),
+                torch.as_tensor([index[setup.utt2label[k.split("#aug")[0]]] for k in keys]))
 
     model, _ = load_model(setup.init, "cpu")
-    torch.manual_seed(_seed_for(setup, name))
-    model.replace_head(len(setup.classes))
-    model.eval()
-    result = train_head(model.head, x_train, y_train, x_valid, y_valid, setup.conf["head"],
-                        n_classes=len(setup.classes), seed=_seed_for(setup, name),
-                        progress=setup.progress, desc=f"fold {name}")
-    atomic_write_json(fold_dir / "train_log.json",
-                      {"best_epoch": result.best_epoch, "best": result.best,
-                       "history": result.history, "n_train_vectors": len(keys),
-                       "n_heldout": len(split.heldout)})
+    seed = _seed_for(setup, name)
+
+    def fit_head(train: list[str], valid: list[str], conf: Mapping, desc: str,
+                 keep: str = "best"):
+        torch.manual_seed(seed)  # the same fresh head for every inner fold and the final one
+        model.replace_head(len(setup.classes))
+        model.eval()
+        x_train, y_train = vectors(train, True)
+        x_valid, y_valid = vectors(valid, False) if valid else (None, None)
+        return train_head(model.head, x_train, y_train, x_valid, y_valid, conf,
+                          n_classes=len(setup.classes), seed=seed, progress=setup.progress,
+                          desc=desc, keep=keep)
+
+    log: dict = {"n_train_vectors": len(split.train) * (1 + copies),
+                 "n_heldout": len(split.heldout)}
+    if split.method == "inner_cv":
+        inner = inner_speaker_folds(split.train, setup.utt2spk,
+                                    k=int(setup.conf["inner_folds"]), seed=seed)
+        runs = [fit_head(tr, va, setup.conf["head"], f"fold {name} inner {i + 1}/{len(inner)}")
+                for i, (tr, va) in enumerate(inner)]
+        mean_ua = np.mean([[h["valid_ua"] for h in r.history] for r in runs], axis=0)
+        mean_loss = np.mean([[h["valid_loss"] for h in r.history] for r in runs], axis=0)
+        epochs = max(range(len(mean_ua)), key=lambda e: (mean_ua[e], -mean_loss[e])) + 1
+        result = fit_head(split.train, [], {**setup.conf["head"], "epochs": epochs},
+                          f"fold {name}", keep="last")
+        best = {"epoch": epochs, "valid_ua": float(mean_ua[epochs - 1]),
+                "valid_loss": float(mean_loss[epochs - 1]), "selection": "inner_cv"}
+        log.update(inner_groups=[sorted({setup.utt2spk[u] for u in va}) for _, va in inner],
+                   inner_mean_ua=mean_ua.tolist(), chosen_epochs=epochs)
+    else:
+        result = fit_head(split.train, split.heldout, setup.conf["head"], f"fold {name}")
+        best = result.best
+    log.update(best_epoch=result.best_epoch, best=best, history=result.history)
+    atomic_write_json(fold_dir / "train_log.json", log)
     model.eval()
     probs = np.zeros((0, len(setup.classes)))
     if test_utts:
         x_test = torch.as_tensor(np.stack([embeddings[u] for u in test_utts]))
         with torch.no_grad():
             probs = torch.softmax(model.head_forward(x_test), dim=-1).numpy()
-    return model, result.best, probs
+    return model, best, probs
 
 
 def _trainer_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list[str],
@@ -416,6 +458,9 @@ def resolve_configs(conf_path: str | None, model_conf_path: str | None,
     model_sets = [o[len("model."):] for o in overrides if o.startswith("model.")]
     train_sets = [o[len("train."):] for o in overrides if o.startswith("train.")]
     conf = load_config(DEFAULTS, conf_path or shipped_conf("finetune.toml"), mine, LIMITS)
+    if conf["selection"] not in SELECTIONS:
+        raise FinetuneError(f"selection must be one of {', '.join(SELECTIONS)}, got "
+                            f"{conf['selection']!r}")
     model_conf = None
     if model_conf_path is not None or model_sets:
         model_conf = load_model_conf(model_conf_path, model_sets)

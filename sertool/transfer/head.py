@@ -28,10 +28,12 @@ class HeadResult:
 
 
 def train_head(head: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
-               x_valid: torch.Tensor, y_valid: torch.Tensor, conf: Mapping, *, n_classes: int,
-               seed: int = 0, progress: bool = False, desc: str = "head") -> HeadResult:
+               x_valid: torch.Tensor | None, y_valid: torch.Tensor | None, conf: Mapping, *,
+               n_classes: int, seed: int = 0, progress: bool = False, desc: str = "head",
+               keep: str = "best") -> HeadResult:
     """Train ``head`` (pooled embedding -> logits) with SGD and cross-entropy; keep the epoch
-    with the best held-out UA (ties: lower held-out loss).
+    with the best held-out UA (ties: lower held-out loss), or with ``keep="last"`` the last
+    epoch (then no held-out set is needed: ``x_valid`` None).
 
     ``x_*`` are float tensors (N, D), ``y_*`` long tensors (N,). ``conf`` is the ``head``
     section of the finetune configuration. Deterministic for a given seed.
@@ -53,6 +55,8 @@ def train_head(head: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tens
         return EpochBatches(((x_train[idx], y_train[idx]) for idx in chunks), len(chunks))
 
     def evaluate() -> dict:
+        if x_valid is None:
+            return {}
         head.eval()
         with torch.no_grad():
             logits = head(x_valid)
@@ -65,7 +69,7 @@ def train_head(head: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tens
     best: dict = {}
 
     def keep_best(row: dict, _history: list[dict]) -> None:
-        key = (row["valid_ua"], -row["valid_loss"])
+        key = (row["valid_ua"], -row["valid_loss"]) if keep == "best" else (row["epoch"],)
         if not best or key > best["key"]:
             best.update(key=key, epoch=row["epoch"],
                         state={k: v.detach().clone() for k, v in head.state_dict().items()})
