@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from recipe_run import copy_recipe, run_recipe
 
@@ -63,3 +64,49 @@ def test_data_stage_on_tiny_trees(tmp_path):
     # rerun: nothing prepared again
     proc = run_recipe(recipe, *args)
     assert proc.returncode == 0 and proc.stdout.count("already prepared") == 2
+
+
+def _ravdess_subset(src: Path, dst: Path) -> Path:
+    """4 real actors, one per EmoBox group, 2 files per emotion each (links to the real files)."""
+    root = src / "Audio_Speech_Actors_01-24"
+    for actor in ("01", "04", "08", "03"):
+        for emotion in ("01", "02", "03", "04", "05", "06", "07", "08"):
+            for path in sorted((root / f"Actor_{actor}").glob(f"03-01-{emotion}-*"))[:2]:
+                link = dst / "Audio_Speech_Actors_01-24" / f"Actor_{actor}" / path.name
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(path)
+    return dst
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.parametrize("speaker_model", ["wespeaker", "resemblyzer"])
+def test_transfer_from_a_published_speaker_model(tmp_path, ravdess_dir, wespeaker_ref_dir,
+                                                  speaker_model):
+    if speaker_model == "resemblyzer":
+        pytest.importorskip("resemblyzer", reason="the resemblyzer extra is not installed")
+        option = "resemblyzer"
+    else:
+        option = f"wespeaker:{wespeaker_ref_dir}"
+    subset = _ravdess_subset(ravdess_dir, tmp_path / "ravdess")
+    recipe = copy_recipe("ravdess", tmp_path)
+    quick = recipe / "conf" / "finetune_quick.toml"
+    quick.write_text("[augment]\ncopies = 1\n\n[head]\nepochs = 4\n")
+    common = ["--ravdess", str(subset), "--speaker-model", option, "--ablations", "",
+              "--finetune-conf", str(quick)]
+    proc = run_recipe(recipe, *common, "--stop-stage", "3", timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "nothing to train" in proc.stdout  # stage 2: the model was imported, not trained
+    model = recipe / "exp" / "speaker" / speaker_model
+    assert (model / "model.pt").is_file() and (model / "frontend.toml").is_file()
+    frontend = json.loads((recipe / f"feats/ravdess_{speaker_model}/frontend.json").read_text())
+    assert frontend["kind"] == {"wespeaker": "kaldi_fbank", "resemblyzer": "ge2e_mel"}[
+        speaker_model]
+    proc = run_recipe(recipe, *common, "--stage", "6", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = (recipe / "exp/emotion/transfer/report.md").read_text()
+    assert report.splitlines()[0].startswith("SPEAKER-INDEPENDENT")
+    assert "4 of 4 folds" in report or "(4 of 4 folds)" in report
+    experiment = json.loads((recipe / "exp/emotion/transfer/experiment.json").read_text())
+    assert experiment["init"].endswith(f"exp/speaker/{speaker_model}/model.pt")
+    assert "transfer" in (recipe / "exp/emotion/results.md").read_text()

@@ -13,6 +13,8 @@
 #
 # CPU-sized by default (a narrower, shallower ResNet, conf/model_resnet_cpu.toml); the paper's
 # ResNet34 is one option away: --model-conf ../../conf/model_resnet34.toml --device cuda.
+# --speaker-model resemblyzer | wespeaker:DIR transfers from a published VoxCeleb-trained
+# speaker model instead of pretraining one (sertool import-speaker-model; its own front-end).
 # Wall time per stage: exp/stage_times.
 # Usage: ./run.sh [--stage N] [--stop-stage N] [--ravdess DIR] [--speaker-corpus DIR] ...
 set -euo pipefail
@@ -38,13 +40,17 @@ cnn1d_model_conf=../../conf/model_cnn1d.toml
 cnn1d_train_conf=../../conf/train_cnn1d.toml
 wave_augment_conf=../../conf/wave_augment.toml # waveform copies for the 1D-CNN (noise, pitch)
 policy=conservative                      # SpecAugment policy of the transfer system
+speaker_model=train    # train: pretrain on --speaker-corpus (stage 2); resemblyzer: the GE2E
+                       # encoder in the resemblyzer wheel; wespeaker:DIR: a WeSpeaker model
+                       # folder (avg_model.pt + config.yaml) you downloaded
+selection=heldout_speakers               # model selection per fold: heldout_speakers | inner_cv
 # The ablation rows. no_transfer trains the whole network from scratch on each fold (the paper's
 # "without transfer"; hours on this CPU, minutes on a GPU); random_trunk is the CPU-cheap
 # no-transfer row: the same frozen-trunk system on an untrained trunk.
 ablations="random_trunk no_augmentation no_pooling"
 option_names="stage stop_stage nj cmd device seed ravdess speaker_corpus speaker_corpus_type
   frontend_conf mfcc_conf model_conf speaker_conf finetune_conf train_conf cnn1d_model_conf
-  cnn1d_train_conf wave_augment_conf policy ablations"
+  cnn1d_train_conf wave_augment_conf policy ablations speaker_model selection"
 . local/parse_options.sh
 . local/stage.sh
 
@@ -52,9 +58,14 @@ mkdir -p exp/log
 # Everything this run prints is also kept in exp/log/.
 exec > >(tee -a "exp/log/run.$(date -u +%Y%m%dT%H%M%S).log") 2>&1
 
-speaker_model=exp/speaker/resnet/final.pt
-speaker_model_nopool=exp/speaker/resnet_nopool/final.pt
-emotion=(feats/ravdess data/ravdess)     # FEAT_DIR DATA_DIR of every log-mel experiment
+case $speaker_model in
+  train) trunk=exp/speaker/resnet/final.pt; emotion_feats=feats/ravdess ;;
+  resemblyzer) trunk=exp/speaker/resemblyzer/model.pt; emotion_feats=feats/ravdess_resemblyzer ;;
+  wespeaker:*) trunk=exp/speaker/wespeaker/model.pt; emotion_feats=feats/ravdess_wespeaker ;;
+  *) echo "$0: --speaker-model must be train, resemblyzer or wespeaker:DIR" >&2; exit 1 ;;
+esac
+trunk_nopool=exp/speaker/resnet_nopool/final.pt
+emotion=("$emotion_feats" data/ravdess)  # FEAT_DIR DATA_DIR of the transfer experiments
 
 # speaker_pretrain EXP_DIR [--set ...]
 speaker_pretrain() {
@@ -67,24 +78,48 @@ speaker_pretrain() {
 finetune() {
   local exp_dir=$1; shift
   sertool finetune "${emotion[@]}" "$exp_dir" --conf "$finetune_conf" --train-conf "$train_conf" \
-    --device "$device" "$@"
+    --device "$device" --set selection="$selection" "$@"
+}
+
+# logmel COMMAND...: run COMMAND on the 128 log-mel features (the ResNet rows without transfer)
+logmel() {
+  local saved=("${emotion[@]}")
+  emotion=(feats/ravdess data/ravdess)
+  "$@"
+  emotion=("${saved[@]}")
 }
 
 has_ablation() { [[ " $ablations " == *" $1 "* ]]; }
 
 if run_stage 0 "data directories: speakers ($speaker_corpus_type) and RAVDESS (6 actor groups)"; then
-  if [ ! -e "$speaker_corpus" ]; then
+  if [ "$speaker_model" != train ]; then
+    :  # a published speaker model: no speaker corpus to prepare
+  elif [ ! -e "$speaker_corpus" ]; then
     echo "$0: no speaker corpus at $speaker_corpus: give one with --speaker-corpus DIR" \
       "(and --speaker-corpus-type librispeech|voxceleb|manifest)" >&2
     exit 1
+  else
+    local/prepare_data.sh "$speaker_corpus_type" "$speaker_corpus" data/speaker
   fi
-  local/prepare_data.sh "$speaker_corpus_type" "$speaker_corpus" data/speaker
   local/prepare_data.sh ravdess "$ravdess" data/ravdess
   stage_done 0
 fi
 
 if run_stage 1 "features: 128 log-mel + VAD + CMVN (both sets), MFCC + waveform copies (RAVDESS, 1D-CNN)"; then
-  sertool extract-feats data/speaker feats/speaker --nj "$nj" --cmd "$cmd" --conf "$frontend_conf"
+  if [ "$speaker_model" = train ]; then
+    sertool extract-feats data/speaker feats/speaker --nj "$nj" --cmd "$cmd" --conf "$frontend_conf"
+  else  # a published model brings its own front-end (import once, then its features)
+    imported=$(dirname "$trunk")
+    if [ ! -f "$trunk" ]; then
+      if [ "$speaker_model" = resemblyzer ]; then
+        sertool import-speaker-model resemblyzer "$imported"
+      else
+        sertool import-speaker-model wespeaker "${speaker_model#wespeaker:}" "$imported"
+      fi
+    fi
+    sertool extract-feats data/ravdess "$emotion_feats" --nj "$nj" --cmd "$cmd" \
+      --conf "$imported/frontend.toml"
+  fi
   sertool extract-feats data/ravdess feats/ravdess --nj "$nj" --cmd "$cmd" --conf "$frontend_conf"
   sertool extract-feats data/ravdess feats/ravdess_mfcc_waug --nj "$nj" --cmd "$cmd" --conf "$mfcc_conf" \
     --wave-augment "$wave_augment_conf"
@@ -92,30 +127,39 @@ if run_stage 1 "features: 128 log-mel + VAD + CMVN (both sets), MFCC + waveform 
 fi
 
 if run_stage 2 "speaker pretraining (and without statistics pooling, for the ablation)"; then
-  speaker_pretrain exp/speaker/resnet
-  if has_ablation no_pooling; then
+  if [ "$speaker_model" != train ]; then
+    echo "$0: stage 2: --speaker-model $speaker_model was imported in stage 1; nothing to train"
+  else
+    speaker_pretrain exp/speaker/resnet
+  fi
+  if [ "$speaker_model" = train ] && has_ablation no_pooling; then
     speaker_pretrain exp/speaker/resnet_nopool --set model.pooling=none
   fi
   stage_done 2
 fi
 
 if run_stage 3 "transfer to emotion, per fold (SpecAugment $policy)"; then
-  finetune exp/emotion/transfer --init "$speaker_model" --set augment.policy="$policy"
+  finetune exp/emotion/transfer --init "$trunk" --set augment.policy="$policy"
   stage_done 3
 fi
 
 if run_stage 4 "ablation: $ablations"; then
   for a in $ablations; do
     case $a in
-      no_transfer)
-        finetune exp/emotion/$a --init none --model-conf "$model_conf" \
+      no_transfer)  # the log-mel ResNet trained from scratch
+        logmel finetune exp/emotion/$a --init none --model-conf "$model_conf" \
           --set augment.policy="$policy" ;;
-      random_trunk)
-        finetune exp/emotion/$a --init random --model-conf "$model_conf" \
+      random_trunk)  # the log-mel ResNet's frozen-trunk system on an untrained trunk
+        logmel finetune exp/emotion/$a --init random --model-conf "$model_conf" \
           --set augment.policy="$policy" ;;
-      no_augmentation) finetune exp/emotion/$a --init "$speaker_model" --set augment.policy=none ;;
+      no_augmentation) finetune exp/emotion/$a --init "$trunk" --set augment.policy=none ;;
       no_pooling)
-        finetune exp/emotion/$a --init "$speaker_model_nopool" --set augment.policy="$policy" ;;
+        if [ "$speaker_model" != train ]; then
+          echo "$0: no_pooling needs a pretrained trunk without pooling; skipped for" \
+            "--speaker-model $speaker_model"
+          continue
+        fi
+        finetune exp/emotion/$a --init "$trunk_nopool" --set augment.policy="$policy" ;;
       *) echo "$0: unknown ablation '$a' (no_transfer random_trunk no_augmentation" \
            "no_pooling)" >&2; exit 1 ;;
     esac
@@ -132,8 +176,8 @@ fi
 
 if run_stage 6 "scores: side by side, published numbers on these folds, ablation chart"; then
   exps=(exp/emotion/transfer)
-  for a in $ablations; do exps+=(exp/emotion/$a); done
-  exps+=(exp/emotion/cnn1d)
+  for a in $ablations; do [ -d exp/emotion/$a ] && exps+=(exp/emotion/$a); done
+  [ -d exp/emotion/cnn1d ] && exps+=(exp/emotion/cnn1d)
   sertool score "${exps[@]}" --compare-out exp/emotion/compare.md \
     --ablation-png exp/emotion/ablation.png > /dev/null
   {
