@@ -60,27 +60,36 @@ def read_table(path: str | os.PathLike, *, fields: int | None = None) -> dict[st
         raise DataDirError(path, None, "file not found")
     table: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                raise DataDirError(path, lineno, "empty line")
-            if line != line.strip():
-                raise DataDirError(path, lineno, "leading or trailing whitespace")
-            parts = line.split(maxsplit=1)
-            if len(parts) < 2:
-                raise DataDirError(path, lineno, f"key {parts[0]!r} has no value")
-            key, value = parts
-            if fields is not None and len(value.split()) != fields:
-                raise DataDirError(
-                    path, lineno, f"expected {fields + 1} fields, found {len(value.split()) + 1}"
-                )
-            if key in table:
-                raise DataDirError(
-                    path, lineno, f"duplicate key {key!r} (first on line {first_line[key]})"
-                )
-            table[key] = value
-            first_line[key] = lineno
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:  # e.g. a Latin-1 file from another tool
+        lineno = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise DataDirError(path, lineno, "not UTF-8 text (save the file as UTF-8)") from None
+    except OSError as err:
+        raise DataDirError(path, None, f"cannot read: {err.strerror}") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline ending the last line
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r")
+        if not line.strip():
+            raise DataDirError(path, lineno, "empty line")
+        if line != line.strip():
+            raise DataDirError(path, lineno, "leading or trailing whitespace")
+        parts = line.split(maxsplit=1)
+        if len(parts) < 2:
+            raise DataDirError(path, lineno, f"key {parts[0]!r} has no value")
+        key, value = parts
+        if fields is not None and len(value.split()) != fields:
+            raise DataDirError(
+                path, lineno, f"expected {fields + 1} fields, found {len(value.split()) + 1}"
+            )
+        if key in table:
+            raise DataDirError(
+                path, lineno, f"duplicate key {key!r} (first on line {first_line[key]})"
+            )
+        table[key] = value
+        first_line[key] = lineno
     return table
 
 

@@ -156,7 +156,8 @@ def read_bundle_meta(path: str | os.PathLike) -> dict:
     for key in ("classes", "model_conf", "feat_dim", "files"):
         if key not in meta:
             raise BundleError(f"{meta_path}: missing key {key!r}")
-    for name, digest in meta["files"].items():
+    files = meta["files"] if isinstance(meta["files"], dict) else {}
+    for name, digest in files.items():
         file = path / name
         if Path(name).name != name:
             raise BundleError(f"{meta_path}: file entry {name!r} is not a plain file name")
@@ -164,6 +165,9 @@ def read_bundle_meta(path: str | os.PathLike) -> dict:
             raise BundleError(f"{file}: missing from the bundle")
         if sha256_of(file) != digest:
             raise BundleError(f"{file}: damaged (SHA-256 differs from {meta_path})")
+    unchecked = [n for n in (MODEL_FILE, FRONTEND_FILE) if n not in files]
+    if unchecked:  # every file that is read must be covered by the damage check
+        raise BundleError(f"{meta_path}: 'files' lists no SHA-256 of {', '.join(unchecked)}")
     return meta
 
 

@@ -171,3 +171,67 @@ def test_a_garbage_frontend_json_in_a_bundle_is_named(tmp_path):
     with pytest.raises(BundleError) as err:
         load_bundle(bundle)
     assert "frontend.json" in str(err.value) or "bundle.json" in str(err.value)
+
+
+# ----------------------------------------------------------------- audio that lies about itself
+
+
+def _data_dir(root: Path, wav: Path, segment: str | None = None) -> Path:
+    data = root / "data"
+    data.mkdir(parents=True)
+    utt = "spk1-u1"
+    if segment:
+        (data / "wav.scp").write_text(f"rec1 {wav}\n")
+        (data / "segments").write_text(f"{utt} rec1 {segment}\n")
+    else:
+        (data / "wav.scp").write_text(f"{utt} {wav}\n")
+    (data / "utt2spk").write_text(f"{utt} spk1\n")
+    (data / "spk2utt").write_text(f"spk1 {utt}\n")
+    return data
+
+
+def _tone(path: Path, seconds: float = 2.0) -> Path:
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype("float32"), 16000,
+             subtype="PCM_16")
+    return path
+
+
+def test_a_truncated_wav_is_named_not_used(tmp_path):
+    wav = _tone(tmp_path / "a.wav")
+    data = wav.read_bytes()
+    wav.write_bytes(data[: 44 + (len(data) - 44) // 3])  # header still promises 2 s
+    result = _cli("extract-feats", _data_dir(tmp_path, wav), tmp_path / "feats", "--strict")
+    assert result.exit_code == 1
+    assert f"({wav}): truncated audio: the header says 2.000s, the file holds 0.667s" in (
+        result.output)
+
+
+def test_a_segment_ending_past_its_file_is_named(tmp_path):
+    wav = _tone(tmp_path / "a.wav", seconds=1.0)
+    data = _data_dir(tmp_path, wav, segment="0.2 3.5")
+    result = _cli("extract-feats", data, tmp_path / "feats", "--strict")
+    assert result.exit_code == 1
+    assert "segment end 3.5s is past the end of the audio (1.000s)" in result.output
+
+
+def test_a_latin1_data_file_names_file_and_line(tmp_path):
+    wav = _tone(tmp_path / "a.wav")
+    data = _data_dir(tmp_path, wav)
+    (data / "utt2spk").write_bytes("spk1-u1 spk1\nspk1-u2 sp\xe9ker\n".encode("latin-1"))
+    result = _cli("validate-data-dir", data)
+    assert result.exit_code == 1
+    assert f"{data / 'utt2spk'}:2: not UTF-8 text" in result.output
+
+
+def test_a_bundle_whose_files_list_is_empty_is_refused(tmp_path):
+    from sertool.predict import BundleError, read_bundle_meta
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.pt").write_bytes(b"zeroed weights")
+    (bundle / "frontend.json").write_text("{}")
+    (bundle / "bundle.json").write_text(json.dumps({
+        "format": 1, "classes": ["a", "b"], "model_conf": {}, "feat_dim": 2, "files": {}}))
+    with pytest.raises(BundleError, match="'files' lists no SHA-256 of model.pt, frontend.json"):
+        read_bundle_meta(bundle)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,27 @@ from sertool.errors import SertoolError
 
 class AudioError(SertoolError, ValueError):
     """Audio that cannot be used; the message names the file (or pipe command)."""
+
+
+_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+_BYTES_PER_SEC = re.compile(r"Bytes/sec\s*:\s*(\d+)")
+
+
+def truncation(snd: sf.SoundFile) -> str | None:
+    """Why ``snd`` is a cut-off copy, or None. libsndfile quietly reads what is there when a
+    WAV's data chunk is shorter than its header says (a copy stopped part-way); its header
+    report then reads ``data : <declared> (should be <present>)``."""
+    info = snd.extra_info
+    match = _DATA_CHUNK.search(info)
+    if not match or int(match.group(2)) >= int(match.group(1)):
+        return None
+    rate = _BYTES_PER_SEC.search(info)
+    if rate is None:
+        return f"truncated audio: the header declares {match.group(1)} bytes of samples, " \
+               f"the file holds {match.group(2)}"
+    per_s = int(rate.group(1))
+    return (f"truncated audio: the header says {int(match.group(1)) / per_s:.3f}s, the file "
+            f"holds {int(match.group(2)) / per_s:.3f}s")
 
 
 def _read(source: str, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
@@ -38,11 +60,19 @@ def _read(source: str, start: float | None, end: float | None) -> tuple[np.ndarr
         with sf.SoundFile(handle) as snd:
             rate = snd.samplerate
             first = 0 if start is None else int(round(start * rate))
-            last = snd.frames if end is None else min(snd.frames, int(round(end * rate)))
+            last = snd.frames if end is None else int(round(end * rate))
             if first >= snd.frames and snd.frames > 0:
                 raise AudioError(f"{source}: segment start {start}s is past the end "
                                  f"({snd.frames / rate:.3f}s)")
+            # a segment ending past the file (a wrong segments line, a truncated copy) is an
+            # error, not silently clipped; one frame of rounding slack
+            if last > snd.frames + 1:
+                raise AudioError(f"{source}: segment end {end}s is past the end of the audio "
+                                 f"({snd.frames / rate:.3f}s)")
+            last = min(last, snd.frames)
             snd.seek(first)
+            if cut := truncation(snd):
+                raise AudioError(f"{source}: {cut}")
             data = snd.read(max(0, last - first), dtype="float32", always_2d=True)
     except AudioError:
         raise
