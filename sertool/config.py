@@ -149,7 +149,8 @@ def check_types(default: Mapping, given: Mapping, where: str, prefix: str = "") 
                               f"got {value!r}")
 
 
-def _lookup(conf: Mapping, dotted: str) -> Any:
+def lookup(conf: Mapping, dotted: str) -> Any:
+    """The value at a dotted key (``vad.hangover_ms``), None where there is none."""
     value: Any = conf
     for part in dotted.split("."):
         if not isinstance(value, Mapping) or part not in value:
@@ -161,10 +162,10 @@ def _lookup(conf: Mapping, dotted: str) -> Any:
 def check_limits(conf: Mapping, limits: Limits, sources: list[tuple[str, dict]] = ()) -> None:
     """Every limited value in range; the error names the file or --set that gave it."""
     for dotted, (low, high) in limits.items():
-        value = _lookup(conf, dotted)
+        value = lookup(conf, dotted)
         if value is None:
             continue
-        where = next((w for w, given in reversed(sources) if _lookup(given, dotted) is not None),
+        where = next((w for w, given in reversed(sources) if lookup(given, dotted) is not None),
                      "the defaults")
         values = value if isinstance(value, list) else [value]
         for v in values:
@@ -182,6 +183,29 @@ def check_known(default: Mapping, given: Mapping, where: str, prefix: str = "") 
             raise ConfigError(f"{where}: unknown option {prefix}{key!r} (known: {known})")
         if isinstance(value, Mapping) and isinstance(default[key], Mapping) and default[key]:
             check_known(default[key], value, where, prefix=f"{prefix}{key}.")
+
+
+def _flatten(record: Mapping, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def differing_keys(old: Mapping, new: Mapping, keys: Iterable[str] | None = None) -> list[str]:
+    """The keys (nested ones dotted: ``vad.hangover_ms``) whose values differ, sorted; with
+    ``keys`` only those top-level keys are compared."""
+    if keys is not None:
+        keys = list(keys)
+        old = {k: old.get(k) for k in keys}
+        new = {k: new.get(k) for k in keys}
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    return sorted(k for k in flat_old.keys() | flat_new.keys()
+                  if flat_old.get(k) != flat_new.get(k))
 
 
 def config_fingerprint(conf: Mapping) -> str:

@@ -45,6 +45,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sertool.config import differing_keys
 from sertool.errors import SertoolError
 from sertool.io_utils import atomic_write_text
 
@@ -90,29 +91,6 @@ def digest(*parts: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- identity
-
-
-def _flatten(record: Mapping, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def differing_keys(old: Mapping, new: Mapping, keys: Iterable[str] | None = None) -> list[str]:
-    """The keys (nested ones dotted: ``vad.hangover_ms``) whose values differ, sorted; with
-    ``keys`` only those top-level keys are compared."""
-    if keys is not None:
-        keys = list(keys)
-        old = {k: old.get(k) for k in keys}
-        new = {k: new.get(k) for k in keys}
-    flat_old, flat_new = _flatten(old), _flatten(new)
-    return sorted(k for k in flat_old.keys() | flat_new.keys()
-                  if flat_old.get(k) != flat_new.get(k))
 
 
 def check_identity(directory: str | os.PathLike, record: str | os.PathLike,

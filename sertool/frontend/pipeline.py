@@ -23,10 +23,11 @@ import numpy as np
 
 from sertool.config import (
     check_known,
-    config_fingerprint,
     deep_update,
+    differing_keys,
     load_config,
     load_toml,
+    lookup,
     parse_override,
     shipped_conf,
 )
@@ -260,16 +261,6 @@ class Frontend:
         return feats, stats
 
 
-def _flat(conf: Mapping, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in conf.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def check_model_frontend(model_meta: Mapping, feat_dir_frontend_json: str | Path,
                          model_path: str | Path | None = None) -> None:
     """Refuse features made with another front-end than the one ``model_meta`` records.
@@ -290,12 +281,11 @@ def check_model_frontend(model_meta: Mapping, feat_dir_frontend_json: str | Path
     except (ValueError, SertoolError) as err:
         raise FrontendError(f"{path}: not a front-end configuration ({err})") from err
     wanted = resolve_conf(dict(recorded))
-    if config_fingerprint(used) == config_fingerprint(wanted):
+    keys = differing_keys(used, wanted)
+    if not keys:
         return
-    have, want = _flat(used), _flat(wanted)
-    differ = [f"{k} {have.get(k, '(absent)')!r} (model: {want.get(k, '(absent)')!r})"
-              for k in sorted(set(have) | set(want), key=lambda k: (k != "kind", k))
-              if have.get(k) != want.get(k)]  # the kind first: it says most
+    differ = [f"{k} {lookup(used, k)!r} (model: {lookup(wanted, k)!r})"
+              for k in sorted(keys, key=lambda k: (k != "kind", k))]  # the kind says most
     model = f"the model {model_path}" if model_path else "the model"
     conf_toml = (Path(model_path).parent / "frontend.toml" if model_path
                  else "<the model's frontend.toml>")
