@@ -13,6 +13,8 @@ import pytest
 import soundfile as sf
 from recipe_run import REPO, copy_recipe, run_recipe
 
+from sertool.config import dump_toml, load_toml
+
 SR = 16000
 EMOTIONS = {"emodb": {"W": 220.0, "N": 140.0, "T": 100.0},  # anger, neutral, sadness
             "tess": {"angry": 220.0, "neutral": 140.0, "sad": 100.0}}
@@ -47,10 +49,9 @@ def _tiny_confs(conf: Path) -> list[str]:
     conf.mkdir()
     model = (REPO / "conf" / "model_cnn1d.toml").read_text()
     (conf / "model.toml").write_text(model.replace("channels = 256", "channels = 16"))
-    train = (REPO / "conf" / "train_cnn1d.toml").read_text()
-    (conf / "train.toml").write_text(train.replace("epochs = 15", "epochs = 1")
-                                     .replace("batch_size = 32", "batch_size = 4")
-                                     .replace("num_workers = 2", "num_workers = 0"))
+    train = {**load_toml(REPO / "conf" / "train_cnn1d.toml"), "epochs": 1, "batch_size": 4,
+             "num_workers": 0}
+    (conf / "train.toml").write_text(dump_toml(train))
     return ["--model-conf", str(conf / "model.toml"), "--train-conf", str(conf / "train.toml")]
 
 
