@@ -43,6 +43,9 @@ def test_train_writes_outputs_and_learns(tmp_path):
     assert not (exp / "partial.pt").exists()
     rows = list(csv.DictReader(open(exp / "train_log.csv")))
     assert [float(r["lr"]) for r in rows] == [0.05, 0.025, 0.0125]
+    assert list(rows[0])[-2:] == ["data_wait_s", "step_s"]  # added after time_s, at the end
+    assert all(float(r["data_wait_s"]) >= 0 and float(r["step_s"]) > 0 for r in rows)
+    assert "waiting for data" in (exp / "train.log").read_text()
     # 4 speakers x 3 utterances: one utterance per speaker held out (fraction 0.34)
     assert result.labels == ["spk0", "spk1", "spk2", "spk3"]
     assert result.history[-1]["valid_acc"] >= 0.75  # chance 0.25
