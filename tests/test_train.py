@@ -136,3 +136,18 @@ def test_cnn1d_trains_through_the_same_trainer(tmp_path):
     result = train(feat_dir, data_dir, tmp_path / "exp", conf, progress=False)
     assert len(result.history) == 2
     assert load_model(result.final_model)[1]["model_conf"]["type"] == "cnn1d_attention"
+
+
+def test_amp_option_checked_and_bf16_refused_on_cpu(tmp_path):
+    from sertool.config import ConfigError
+    from sertool.nnet.trainer import load_train_conf
+
+    assert load_train_conf()["amp"] == "none"  # the default stays off
+    assert load_train_conf(overrides=["amp=bf16"])["amp"] == "bf16"
+    with pytest.raises(ConfigError, match="amp = 'fp16'.*none, bf16"):
+        load_train_conf(overrides=["amp=fp16"])
+    feat_dir, data_dir = make_feats(tmp_path)
+    with pytest.raises(TrainError, match="needs a CUDA device"):
+        train(feat_dir, data_dir, tmp_path / "exp", tiny_conf(amp="bf16"), device="cpu",
+              progress=False)
+    assert not (tmp_path / "exp").exists()  # refused before anything is written
