@@ -73,7 +73,7 @@ from sertool.nnet.data import (
     ChunkDataset,
     Item,
     SegmentDataset,
-    collate,
+    chunk_loader,
     expand_copies,
     read_feats_scp,
     read_num_frames,
@@ -401,10 +401,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         if n_batches == 0:
             raise TrainError(f"{len(dataset)} training items give no full batch of "
                              f"{conf['batch_size']} per process")
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=collate,
-            num_workers=int(conf["num_workers"]), pin_memory=device.startswith("cuda"),
-            generator=torch.Generator().manual_seed(seed))
+        loader = chunk_loader(dataset, sampler, int(conf["num_workers"]), device, seed)
         out = EpochBatches(loader, n_batches, skip, skip_sums)
         skip, skip_sums = 0, None  # only the first epoch of a resumed run starts mid-way
         return out
