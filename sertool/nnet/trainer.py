@@ -419,6 +419,12 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         if kill_at and (epoch - 1) * n_batches + step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
+    def reduce(sums: torch.Tensor) -> None:
+        """Sum the epoch statistics over processes, in place; nccl reduces GPU tensors only."""
+        total = sums.to(device)
+        dist.all_reduce(total)
+        sums.copy_(total.cpu())
+
     def evaluate_held_out() -> dict:
         return evaluate(model, valid_items, feats, device) if is_main else {}
 
@@ -443,7 +449,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         fit(net, optimizer, scheduler, epochs=epochs, batches=batches,
             evaluate=evaluate_held_out, device=device, start_epoch=start_epoch,
             history=history, train_mode=train_mode,
-            reduce=dist.all_reduce if distributed else None, on_step=on_step,
+            reduce=reduce if distributed else None, on_step=on_step,
             on_epoch=on_epoch, progress=progress and is_main, autocast=autocast)
     return _finish(exp_dir, history, labels, resumed_from, is_main)
 
