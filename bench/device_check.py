@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,7 @@ from train_helpers import make_feats, tiny_conf  # noqa: E402
 
 GPU_SKIPPED = "GPU parts skipped: no CUDA device"
 BUDGET_S = 450  # the whole run, GPU: under the 8 minutes a device check may take
+HARD_STOP_S = 25  # a part still running this long after the budget is stopped (SIGALRM)
 REPO = Path(__file__).resolve().parent.parent
 # Weights of a killed-and-resumed run vs an uninterrupted one. CPU: bit-exact (as
 # tests/test_train_resume.py). GPU: cuDNN may pick kernels that accumulate in another order
@@ -93,6 +95,11 @@ def sizes_for(gpu: bool, quick: bool) -> Sizes:
 
 class OutOfTime(Exception):
     pass
+
+
+class HardStop(BaseException):
+    """The whole run's time is up: raised by SIGALRM wherever the part is (not an Exception,
+    so no ``except Exception`` on the way swallows it)."""
 
 
 class Clock:
@@ -287,15 +294,17 @@ def part_torchrun(sizes: Sizes, device: str, clock: Clock, results: dict) -> dic
                "--nproc_per_node=1", "-m", "sertool", "train", "--task", "speaker",
                str(feat_dir), str(data_dir), str(exp), "--model-conf", "model_resnet_tiny.toml",
                "--set", "epochs=1", "--set", "batch_size=4", "--set", "chunk_frames=[20]",
-               "--set", "num_workers=2", "--device", "cuda"]
+               "--set", "num_workers=2", "--device", device]
+        backend = "backend " + ("nccl" if device.startswith("cuda") else "gloo")
         started = time.perf_counter()
         proc = _run(cmd, clock)
         log = (exp / "train.log").read_text() if (exp / "train.log").is_file() else ""
         return {"command": " ".join(["torchrun", *cmd[3:]]), "returncode": proc.returncode,
                 "seconds": round(time.perf_counter() - started, 1),
-                "nccl": "backend nccl" in log, "final_model": (exp / "final.pt").is_file(),
+                "backend": backend.split()[1] if backend in log else None,
+                "final_model": (exp / "final.pt").is_file(),
                 "stderr_tail": proc.stderr[-1500:] if proc.returncode else "",
-                "ok": proc.returncode == 0 and "backend nccl" in log}
+                "ok": proc.returncode == 0 and backend in log and (exp / "final.pt").is_file()}
 
 
 CHILD = textwrap.dedent("""
@@ -436,7 +445,7 @@ def _line(name: str, part: dict) -> str:
             text += f"; bf16 train on cuda: loss {part['cuda_bf16']['train_loss']:.3f}"
         return f"{head}: {text}"
     if name == "torchrun":
-        return (f"{head}: returncode {part['returncode']}, nccl {part['nccl']}, "
+        return (f"{head}: returncode {part['returncode']}, backend {part['backend']}, "
                 f"final.pt {part['final_model']}")
     if name == "resume":
         return (f"{head}: {part['device']}, killed at step {part['killed_at_step']} "
@@ -458,8 +467,11 @@ def summary(report: dict) -> str:
     if report["gpu_skipped"]:
         lines.append(GPU_SKIPPED)
     lines += [_line(name, part) for name, part in report["parts"].items()]
-    lines.append("result: " + ("all parts that ran passed" if report["ok"]
-                               else "FAILED: " + ", ".join(report["failed"])))
+    count = {k: sum(p["status"] == k for p in report["parts"].values())
+             for k in ("ok", "skipped", "failed")}
+    lines.append(f"result: {count['ok']} passed, {count['skipped']} skipped, "
+                 f"{count['failed']} failed" + (": " + ", ".join(report["failed"])
+                                                  if report["failed"] else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -474,6 +486,27 @@ def run_check(out_dir: Path, quick: bool = False, budget_s: float = BUDGET_S) ->
               "mode": "gpu" if gpu else "cpu", "quick": quick, "gpu_skipped": not gpu,
               "note": None if gpu else GPU_SKIPPED, "budget_s": budget_s,
               "machine": machine(), "parts": {}}
+
+    def hard_stop(_signum, _frame):  # a step or kernel that overran its part's budget
+        raise HardStop
+
+    old_handler = signal.signal(signal.SIGALRM, hard_stop)
+    signal.alarm(int(budget_s + HARD_STOP_S))
+    try:
+        _run_parts(sizes, device, gpu, clock, report)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old_handler)
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    report["failed"] = [n for n, p in report["parts"].items() if p["status"] == "failed"]
+    report["ok"] = not report["failed"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "device_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / "device_check.txt").write_text(summary(report))
+    return report
+
+
+def _run_parts(sizes: Sizes, device: str, gpu: bool, clock: Clock, report: dict) -> None:
     for name, func, needs_cuda in PARTS:
         part_start = time.monotonic()
         if needs_cuda and not gpu:
@@ -487,19 +520,14 @@ def run_check(out_dir: Path, quick: bool = False, budget_s: float = BUDGET_S) ->
                 part["status"] = "ok" if part.pop("ok") else "failed"
             except OutOfTime:
                 part = {"status": "skipped", "note": "stopped: its time budget was spent"}
+            except HardStop:
+                part = {"status": "skipped", "note": "stopped: the whole run's time was up"}
             except Exception as err:  # noqa: BLE001 - one failing part must not hide the rest
                 part = {"status": "failed", "note": repr(err),
                         "traceback": traceback.format_exc()[-3000:]}
         part["seconds"] = round(time.monotonic() - part_start, 2)
         report["parts"][name] = part
         print(_line(name, part), flush=True)
-    report["elapsed_s"] = round(time.monotonic() - started, 1)
-    report["failed"] = [n for n, p in report["parts"].items() if p["status"] == "failed"]
-    report["ok"] = not report["failed"]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "device_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "device_check.txt").write_text(summary(report))
-    return report
 
 
 def main(argv: list[str] | None = None) -> int:
