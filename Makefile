@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sertool-installed
 
-.PHONY: setup test test-fast wheel-check demo bench lint clean
+.PHONY: setup test test-fast wheel-check demo bench device-check lint clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench.run_all
+
+# The prepared GPU check (bench/device_check.py): at most 8 minutes on one GPU; without one, its
+# CPU-sized parts in about a minute. Writes bench/out/device_check.json and .txt.
+device-check: setup
+	$(PY) -m bench.device_check
 
 lint: setup
 	$(VENV)/bin/ruff check sertool tests bench

@@ -43,6 +43,9 @@ def test_train_writes_outputs_and_learns(tmp_path):
     assert not (exp / "partial.pt").exists()
     rows = list(csv.DictReader(open(exp / "train_log.csv")))
     assert [float(r["lr"]) for r in rows] == [0.05, 0.025, 0.0125]
+    assert list(rows[0])[-2:] == ["data_wait_s", "step_s"]  # added after time_s, at the end
+    assert all(float(r["data_wait_s"]) >= 0 and float(r["step_s"]) > 0 for r in rows)
+    assert "waiting for data" in (exp / "train.log").read_text()
     # 4 speakers x 3 utterances: one utterance per speaker held out (fraction 0.34)
     assert result.labels == ["spk0", "spk1", "spk2", "spk3"]
     assert result.history[-1]["valid_acc"] >= 0.75  # chance 0.25
@@ -133,3 +136,18 @@ def test_cnn1d_trains_through_the_same_trainer(tmp_path):
     result = train(feat_dir, data_dir, tmp_path / "exp", conf, progress=False)
     assert len(result.history) == 2
     assert load_model(result.final_model)[1]["model_conf"]["type"] == "cnn1d_attention"
+
+
+def test_amp_option_checked_and_bf16_refused_on_cpu(tmp_path):
+    from sertool.config import ConfigError
+    from sertool.nnet.trainer import load_train_conf
+
+    assert load_train_conf()["amp"] == "none"  # the default stays off
+    assert load_train_conf(overrides=["amp=bf16"])["amp"] == "bf16"
+    with pytest.raises(ConfigError, match="amp = 'fp16'.*none, bf16"):
+        load_train_conf(overrides=["amp=fp16"])
+    feat_dir, data_dir = make_feats(tmp_path)
+    with pytest.raises(TrainError, match="needs a CUDA device"):
+        train(feat_dir, data_dir, tmp_path / "exp", tiny_conf(amp="bf16"), device="cpu",
+              progress=False)
+    assert not (tmp_path / "exp").exists()  # refused before anything is written

@@ -136,6 +136,14 @@ def collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.
     return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch])
 
 
+def chunk_loader(dataset: ChunkDataset, sampler: ChunkBatchSampler, num_workers: int,
+                 device: str, seed: int) -> torch.utils.data.DataLoader:
+    """The trainer's DataLoader over one epoch's batches (pinned memory for a GPU)."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+        pin_memory=device.startswith("cuda"), generator=torch.Generator().manual_seed(seed))
+
+
 class ChunkBatchSampler(torch.utils.data.Sampler):
     """Batches of ``(item, T, seed)`` for one epoch; T drawn per batch.
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from sertool.io_utils import atomic_open
 
-CSV_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "time_s"]
+# data_wait_s and step_s (where the epoch's step time went, sertool.nnet.loop) came later: last
+CSV_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "time_s",
+               "data_wait_s", "step_s"]
 
 
 def write_csv(path: Path, history: list[dict]) -> None:

@@ -5,6 +5,14 @@ Both ``sertool train`` (random chunks from feature archives, checkpoints, DDP) a
 layers of the frozen-trunk transfer (stored embeddings) run through :func:`fit`; what differs
 between them - where batches come from, how a model is evaluated, what is saved after a step or
 an epoch - is passed in as functions.
+
+Each epoch's row also says where its time went: ``data_wait_s`` is the time blocked in
+``next(batches)`` (loading, DataLoader workers falling behind), ``step_s`` the rest of the steps
+(copy to the device, forward, backward, update, step hooks). ``loss.item()`` synchronises the
+device every step, so on a GPU the two add up to the wall time of the steps.
+
+``autocast`` (a dtype, e.g. ``torch.bfloat16``) runs the forward pass and the loss under
+``torch.autocast``; ``None`` (the default) leaves the maths untouched.
 """
 
 from __future__ import annotations
@@ -35,17 +43,46 @@ StepHook = Callable[[int, int, torch.Tensor], None]  # (epoch, step, sums so far
 EpochHook = Callable[[dict, list[dict]], None]  # (this epoch's row, the whole history)
 
 
+@dataclass
+class StepTimes:
+    """Seconds of one epoch's steps: blocked waiting for the next batch, and the rest."""
+
+    data_wait_s: float = 0.0
+    step_s: float = 0.0
+
+    @property
+    def data_wait_share(self) -> float:
+        total = self.data_wait_s + self.step_s
+        return self.data_wait_s / total if total > 0 else 0.0
+
+
 def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 epoch: EpochBatches, device: str | torch.device, *, number: int,
-                on_step: StepHook | None = None, bar: tqdm | None = None) -> torch.Tensor:
-    """SGD steps over one epoch's batches; returns (loss sum, correct, count) as float64."""
+                on_step: StepHook | None = None, bar: tqdm | None = None,
+                times: StepTimes | None = None,
+                autocast: torch.dtype | None = None) -> torch.Tensor:
+    """SGD steps over one epoch's batches; returns (loss sum, correct, count) as float64.
+    ``times`` (if given) accumulates the seconds spent waiting for batches and stepping."""
     sums = torch.zeros(3, dtype=torch.float64)
     if epoch.sums is not None:
         sums += torch.tensor(epoch.sums, dtype=torch.float64)
-    for step, (x, y) in enumerate(epoch.batches, start=epoch.done + 1):
+    times = StepTimes() if times is None else times
+    device_type = torch.device(device).type
+    batches = iter(epoch.batches)
+    step = epoch.done
+    while True:
+        waited = time.perf_counter()
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            break
+        started = time.perf_counter()
+        times.data_wait_s += started - waited
+        step += 1
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = net(x)
-        loss = torch.nn.functional.cross_entropy(logits, y)
+        with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
+            logits = net(x)
+            loss = torch.nn.functional.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -55,6 +92,7 @@ def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
             bar.update(1)
         if on_step is not None:
             on_step(number, step, sums)
+        times.step_s += time.perf_counter() - started
     return sums
 
 
@@ -65,9 +103,10 @@ def fit(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
         history: list[dict] | None = None, train_mode: Callable[[], None] | None = None,
         reduce: Callable[[torch.Tensor], None] | None = None,
         on_step: StepHook | None = None, on_epoch: EpochHook | None = None,
-        progress: bool = False, desc: str = "") -> list[dict]:
+        progress: bool = False, desc: str = "",
+        autocast: torch.dtype | None = None) -> list[dict]:
     """Train epochs ``start_epoch``..``epochs``; return the history, one row per epoch:
-    epoch, lr, train_loss, train_acc, what ``evaluate`` returns, time_s.
+    epoch, lr, train_loss, train_acc, what ``evaluate`` returns, time_s, data_wait_s, step_s.
 
     ``batches(epoch)`` gives the epoch's batches; ``train_mode()`` puts the network in training
     mode (default ``net.train()``; a frozen trunk keeps its batch-norm statistics);
@@ -85,8 +124,9 @@ def fit(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
         label = f"{desc} epoch {number}/{epochs}".strip()
         with tqdm(total=epoch.total, initial=epoch.done, desc=label, disable=not progress,
                   leave=False) as bar:
+            times = StepTimes()
             sums = train_steps(net, optimizer, epoch, device, number=number, on_step=on_step,
-                               bar=bar)
+                               bar=bar, times=times, autocast=autocast)
         if reduce is not None:
             reduce(sums)
         row = {"epoch": number, "lr": optimizer.param_groups[-1]["lr"],
@@ -94,6 +134,8 @@ def fit(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                "train_acc": float(sums[1] / sums[2]) if sums[2] else float("nan")}
         row.update(evaluate())
         row["time_s"] = round(time.time() - started, 3)
+        row["data_wait_s"] = round(times.data_wait_s, 3)
+        row["step_s"] = round(times.step_s, 3)
         history.append(row)
         scheduler.step()
         log.info("%s%s", f"{desc}: " if desc else "", row_text(row))
@@ -110,4 +152,9 @@ def row_text(row: dict) -> str:
     if held:
         parts.append("held-out " + " ".join(held))
     parts.append(f"{row.get('time_s', 0.0):.1f} s")
+    if "data_wait_s" in row:
+        times = StepTimes(row["data_wait_s"], row["step_s"])
+        parts.append(f"waiting for data {times.data_wait_s:.1f} s of "
+                     f"{times.data_wait_s + times.step_s:.1f} s of steps "
+                     f"({100 * times.data_wait_share:.0f}%)")
     return " | ".join(parts)
