@@ -88,7 +88,9 @@ def sizes_for(gpu: bool, quick: bool) -> Sizes:
         return Sizes("model_resnet34.toml", 128, 200, (32, 128), 5, 20, (4, 8), 1000,
                      {"throughput": 130, "data_path": 120, "amp": 30, "torchrun": 60,
                       "resume": 60, "embeddings_predict": 40})
-    budgets = {"throughput": 60, "data_path": 90, "amp": 30, "resume": 90}
+    # CPU mode: the budgets guard a GPU run's 8 minutes; here they only stop a hung part, so
+    # they are wide (a 2-core machine busy with other jobs took 3x the idle time)
+    budgets = {"throughput": 180, "data_path": 270, "amp": 90, "resume": 270}
     return Sizes("model_resnet_tiny.toml", 40, 50, (8,), 1 if quick else 2, 2 if quick else 8,
                  (0, 1) if quick else (0, 2), 10, budgets)
 
