@@ -310,9 +310,10 @@ def part_torchrun(sizes: Sizes, device: str, clock: Clock, results: dict) -> dic
 
 
 CHILD = textwrap.dedent("""
-    import json, sys
+    import json, sys, torch
     from sertool.nnet.trainer import train
-    feat, data, exp, conf, device = json.loads(sys.argv[1])
+    feat, data, exp, conf, device, threads = json.loads(sys.argv[1])
+    torch.set_num_threads(threads)
     train(feat, data, exp, conf, device=device, progress=False)
 """)
 
@@ -323,14 +324,27 @@ def part_resume(sizes: Sizes, device: str, clock: Clock, results: dict) -> dict:
 
     kill_at = 7  # epoch 2, batch 3: after the partial.pt of batch 2, batch 3's update lost
     workers = sizes.workers[-1]
+    # CPU results are bit-exact only with one thread count in all three runs (another count
+    # sums in another order); a caller (a test session) may have changed this process's
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _resume(sizes, device, clock, kill_at, workers, train, load_checkpoint,
+                       TEST_KILL_ENV)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _resume(sizes: Sizes, device: str, clock: Clock, kill_at: int, workers: int, train,
+            load_checkpoint, kill_env: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         feat_dir, data_dir = make_feats(Path(tmp), n_utt=6, dim=sizes.feat_dim)
         conf = tiny_conf(num_workers=workers)
         ref = train(feat_dir, data_dir, Path(tmp) / "ref", conf, device=device, progress=False)
         cut = Path(tmp) / "cut"
         clock.check()
-        args = json.dumps([str(feat_dir), str(data_dir), str(cut), conf, device])
-        proc = _run([sys.executable, "-c", CHILD, args], clock, {TEST_KILL_ENV: str(kill_at)})
+        args = json.dumps([str(feat_dir), str(data_dir), str(cut), conf, device, 1])
+        proc = _run([sys.executable, "-c", CHILD, args], clock, {kill_env: str(kill_at)})
         killed = proc.returncode == -9
         partial = load_checkpoint(cut / "partial.pt") if (cut / "partial.pt").is_file() else None
         resumed = train(feat_dir, data_dir, cut, conf, device=device, progress=False)
