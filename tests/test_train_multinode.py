@@ -53,7 +53,7 @@ def test_two_nodes_train_one_model(tmp_path):
     # and final.pt is that model (batch-norm running statistics are rank 0's own)
     model, meta = load_model(exp / "final.pt")
     assert meta["epoch"] == 2
-    states = [torch.load(ranks / f"rank{r}.pt") for r in (0, 1)]
+    states = [torch.load(ranks / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     params = {name for name, _ in model.named_parameters()}
     assert params
     for name in params:

@@ -309,6 +309,9 @@ def extract_wavs(
     them back to the files.
     """
     out_dir = Path(out_dir)
+    # a bad configuration is refused before OUT is made (extract_feats resolves it again,
+    # idempotently, from the complete dict)
+    resolved = resolve_conf(conf, conf_path, list(overrides))
     wav_scp: dict[str, str] = {}
     for path in paths:
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem) or "utt"
@@ -321,5 +324,4 @@ def extract_wavs(
         raise ExtractError("no audio files given")
     data = DataDir(wav_scp=wav_scp, utt2spk={u: u for u in wav_scp})
     data.save(out_dir / "data")
-    return extract_feats(out_dir / "data", out_dir, conf, nj=1, progress=progress,
-                         conf_path=conf_path, overrides=overrides)
+    return extract_feats(out_dir / "data", out_dir, resolved, nj=1, progress=progress)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sertool.metrics import confusion_matrix, unweighted_accuracy
+from sertool.metrics import confusion_matrix, unweighted_accuracy, weighted_accuracy
 from sertool.nnet.loop import EpochBatches, fit
 from sertool.nnet.schedule import paper_scheduler
 
@@ -64,17 +64,21 @@ def train_head(head: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tens
         preds, labels = logits.argmax(dim=1).numpy(), y_valid.numpy()
         cm = confusion_matrix(labels, preds, n_classes)
         return {"valid_loss": loss, "valid_ua": unweighted_accuracy(cm),
-                "valid_wa": float((preds == labels).mean())}
+                "valid_wa": weighted_accuracy(cm)}
 
     best: dict = {}
 
     def keep_best(row: dict, _history: list[dict]) -> None:
-        key = (row["valid_ua"], -row["valid_loss"]) if keep == "best" else (row["epoch"],)
+        key = (row["valid_ua"], -row["valid_loss"])
         if not best or key > best["key"]:
             best.update(key=key, epoch=row["epoch"],
                         state={k: v.detach().clone() for k, v in head.state_dict().items()})
 
     history = fit(head, optimizer, scheduler, epochs=int(conf["epochs"]), batches=batches,
-                  evaluate=evaluate, on_epoch=keep_best, progress=progress, desc=desc)
+                  evaluate=evaluate, on_epoch=keep_best if keep == "best" else None,
+                  progress=progress, desc=desc)
+    if keep != "best":  # the last epoch's weights are the head as it stands
+        best.update(epoch=history[-1]["epoch"],
+                    state={k: v.detach().clone() for k, v in head.state_dict().items()})
     head.load_state_dict(best["state"])
     return HeadResult(best["state"], best["epoch"], history[best["epoch"] - 1], history)
