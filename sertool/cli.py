@@ -1,10 +1,11 @@
 """The ``sertool`` command line: thin wrappers that parse options and call the library.
 
-Errors the user can fix are :class:`sertool.errors.SertoolError`; they are caught once, in
-:class:`SertoolGroup`, and printed as ``sertool: error: <message>`` with exit status 1. Modules
-that import torch are imported inside the commands that need them, so that the feature
-extraction path (``sertool extract-feats``) never loads torch; so is the front-end (scipy), so
-that the other commands start in a fraction of a second.
+Errors the user can fix are :class:`sertool.errors.SertoolError` (and OS errors that name
+their file or a full/read-only file system); they are caught once, in :class:`SertoolGroup`,
+and printed as ``sertool: error: <message>`` with exit status 1. Modules that import torch are
+imported inside the commands that need them, so that the feature extraction path (``sertool
+extract-feats``) never loads torch; so is the front-end (scipy), so that the other commands
+start in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from sertool.datadir import (
     validate_data_dir,
 )
 from sertool.demo_corpus import make_demo_corpus
-from sertool.errors import SertoolError
+from sertool.errors import SertoolError, os_error_message
 from sertool.folds import PROTOCOLS, check_folds, format_check
 from sertool.frontend.wave_augment import WaveAugment
-from sertool.io_utils import atomic_write_json, atomic_write_text
+from sertool.io_utils import atomic_write_json, atomic_write_text, ensure_writable
 from sertool.predict import load_bundle, predict_files, predictions_csv, write_predictions
 from sertool.scoring import compare, plot_ablation, score_experiment, write_report
 
@@ -41,14 +42,21 @@ if TYPE_CHECKING:
 
 
 class SertoolGroup(click.Group):
-    """The command group; turns a :class:`SertoolError` of any command into one error line."""
+    """The command group; turns a :class:`SertoolError` of any command, and an OS error that
+    names its file or is about the file system (disk full, read-only), into one error line.
+    Other exceptions are bugs and keep their tracebacks."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SertoolError as err:
-            click.echo(f"sertool: error: {err}", err=True)
-            ctx.exit(1)
+            message = str(err)
+        except OSError as err:
+            message = os_error_message(err)
+            if message is None:
+                raise
+        click.echo(f"sertool: error: {message}", err=True)
+        ctx.exit(1)
 
 
 @click.group(cls=SertoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -432,6 +440,8 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
         import torch  # only here: the other commands stay torch-free until they need it
 
         torch.set_num_threads(threads)
+    if output is not None:
+        ensure_writable(Path(output).resolve().parent)  # before the predictions, not after
     loaded = load_bundle(bundle, device)
     preds = predict_files(loaded, audio, progress=len(audio) > 1)
     for p in preds:

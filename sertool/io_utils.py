@@ -13,29 +13,74 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from sertool.errors import OutputError, SertoolError
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it onto ``path`` only on success.
 
     A killed process leaves at most a ``.tmp`` file that no later stage reads, never a
-    half-written output under the real name.
+    half-written output under the real name. Any other failure removes the temporary file; a
+    failed write (read-only, disk full) is raised as OutputError naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~umask())
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # it names the folder or the temporary name: name ``path``
+        raise OutputError(path, err) from err
+    os.close(fd)
+    with output_errors(path, tmp):
+        os.chmod(tmp, 0o666 & ~umask())
         with open(tmp, mode, **kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def output_errors(path: str | os.PathLike, *temporaries: str | os.PathLike) -> Iterator[None]:
+    """Around the writing of ``path`` (through ``temporaries``, e.g. by kaldiio or torch): on any
+    failure the temporaries are removed; an OSError about them or about no file in particular
+    (ENOSPC is raised without a name) becomes OutputError naming ``path``. Other errors,
+    OSErrors about other files included, pass unchanged."""
+    try:
+        yield
+    except BaseException as err:
+        for tmp in temporaries:
+            with contextlib.suppress(OSError):
+                if os.path.isdir(tmp) and not os.path.islink(tmp):
+                    shutil.rmtree(tmp)
+                else:
+                    os.unlink(tmp)
+        if isinstance(err, SertoolError) or not isinstance(err, OSError):
+            raise
+        ours = {os.fspath(t) for t in (path, *temporaries)}
+        if err.filename is None or os.fspath(err.filename) in ours or any(
+                os.fspath(err.filename).startswith(os.fspath(t) + os.sep) for t in temporaries):
+            raise OutputError(path, err) from err
         raise
+
+
+def ensure_writable(directory: str | os.PathLike) -> Path:
+    """Fail early, before hours of work: a file can be created in ``directory`` (or, if it does
+    not exist yet, in its nearest existing parent, which is left unchanged). Returns it resolved.
+    Raises OutputError naming ``directory`` (read-only file system, no permission)."""
+    directory = Path(directory).resolve()
+    probe_dir = directory
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise OutputError(directory, reason=f"{probe_dir} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sertool-write-test.", dir=probe_dir)
+    except OSError as err:
+        raise OutputError(directory, err) from err
+    os.close(fd)
+    os.unlink(probe)
+    return directory
 
 
 def umask() -> int:
@@ -48,21 +93,29 @@ def umask() -> int:
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary directory beside ``path`` to fill; on success it replaces ``path`` in one
-    rename (an old ``path`` is removed only after that), on failure it is removed."""
+    rename (an old ``path`` is removed only after that), on failure it is removed. A failed
+    write is raised as OutputError naming ``path``, not the temporary directory."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~umask())
     try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as err:
+        raise OutputError(path, err) from err
+    try:
+        with output_errors(path, tmp):
+            os.chmod(tmp, 0o777 & ~umask())
+            yield tmp
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}.old.{os.getpid()}")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    except OutputError as err:  # a file inside the temporary directory: name it in ``path``
+        err.message = err.message.replace(os.fspath(tmp), os.fspath(path))
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -27,6 +27,7 @@ one and name the keys that differ.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -223,7 +224,13 @@ def _execute(func: Callable[..., Any], out_dir: str, stage: str, job: Job, args:
         try:
             result = func(job.index, job.items, *args, log=handle, progress=progress)
         except BaseException:
-            handle.write(traceback.format_exc())
+            # best effort: on a full disk the log cannot take the traceback either, and that
+            # second failure must not replace the job's own error
+            with contextlib.suppress(OSError):
+                handle.write(traceback.format_exc())
+                handle.close()
+            with contextlib.suppress(OSError):
+                handle.close()
             raise
     atomic_write_text(marker, job.digest + "\n")
     return result

@@ -42,7 +42,13 @@ from sertool.frontend.audio import AudioError, load_audio
 from sertool.frontend.cmvn import conversation_cmvn
 from sertool.frontend.pipeline import Frontend, FrontendError, resolve_conf
 from sertool.frontend.wave_augment import WaveAugment
-from sertool.io_utils import atomic_open, atomic_write_json, atomic_write_text
+from sertool.io_utils import (
+    atomic_open,
+    atomic_write_json,
+    atomic_write_text,
+    ensure_writable,
+    output_errors,
+)
 from sertool.jobs import Cluster, Job, check_identity, run_stage, split
 
 STAGE = "extract"  # log/extract.JOB.log
@@ -113,13 +119,22 @@ def _job_paths(feat_dir: Path, index: int) -> dict[str, Path]:
 def run_job(index: int, items: list[tuple], conf: dict, feat_dir: str, strict: bool,
             wave_augment: dict | None, *, log: TextIO, progress: Callable[[int], None]) -> int:
     """Extract job ``index``'s utterances (and their waveform-augmented copies) into
-    feats.N.ark; returns the number of utterances written. Run by sertool.jobs."""
+    feats.N.ark; returns the number of utterances written. Run by sertool.jobs. A failure
+    leaves no temporary archive; a failed write (disk full) is an OutputError naming it."""
     paths = _job_paths(Path(feat_dir), index)
+    tmp_ark = paths["ark"].with_name(paths["ark"].name + ".tmp")
+    tmp_scp = paths["scp"].with_name(paths["scp"].name + ".tmp")
+    with output_errors(paths["ark"], tmp_ark, tmp_scp):
+        return _extract_job(index, items, conf, paths, tmp_ark, tmp_scp, strict, wave_augment,
+                            log, progress)
+
+
+def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Path],
+                 tmp_ark: Path, tmp_scp: Path, strict: bool, wave_augment: dict | None,
+                 log: TextIO, progress: Callable[[int], None]) -> int:
     frontend = Frontend(conf)
     conversation_mode = frontend.conf["cmvn"]["mode"] == "conversation"
     fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
-    tmp_ark = paths["ark"].with_name(paths["ark"].name + ".tmp")
-    tmp_scp = paths["scp"].with_name(paths["scp"].name + ".tmp")
     vad_lines, failed_lines, aug_lines = [], [], []
     augment = WaveAugment.from_conf(wave_augment) if wave_augment else None
     written = 0
@@ -248,6 +263,7 @@ def extract_feats(
     aug_conf = wave_augment.to_dict() if wave_augment is not None else None
     if aug_conf and resolved["cmvn"]["mode"] == "conversation":
         raise ExtractError("--wave-augment needs segment-level (or no) CMVN, not conversation")
+    ensure_writable(feat_dir)  # now, not when the first job ends
     fingerprint = _prepare_feat_dir(feat_dir, resolved, aug_conf)
     parts = split_jobs(data, nj, resolved["cmvn"]["mode"] == "conversation")
     jobs, ran = run_stage(STAGE, feat_dir, run_job, parts,

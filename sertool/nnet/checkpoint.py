@@ -2,12 +2,14 @@
 ``torch.load(weights_only=True)``.
 
 Only tensors and plain containers (dict/list/str/int/float/bool/None) are stored, so loading
-never runs pickled code. Files are written atomically (temporary name, then ``os.replace``):
-a kill while saving leaves the previous checkpoint intact.
+never runs pickled code. Files are written atomically (io_utils.atomic_open): a kill while
+saving leaves the previous checkpoint intact; a full or read-only disk is an OutputError naming
+the checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -19,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sertool.errors import SertoolError
+from sertool.errors import OutputError, SertoolError
+from sertool.io_utils import atomic_open
 
 FORMAT = "sertool-checkpoint-1"
 
@@ -92,14 +95,35 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     if with_rng:
         payload["rng"] = rng_state()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        # torch.save into our own file object: a failed write is Python's OSError (with its
+        # errno), not torch's "enforce fail at inline_container.cc" without a file name
+        with atomic_open(path, "wb") as handle:
+            torch.save(payload, handle)
+    except RuntimeError as err:
+        failure = _write_failure(path, err)
+        if failure is None:
+            raise
+        raise failure from err
+
+
+def _write_failure(path: Path, err: RuntimeError) -> OutputError | None:
+    """torch reports a failed write of its zip container as "enforce fail at
+    inline_container.cc": the OSError it hit (disk full) is in the exception's context, or
+    else the free space says it."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return OutputError(path, cause)
+        cause = cause.__cause__ or cause.__context__
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return None
+    free = stat.f_bavail * stat.f_frsize
+    if free < (1 << 20):  # a checkpoint rarely fits in less
+        return OutputError(path, reason=f"{os.strerror(errno.ENOSPC)} ({free} bytes free)")
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:

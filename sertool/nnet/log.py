@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from sertool.io_utils import atomic_open
+from sertool.io_utils import atomic_open, output_errors
 
 # data_wait_s and step_s (where the epoch's step time went, sertool.nnet.loop) came later: last
 CSV_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "time_s",
@@ -48,9 +48,12 @@ def plot_curves(history: list[dict], path: Path) -> None:
         ax.legend()
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with output_errors(path, tmp):
+            fig.savefig(tmp, dpi=100)
+            os.replace(tmp, path)
+    finally:
+        plt.close(fig)
 
 
 def write_history(exp_dir: Path, history: list[dict]) -> None:

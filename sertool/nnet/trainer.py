@@ -53,7 +53,7 @@ from sertool.config import ConfigError, load_config, shipped_conf
 from sertool.datadir import read_table
 from sertool.errors import SertoolError
 from sertool.folds import speaker_heldout
-from sertool.io_utils import atomic_replace_file, atomic_write_json
+from sertool.io_utils import atomic_replace_file, atomic_write_json, output_errors
 from sertool.jobs import check_identity
 from sertool.models import (
     ModelConfigError,
@@ -495,8 +495,9 @@ def _finish(exp_dir: Path, history: list[dict], labels: list[str], resumed_from:
     final = exp_dir / "final.pt"
     if is_main:
         tmp = exp_dir / ".final.pt.tmp"
-        shutil.copyfile(exp_dir / f"model_{last}.pt", tmp)
-        atomic_replace_file(tmp, final)
+        with output_errors(final, tmp):
+            shutil.copyfile(exp_dir / f"model_{last}.pt", tmp)
+            atomic_replace_file(tmp, final)
     best = _best_row(history)
     return TrainResult(exp_dir, final, exp_dir / f"model_{best['epoch']}.pt", dict(best),
                        history, resumed_from, labels)

@@ -51,7 +51,7 @@ from sertool.errors import SertoolError
 from sertool.expdir import write_experiment, write_posteriors
 from sertool.folds import HeldoutSplit, fold_seed, inner_speaker_folds, split_heldout
 from sertool.frontend.pipeline import check_model_frontend
-from sertool.io_utils import atomic_write_json
+from sertool.io_utils import atomic_write_json, ensure_writable
 from sertool.jobs import check_identity
 from sertool.models import build_model, load_model_conf
 from sertool.nnet.checkpoint import load_model, save_checkpoint
@@ -156,6 +156,7 @@ def _check_identity(exp_dir: Path, identity: dict) -> None:
     """Refuse an EXP_DIR made with another configuration (a rerun with the same one resumes)."""
     path = exp_dir / "finetune.json"
     identity = json.loads(json.dumps(identity))  # as it reads back (tuples become lists)
+    ensure_writable(exp_dir)  # a rerun writes nothing until its first fold is trained
     if check_identity(exp_dir, path, identity, hint="use another EXP_DIR or remove it",
                       error=FinetuneError) is not None:
         return

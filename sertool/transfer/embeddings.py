@@ -44,7 +44,13 @@ import torch
 from sertool.datadir import read_table
 from sertool.errors import SertoolError
 from sertool.frontend.pipeline import check_model_frontend
-from sertool.io_utils import atomic_replace_file, atomic_write_json, atomic_write_text, sha256_of
+from sertool.io_utils import (
+    atomic_replace_file,
+    atomic_write_json,
+    atomic_write_text,
+    output_errors,
+    sha256_of,
+)
 from sertool.jobs import Cluster, check_identity, run_stage, split
 from sertool.nnet.checkpoint import load_model
 from sertool.nnet.specaugment import POLICIES, SpecAugment
@@ -108,7 +114,10 @@ def _run_job(index: int, entries: list[tuple[str, str]], model_path: str, out_di
     ark, scp = out / f"emb.{index}.ark", out / f"emb.{index}.scp"
     scp_tmp = out / f".emb.{index}.scp.tmp"
     done = 0
-    with kaldiio.WriteHelper(f"ark,scp:{ark},{scp_tmp}") as writer:
+    # a failure frees what the job wrote (a full disk gets its space back); no marker, so a
+    # rerun redoes the job
+    with (output_errors(ark, ark, scp_tmp),
+          kaldiio.WriteHelper(f"ark,scp:{ark},{scp_tmp}") as writer):
         for utt, rxfile in entries:
             feats = torch.tensor(np.asarray(kaldiio.load_mat(rxfile)), dtype=torch.float32)
             batch = [feats]
