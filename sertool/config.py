@@ -42,7 +42,8 @@ def deep_update(base: dict, update: Mapping) -> dict:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b.c=value``; the value is read as a TOML value, else kept as a string."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+        raise ConfigError(f"--set {text}: not of the form key=value (a key in a table: "
+                          "table.key=value)")
     key, raw = text.split("=", 1)
     key = key.strip().replace("-", "_")
     if not key:

@@ -48,6 +48,15 @@ class DataDirError(SertoolError, ValueError):
 # ---------------------------------------------------------------------------- tables
 
 
+def _require_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise DataDirError(path, None, "a directory, where a file is expected")
+    if not path.is_file():
+        raise DataDirError(path, None, "file not found")
+    return path
+
+
 def read_table(path: str | os.PathLike, *, fields: int | None = None) -> dict[str, str]:
     """Read a ``key value`` file into an ordered dict (value = rest of the line).
 
@@ -55,9 +64,7 @@ def read_table(path: str | os.PathLike, *, fields: int | None = None) -> dict[st
     segments). Blank lines, empty keys, missing values and duplicate keys are errors
     that name the file and line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataDirError(path, None, "file not found")
+    path = _require_file(path)
     table: dict[str, str] = {}
     first_line: dict[str, int] = {}
     try:
@@ -109,9 +116,7 @@ def write_table(path: str | os.PathLike, table: Mapping[str, str] | Iterable[tup
 
 def read_list(path: str | os.PathLike) -> list[str]:
     """Read a file with one token per line (fold lists)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataDirError(path, None, "file not found")
+    path = _require_file(path)
     items = []
     with open(path, encoding="utf-8") as handle:
         for lineno, raw in enumerate(handle, start=1):
@@ -282,11 +287,18 @@ def read_folds(data_dir: str | os.PathLike) -> tuple[list[Fold], dict]:
     proto_path = root / "protocol.json"
     if not proto_path.is_file():
         raise DataDirError(proto_path, None, "no folds in this data directory (run prepare)")
-    with open(proto_path, encoding="utf-8") as handle:
-        protocol = json.load(handle)
+    try:
+        protocol = json.loads(proto_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataDirError(proto_path, getattr(err, "lineno", None), f"not valid JSON: {err}"
+                           ) from err
+    names = protocol.get("folds") if isinstance(protocol, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise DataDirError(proto_path, None, "'folds' must list the fold names (the folders "
+                           f"beside it), got {names!r}")
     folds = [
         Fold(name, read_list(root / name / "train"), read_list(root / name / "test"))
-        for name in protocol["folds"]
+        for name in names
     ]
     return folds, protocol
 
@@ -534,8 +546,7 @@ def _first_fields(path: Path, what: str, known: Iterable[str]) -> set[str]:
     """The first field of each line of a list file (as Kaldi's filter_scp.pl reads it); an
     empty line or an id not in ``known`` is an error naming the line."""
     known = set(known)
-    if not path.is_file():
-        raise DataDirError(path, None, "file not found")
+    _require_file(path)
     ids = set()
     with open(path, encoding="utf-8") as handle:
         for lineno, raw in enumerate(handle, start=1):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sertool.datadir import DataDir, Fold, read_folds
+from sertool.datadir import DataDir, DataDirError, Fold, read_folds
 from sertool.errors import SertoolError
 
 # The protocol names the CLI offers; "auto" is the corpus's default, "none" makes no folds.
@@ -542,9 +542,13 @@ def check_folds(data_dir: str | os.PathLike, *, audio: bool = True,
     folds, protocol = read_folds(data_dir)
     used = sorted({u for f in folds for u in (*f.train, *f.test)})
     missing = [u for u in used if u not in data.utt2spk]
-    if missing:
-        raise ValueError(f"{data_dir / 'folds'}: {len(missing)} fold utterances are not in "
-                         f"utt2spk, e.g. {missing[0]!r}")
+    if missing:  # name the first list and line that has one
+        fold, part, line = next((f, part, i) for f in folds for part in ("train", "test")
+                                for i, u in enumerate(getattr(f, part), start=1)
+                                if u not in data.utt2spk)
+        raise DataDirError(data_dir / "folds" / fold.name / part, line,
+                           f"{getattr(fold, part)[line - 1]!r} is not in utt2spk "
+                           f"({len(missing)} fold utterance(s) are not)")
     hashes: dict[str, str] = {}
     unhashed: list[str] = []
     if audio:

@@ -181,6 +181,9 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     device = resolve_device(device)
     conf = dict(conf)
     folds, protocol = read_folds(data_dir)
+    if fold != "all" and fold not in [f.name for f in folds]:
+        raise FinetuneError(f"{data_dir}/folds: no fold {fold!r} (folds: "
+                            f"{', '.join(f.name for f in folds)})")
     utt2spk = read_table(data_dir / "utt2spk")
     if not (data_dir / "utt2emo").is_file():
         raise DataDirError(data_dir / "utt2emo", None, "not found (an emotion data directory "
@@ -202,9 +205,6 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             raise FinetuneError(f"{name}: {len(absent)} utterance(s) of the folds are missing, "
                                 f"e.g. {absent[0]!r}{hint}")
     classes = sorted({utt2label[u] for u in used})
-    if fold != "all" and fold not in [f.name for f in folds]:
-        raise FinetuneError(f"{data_dir}/folds: no fold {fold!r} (folds: "
-                            f"{', '.join(f.name for f in folds)})")
 
     feat_dim = int(np.asarray(kaldiio.load_mat(feats_table[used[0]])).shape[1])
     random_trunk = str(init) == "random"
