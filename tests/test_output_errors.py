@@ -15,10 +15,9 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 from test_bad_input import Shared, shared  # noqa: F401 - the module's inputs, made once
+from test_reliability import _emodb
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ("--model-conf", "model_resnet_tiny.toml", "--set", "epochs=1", "--set", "batch_size=4",
@@ -83,15 +82,6 @@ def _assert_contained(done: subprocess.CompletedProcess, message: str, before: d
     after = _snapshot(*roots)
     assert {p: after.get(p) for p in before} == before, "a file was changed or lost"
     assert not [p for p in after if p.endswith(".tmp") or ".tmp." in Path(p).name]
-
-
-def _emodb(src: Path) -> Path:
-    for spk in ("03", "08"):
-        for name in (f"{spk}a01Wa", f"{spk}a02Na"):
-            path = src / "wav" / f"{name}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, 0.1 * np.random.default_rng(int(spk)).standard_normal(1600), 16000)
-    return src
 
 
 def _data_dir(root: Path, shared: Shared) -> Path:  # noqa: F811 - the fixture's value
