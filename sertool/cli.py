@@ -30,7 +30,7 @@ from sertool.datadir import (
     validate_data_dir,
 )
 from sertool.demo_corpus import make_demo_corpus
-from sertool.errors import SertoolError, os_error_message
+from sertool.errors import OutputError, SertoolError, os_error_message
 from sertool.folds import PROTOCOLS, check_folds, format_check
 from sertool.frontend.wave_augment import WaveAugment
 from sertool.io_utils import atomic_write_json, atomic_write_text, ensure_writable
@@ -450,7 +450,11 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
     if output is None:
         click.echo(predictions_csv(preds, loaded.classes), nl=False)
     else:
-        write_predictions(output, preds, loaded)
+        try:
+            write_predictions(output, preds, loaded)
+        except OutputError as err:  # e.g. the disk filled up meanwhile: keep the predictions
+            click.echo(predictions_csv(preds, loaded.classes), nl=False)
+            fail(f"{err} (the predictions are on standard output instead)")
     failed = sum(1 for p in preds if p.error)
     if output is not None or failed:
         click.echo(f"{len(preds) - failed} of {len(preds)} files predicted"

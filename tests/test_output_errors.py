@@ -123,6 +123,28 @@ def test_a_failed_atomic_write_names_the_output_and_leaves_no_temporary(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
 
 
+def test_the_cli_prints_os_errors_about_files_and_keeps_tracebacks_for_bugs(monkeypatch):
+    import click
+    from click.testing import CliRunner
+
+    from sertool import cli
+
+    def command(error: BaseException) -> click.Command:
+        def run() -> None:
+            raise error
+        return cli.SertoolGroup(commands={"x": click.Command("x", callback=run)})
+
+    denied = OSError(13, "Permission denied", "/data/wav.scp")
+    result = CliRunner().invoke(command(denied), ["x"])
+    assert (result.exit_code, result.stderr) == (1, "sertool: error: /data/wav.scp: Permission "
+                                                    "denied\n")
+    result = CliRunner().invoke(command(OSError(28, "No space left on device")), ["x"])
+    assert (result.exit_code, result.stderr) == (1, "sertool: error: No space left on device\n")
+    for bug in (KeyError("folds"), OSError(9, "Bad file descriptor")):  # no file, no known cause
+        result = CliRunner().invoke(command(bug), ["x"])
+        assert result.exception is bug and "sertool: error" not in result.stderr
+
+
 # ----------------------------------------------------------------- read-only output
 
 
@@ -185,6 +207,17 @@ def test_predict_to_a_read_only_folder_says_so_before_predicting(tmpfs, shared):
 
 
 # ----------------------------------------------------------------- full disk
+
+
+def test_predict_on_a_full_disk_keeps_the_predictions_on_stdout(tmpfs, shared):  # noqa: F811
+    disk = tmpfs("disk")
+    _fill(disk, leave=0)  # an empty file still fits (the early check passes), its text does not
+    before = _snapshot(disk)
+    done = _sertool("predict", shared.bundle, shared.audio / "a.wav", "-o", disk / "out.csv")
+    _assert_contained(done, rf"{_e(disk / 'out.csv')}: No space left on device \(the "
+                      r"predictions are on standard output instead\)", before, disk)
+    assert done.stdout.splitlines()[0].startswith("file,")
+    assert done.stdout.splitlines()[1].startswith(str(shared.audio / "a.wav"))
 
 
 def test_extract_feats_on_a_full_disk_names_the_archive_and_frees_it(tmpfs, tmp_path,
