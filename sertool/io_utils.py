@@ -73,7 +73,8 @@ def ensure_writable(directory: str | os.PathLike) -> Path:
     while not probe_dir.exists() and probe_dir != probe_dir.parent:
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir():
-        raise OutputError(directory, reason=f"{probe_dir} is not a directory")
+        raise OutputError(directory, reason="not a directory" if probe_dir == directory
+                          else f"{probe_dir} is not a directory")
     try:
         fd, probe = tempfile.mkstemp(prefix=".sertool-write-test.", dir=probe_dir)
     except OSError as err:

@@ -255,6 +255,20 @@ ROWS = [
         "extract-feats", _one_utt(t, s, t / "gone.wav"), t / "feats", "--no-progress"],
         r"every utterance failed; see {tmp}/feats/failed: spk1-u1 {tmp}/gone.wav",
         may_create=("feats/*", "feats/log/*"), process=True),
+    Row("combine-duplicate-ids", lambda t, s: [
+        "combine-data-dirs", t / "all", _data(t, s, name="a"), _data(t, s, name="b")],
+        r"sertool: error: {tmp}/b/utt2spk:1: utterance 'spk1-u1' is also in {tmp}/a/utt2spk:1"),
+    Row("subset-unknown-speaker", lambda t, s: [
+        "subset-data-dir", _data(t, s), t / "sub", "--speakers",
+        (t / "spk.txt").write_text("spk1\nspk7\n") and t / "spk.txt"],
+        r"sertool: error: {tmp}/spk.txt:2: speaker 'spk7' is not in the data directory"),
+    Row("output-is-a-file", lambda t, s: [
+        "extract-feats", _data(t, s), (t / "feats").write_text("mine\n") and t / "feats",
+        "--no-progress"], r"sertool: error: {tmp}/feats: not a directory"),
+    Row("predict-every-file-unreadable", lambda t, s: [
+        "predict", s.bundle, (t / "a.wav").write_text("text\n") and t / "a.wav", t / "gone.wav"],
+        r"sertool: {tmp}/a.wav: .*cannot decode audio.*\nsertool: {tmp}/gone.wav: .*audio file "
+        r"not found\n0 of 2 files predicted\nsertool: error: no file could be predicted"),
     # ------------------------------------------------------------- configuration
     Row("set-epochs-abc", lambda t, s: _train(t, s, "--set", "epochs=abc"),
         r"sertool: error: --set epochs=abc: epochs must be an integer, got 'abc'", process=True),
@@ -303,6 +317,10 @@ ROWS = [
     Row("truncated-checkpoint", lambda t, s: _train(t, s, "--init", (t / "model.pt").write_bytes(
         (s.bundle / "model.pt").read_bytes()[:5000]) and t / "model.pt"),
         r"{tmp}/model.pt: not a readable sertool checkpoint"),
+    Row("garbage-checkpoint", lambda t, s: [
+        "extract-embeddings", s.feats, (t / "model.pt").write_text("x\n") and t / "model.pt",
+        t / "emb"], r"sertool: error: {tmp}/model.pt: not a readable sertool checkpoint \(not a "
+        r"PyTorch file\)", never="pickled"),
     Row("missing-checkpoint", lambda t, s: _train(t, s, "--init", t / "nope.pt"),
         r"{tmp}/nope.pt: checkpoint not found"),
     Row("bundle-garbage-frontend-json", lambda t, s: [

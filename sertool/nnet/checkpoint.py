@@ -135,7 +135,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
         # PyTorch's message advises weights_only=False, i.e. running code from the file:
-        # sertool never does that, and never suggests it.
+        # sertool never does that, and never suggests it. Garbage fails here too ("Unsupported
+        # operand"): only a refused GLOBAL means the file holds Python objects.
+        if "Unsupported global" not in str(err):
+            raise CheckpointError(f"{path}: not a readable sertool checkpoint (not a PyTorch "
+                                  "file)") from err
         raise CheckpointError(f"{path}: holds pickled Python objects, not only tensors; "
                               "sertool loads weights only and will not run code from a "
                               "model file") from err
