@@ -95,9 +95,13 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: configuration file not found (shipped ones: "
                           f"{', '.join(sorted(p.name for p in CONF_DIR.glob('*.toml')))})")
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raw = path.read_bytes()
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:  # TOML is UTF-8: name the line, as for data files
+        line = raw[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}; save "
+                          "the file as UTF-8)") from err
+    except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: {err}") from err
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
