@@ -209,6 +209,7 @@ def test_predict_to_a_read_only_folder_says_so_before_predicting(tmpfs, shared):
 # ----------------------------------------------------------------- full disk
 
 
+@pytest.mark.slow  # ~5 s: loads torch and the bundle in a process
 def test_predict_on_a_full_disk_keeps_the_predictions_on_stdout(tmpfs, shared):  # noqa: F811
     disk = tmpfs("disk")
     _fill(disk, leave=0)  # an empty file still fits (the early check passes), its text does not
