@@ -4,8 +4,8 @@ regex the error must match (naming the file, and the line where there is one); e
 checks that nothing else was lost: the files there before are byte-identical afterwards, no
 output appeared beyond what the row allows, and no temporary file was left.
 
-Labels, manifest encodings, non-ASCII ids and predict's warnings have their own tests
-(test_labels*.py, test_predict*.py); read-only and full disks are in test_output_errors.py.
+Labels, manifest encodings, non-ASCII ids and predict's warnings are tested in their own files;
+read-only and full disks are in test_output_errors.py.
 """
 
 from __future__ import annotations
