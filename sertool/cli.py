@@ -33,6 +33,8 @@ from sertool.errors import SertoolError
 from sertool.folds import PROTOCOLS, check_folds, format_check
 from sertool.frontend.wave_augment import WaveAugment
 from sertool.io_utils import atomic_write_json, atomic_write_text
+from sertool.labels import CODES, read_label_map
+from sertool.labels import FORMAT as LABELS_FORMAT
 from sertool.predict import load_bundle, predict_files, predictions_csv, write_predictions
 from sertool.scoring import compare, plot_ablation, score_experiment, write_report
 
@@ -105,14 +107,28 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
 # ----------------------------------------------------------------- data directories
 
 
+def labels_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--labels FILE``: the map from other emotion names to class codes (sertool.labels)."""
+    return click.option("--labels", "labels", type=click.Path(), default=None,
+                        help=f"Emotion label map: {LABELS_FORMAT}. {what} Without it, labels "
+                        f"must be class codes ({' '.join(CODES)}) or codes the data "
+                        "directory's prepare.json declares.")
+
+
 @main.command("validate-data-dir")
 @click.argument("data_dir", type=click.Path())
 @click.option("--no-check-files", is_flag=True, help="Do not check that audio files exist.")
 @click.option("--emotion", is_flag=True, help="Require utt2emo (emotion corpora).")
-def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) -> None:
-    """Check a Kaldi data directory; every problem is printed with its file and line."""
+@labels_option("utt2emo may then also hold the mapped names.")
+def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool,
+                          labels: str | None) -> None:
+    """Check a Kaldi data directory; every problem is printed with its file and line.
+
+    utt2emo labels must be class codes (or names mapped to them by --labels).
+    """
     problems = validate_data_dir(data_dir, check_files=not no_check_files,
-                                 require_emotion=emotion)
+                                 require_emotion=emotion,
+                                 labels=read_label_map(labels, data_dir))
     for problem in problems:
         click.echo(problem, err=True)
     if problems:
@@ -268,8 +284,10 @@ def check_folds_cmd(data_dir: str, as_json: bool, no_audio: bool) -> None:
 @click.option("--wav-dir", type=click.Path(), default=None,
               help="Where VoxCeleb2 .m4a are decoded to WAV (default DATA_DIR_wav).")
 @click.option("--strict", is_flag=True, help="Fail instead of skipping any file.")
+@labels_option("The manifest's labels are mapped at import (an unknown one is an error); for "
+               "the other corpora it maps their codes (e.g. 'cal neu' merges calm into neutral).")
 def prepare_cmd(corpus: str, src: str, data_dir: str, exp: int, protocol: str, k: int,
-                seed: int, wav_dir: str | None, strict: bool) -> None:
+                seed: int, wav_dir: str | None, strict: bool, labels: str | None) -> None:
     """Prepare CORPUS found at SRC into the Kaldi data directory DATA_DIR, with folds.
 
     CORPUS: iemocap, voxceleb, librispeech, ravdess, emodb, cremad, tess, savee, emovo,
@@ -278,7 +296,7 @@ def prepare_cmd(corpus: str, src: str, data_dir: str, exp: int, protocol: str, k
     """
     try:
         result = prepare(corpus, src, data_dir, exp=exp, protocol=protocol, k=k, seed=seed,
-                         wav_dir=wav_dir, strict=strict)
+                         wav_dir=wav_dir, strict=strict, labels=labels)
     except ValueError as err:  # folds.py reports impossible protocols as plain ValueError
         fail(str(err))
     click.echo(result.summary())
@@ -378,10 +396,11 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
 @click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel jobs for the embedding extraction.")
 @click.option("--device", default="cpu", show_default=True)
+@labels_option("utt2emo's names are read as their codes (the experiment's classes).")
 def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: str,
                  unfreeze: bool, model_conf: str | None, train_conf: str | None,
                  conf_path: str | None, overrides: tuple[str, ...], export_all: bool,
-                 emb_dir: str | None, nj: int, device: str) -> None:
+                 emb_dir: str | None, nj: int, device: str, labels: str | None) -> None:
     """Transfer to emotion on every fold of DATA_DIR/folds; posteriors per fold in EXP_DIR.
 
     Default (paper): the speaker model's trunk frozen, new FC layers trained on its pooled
@@ -395,7 +414,7 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
     summary = finetune(feat_dir, data_dir, exp_dir, init=init, conf=conf, model_conf=mconf,
                        train_conf=tconf, fold=fold, unfreeze=unfreeze,
                        export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
-                       command=shlex.join(["sertool", *sys.argv[1:]]))
+                       command=shlex.join(["sertool", *sys.argv[1:]]), labels=labels)
     for f in summary.folds:
         metric = next((m for m in ("valid_ua", "valid_acc") if m in (f.heldout or {})), None)
         detail = (f"held-out {metric[6:].upper()} {f.heldout[metric]:.3f} "
