@@ -72,8 +72,9 @@ class LabelMap:
         return (f"{where}: unknown emotion label {label!r}{times}: not a class code "
                 f"({' '.join(self.codes)}){mapped}; "
                 + (f"if it means {guess}, " if guess else "")
-                + f"map it with --labels FILE holding the line '{example}' (one 'name code' "
-                "pair per line)")
+                + (f"add the line '{example}' to {self.source}" if self.source else
+                   f"map it with --labels FILE holding the line '{example}' (one 'name code' "
+                   "pair per line)"))
 
     def apply(self, table: Mapping[str, str], path: str | os.PathLike
               ) -> tuple[dict[str, str], list[str]]:

@@ -128,6 +128,12 @@ def test_validate_data_dir_refuses_a_label_typo_and_accepts_it_mapped(tmp_path):
             f"({' '.join(sorted(CODES))}); if it means hap") in result.stderr
     assert f"sertool: error: {data}: 1 problem(s)" in result.stderr
     labels = tmp_path / "labels.txt"
+    labels.write_text("angry ang\n")
+    result = _cli("validate-data-dir", data, "--emotion", "--labels", labels)
+    assert result.exit_code == 1 and (f"{emo}:3: unknown emotion label 'happy': not a class code "
+                                      f"({' '.join(sorted(CODES))}) nor a name in {labels}; if "
+                                      f"it means hap, add the line 'happy hap' to {labels}"
+                                      ) in result.stderr
     labels.write_text("happy hap\n")
     result = _cli("validate-data-dir", data, "--emotion", "--labels", labels)
     assert result.exit_code == 0 and f"{data}: valid" in result.stdout
