@@ -33,7 +33,7 @@ from sertool.errors import SertoolError
 from sertool.folds import PROTOCOLS, check_folds, format_check
 from sertool.frontend.wave_augment import WaveAugment
 from sertool.io_utils import atomic_write_json, atomic_write_text
-from sertool.labels import CODES, read_label_map
+from sertool.labels import CODES, read_label_map, read_utt2emo
 from sertool.labels import FORMAT as LABELS_FORMAT
 from sertool.predict import load_bundle, predict_files, predictions_csv, write_predictions
 from sertool.scoring import compare, plot_ablation, score_experiment, write_report
@@ -334,15 +334,20 @@ def make_demo_corpus_cmd(out: str, seed: int) -> None:
               help="Start from this checkpoint's trunk (new FC layers).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: best available).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@labels_option("With --task emotion, utt2emo's names are read as their codes.")
 def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: str | None,
               model_conf: str | None, overrides: tuple[str, ...], init_model: str | None,
-              device: str | None, no_progress: bool) -> None:
+              device: str | None, no_progress: bool, labels: str | None) -> None:
     """Train a network on feature chunks; a rerun resumes. Under torchrun: DDP."""
     from sertool.nnet.trainer import resolve_train_configs, train  # imports torch
 
+    if labels is not None and task != "emotion":
+        fail("--labels maps emotion labels: it needs --task emotion")
+    utt2label = (read_utt2emo(data_dir, read_label_map(labels, data_dir))
+                 if task == "emotion" and (Path(data_dir) / "utt2emo").is_file() else None)
     conf = resolve_train_configs(conf_path, model_conf, overrides, init_model)
     result = train(feat_dir, data_dir, exp_dir, conf, task=task, init_model=init_model,
-                   device=device, progress=not no_progress)
+                   device=device, progress=not no_progress, utt2label=utt2label)
     click.echo(result.summary())
 
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sertool.datadir import read_text
+from sertool.datadir import read_table, read_text
 from sertool.errors import SertoolError
 
 # The class codes the corpus modules map to (their LABELS, IEMOCAP's class maps).
@@ -138,3 +138,13 @@ def read_label_map(path: str | os.PathLike | None = None,
                              f"({' '.join(sorted(CODES))}); if it is a new class, declare it "
                              f"with the line '{code} {code}'")
     return LabelMap(names, tuple(new), str(path.resolve()))
+
+
+def read_utt2emo(data_dir: str | os.PathLike, label_map: LabelMap) -> dict[str, str]:
+    """``DATA_DIR/utt2emo`` with every label as its class code; unknown labels raise
+    :class:`LabelError`, each named with its first line."""
+    path = Path(data_dir) / "utt2emo"
+    mapped, problems = label_map.apply(read_table(path), path)
+    if problems:
+        raise LabelError("\n  ".join(problems))
+    return mapped

@@ -270,3 +270,19 @@ def test_finetune_labels_map_names_to_the_experiments_classes(tmp_path, init):
         posteriors = read_posteriors(tmp_path / "exp" / f"fold_{fold}" / "posteriors.tsv")
         assert posteriors.classes == ["ang", "neu"]
         assert len(posteriors.utts) == 3
+
+
+def test_train_emotion_refuses_a_label_that_is_no_class_code(tmp_path):
+    from train_helpers import make_feats
+
+    feat_dir, data = make_feats(tmp_path, n_spk=2, n_utt=2, frames=30, dim=8, emotion=True)
+    emo = data / "utt2emo"
+    emo.write_text(emo.read_text().replace("spk1-u1 ang", "spk1-u1 anger"))
+    result = _cli("train", feat_dir, data, tmp_path / "exp", "--task", "emotion")
+    assert result.exit_code == 1
+    assert (f"sertool: error: {emo}:4: unknown emotion label 'anger': not a class code "
+            f"({' '.join(sorted(CODES))}); if it means ang") in result.stderr
+    assert not (tmp_path / "exp").exists()
+    result = _cli("train", feat_dir, data, tmp_path / "exp", "--labels", emo)
+    assert result.exit_code == 1 and "--labels maps emotion labels: it needs --task emotion" in (
+        result.stderr)

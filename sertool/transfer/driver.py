@@ -53,7 +53,7 @@ from sertool.folds import HeldoutSplit, fold_seed, inner_speaker_folds, split_he
 from sertool.frontend.pipeline import check_model_frontend
 from sertool.io_utils import atomic_write_json
 from sertool.jobs import check_identity
-from sertool.labels import LabelError, read_label_map
+from sertool.labels import read_label_map, read_utt2emo
 from sertool.models import build_model, load_model_conf
 from sertool.nnet.checkpoint import load_model, save_checkpoint
 from sertool.nnet.device import resolve_device
@@ -190,9 +190,7 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         raise DataDirError(data_dir / "utt2emo", None, "not found (an emotion data directory "
                            "has one)")
     label_map = read_label_map(labels, data_dir)
-    utt2label, problems = label_map.apply(read_table(data_dir / "utt2emo"), data_dir / "utt2emo")
-    if problems:
-        raise LabelError("\n  ".join(problems))
+    utt2label = read_utt2emo(data_dir, label_map)
     used = sorted({u for f in folds for u in f.train + f.test})
     absent = [u for u in used if u not in utt2label]
     if absent:
