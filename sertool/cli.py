@@ -291,8 +291,9 @@ def prepare_cmd(corpus: str, src: str, data_dir: str, exp: int, protocol: str, k
     """Prepare CORPUS found at SRC into the Kaldi data directory DATA_DIR, with folds.
 
     CORPUS: iemocap, voxceleb, librispeech, ravdess, emodb, cremad, tess, savee, emovo,
-    manifest (SRC is then a CSV file with columns path,label,speaker). Files that cannot be
-    used are listed in DATA_DIR/skipped with the reason.
+    manifest (SRC is then a UTF-8 CSV file with columns path,label,speaker[,utt]; labels are
+    class codes or names --labels maps to them). Files that cannot be used are listed in
+    DATA_DIR/skipped with the reason.
     """
     try:
         result = prepare(corpus, src, data_dir, exp=exp, protocol=protocol, k=k, seed=seed,
