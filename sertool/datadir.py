@@ -92,8 +92,8 @@ def read_table(path: str | os.PathLike, *, fields: int | None = None) -> dict[st
 
 def read_text(path: str | os.PathLike, *, bom: bool = False) -> str:
     """The UTF-8 text of ``path``; not UTF-8 (e.g. a Latin-1 file from another tool) is an error
-    naming the line. ``bom``: drop a leading byte-order mark (files saved by Excel or Notepad;
-    Kaldi tables keep it, so it stays an error there)."""
+    naming the line. ``bom``: drop a leading byte-order mark (files saved by Excel or Notepad);
+    tables are read without (Kaldi's own tools do not drop it either)."""
     path = Path(path)
     try:
         data = path.read_bytes()

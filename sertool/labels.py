@@ -3,8 +3,8 @@
 Every corpus module maps its own emotion names to these three-letter codes (RAVDESS ``03`` ->
 ``hap``, TESS ``happy`` -> ``hap``, ...), so ``utt2emo`` holds codes only and a typo cannot
 become a class of its own. A corpus that uses other names (a CSV manifest, a hand-made data
-directory) gives a map with ``--labels FILE`` to ``prepare``, ``validate-data-dir`` and
-``finetune``:
+directory) gives a map with ``--labels FILE`` to ``prepare``, ``validate-data-dir``,
+``finetune`` and ``train --task emotion``:
 
     # name code (one pair per line; # starts a comment)
     happy hap
