@@ -34,6 +34,8 @@ from sertool.errors import OutputError, SertoolError, os_error_message
 from sertool.folds import PROTOCOLS, check_folds, format_check
 from sertool.frontend.wave_augment import WaveAugment
 from sertool.io_utils import atomic_write_json, atomic_write_text, ensure_writable
+from sertool.labels import CODES, read_label_map, read_utt2emo
+from sertool.labels import FORMAT as LABELS_FORMAT
 from sertool.predict import load_bundle, predict_files, predictions_csv, write_predictions
 from sertool.scoring import compare, plot_ablation, score_experiment, write_report
 
@@ -113,14 +115,28 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
 # ----------------------------------------------------------------- data directories
 
 
+def labels_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--labels FILE``: the map from other emotion names to class codes (sertool.labels)."""
+    return click.option("--labels", "labels", type=click.Path(), default=None,
+                        help=f"Emotion label map: {LABELS_FORMAT}. {what} Without it, labels "
+                        f"must be class codes ({' '.join(CODES)}) or codes the data "
+                        "directory's prepare.json declares.")
+
+
 @main.command("validate-data-dir")
 @click.argument("data_dir", type=click.Path())
 @click.option("--no-check-files", is_flag=True, help="Do not check that audio files exist.")
 @click.option("--emotion", is_flag=True, help="Require utt2emo (emotion corpora).")
-def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool) -> None:
-    """Check a Kaldi data directory; every problem is printed with its file and line."""
+@labels_option("utt2emo may then also hold the mapped names.")
+def validate_data_dir_cmd(data_dir: str, no_check_files: bool, emotion: bool,
+                          labels: str | None) -> None:
+    """Check a Kaldi data directory; every problem is printed with its file and line.
+
+    utt2emo labels must be class codes (or names mapped to them by --labels).
+    """
     problems = validate_data_dir(data_dir, check_files=not no_check_files,
-                                 require_emotion=emotion)
+                                 require_emotion=emotion,
+                                 labels=read_label_map(labels, data_dir))
     for problem in problems:
         click.echo(problem, err=True)
     if problems:
@@ -276,17 +292,20 @@ def check_folds_cmd(data_dir: str, as_json: bool, no_audio: bool) -> None:
 @click.option("--wav-dir", type=click.Path(), default=None,
               help="Where VoxCeleb2 .m4a are decoded to WAV (default DATA_DIR_wav).")
 @click.option("--strict", is_flag=True, help="Fail instead of skipping any file.")
+@labels_option("The manifest's labels are mapped at import (an unknown one is an error); for "
+               "the other corpora it maps their codes (e.g. 'cal neu' merges calm into neutral).")
 def prepare_cmd(corpus: str, src: str, data_dir: str, exp: int, protocol: str, k: int,
-                seed: int, wav_dir: str | None, strict: bool) -> None:
+                seed: int, wav_dir: str | None, strict: bool, labels: str | None) -> None:
     """Prepare CORPUS found at SRC into the Kaldi data directory DATA_DIR, with folds.
 
     CORPUS: iemocap, voxceleb, librispeech, ravdess, emodb, cremad, tess, savee, emovo,
-    manifest (SRC is then a CSV file with columns path,label,speaker). Files that cannot be
-    used are listed in DATA_DIR/skipped with the reason.
+    manifest (SRC is then a UTF-8 CSV file with columns path,label,speaker[,utt]; labels are
+    class codes or names --labels maps to them). Files that cannot be used are listed in
+    DATA_DIR/skipped with the reason.
     """
     try:
         result = prepare(corpus, src, data_dir, exp=exp, protocol=protocol, k=k, seed=seed,
-                         wav_dir=wav_dir, strict=strict)
+                         wav_dir=wav_dir, strict=strict, labels=labels)
     except ValueError as err:  # folds.py reports impossible protocols as plain ValueError
         fail(str(err))
     click.echo(result.summary())
@@ -324,15 +343,20 @@ def make_demo_corpus_cmd(out: str, seed: int) -> None:
               help="Start from this checkpoint's trunk (new FC layers).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: best available).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@labels_option("With --task emotion, utt2emo's names are read as their codes.")
 def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: str | None,
               model_conf: str | None, overrides: tuple[str, ...], init_model: str | None,
-              device: str | None, no_progress: bool) -> None:
+              device: str | None, no_progress: bool, labels: str | None) -> None:
     """Train a network on feature chunks; a rerun resumes. Under torchrun: DDP."""
     from sertool.nnet.trainer import resolve_train_configs, train  # imports torch
 
+    if labels is not None and task != "emotion":
+        fail("--labels maps emotion labels: it needs --task emotion")
+    utt2label = (read_utt2emo(data_dir, read_label_map(labels, data_dir))
+                 if task == "emotion" and (Path(data_dir) / "utt2emo").is_file() else None)
     conf = resolve_train_configs(conf_path, model_conf, overrides, init_model)
     result = train(feat_dir, data_dir, exp_dir, conf, task=task, init_model=init_model,
-                   device=device, progress=not no_progress)
+                   device=device, progress=not no_progress, utt2label=utt2label)
     click.echo(result.summary())
 
 
@@ -386,10 +410,11 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
 @click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel jobs for the embedding extraction.")
 @click.option("--device", default="cpu", show_default=True)
+@labels_option("utt2emo's names are read as their codes (the experiment's classes).")
 def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: str,
                  unfreeze: bool, model_conf: str | None, train_conf: str | None,
                  conf_path: str | None, overrides: tuple[str, ...], export_all: bool,
-                 emb_dir: str | None, nj: int, device: str) -> None:
+                 emb_dir: str | None, nj: int, device: str, labels: str | None) -> None:
     """Transfer to emotion on every fold of DATA_DIR/folds; posteriors per fold in EXP_DIR.
 
     Default (paper): the speaker model's trunk frozen, new FC layers trained on its pooled
@@ -403,7 +428,7 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
     summary = finetune(feat_dir, data_dir, exp_dir, init=init, conf=conf, model_conf=mconf,
                        train_conf=tconf, fold=fold, unfreeze=unfreeze,
                        export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
-                       command=shlex.join(["sertool", *sys.argv[1:]]))
+                       command=shlex.join(["sertool", *sys.argv[1:]]), labels=labels)
     for f in summary.folds:
         metric = next((m for m in ("valid_ua", "valid_acc") if m in (f.heldout or {})), None)
         detail = (f"held-out {metric[6:].upper()} {f.heldout[metric]:.3f} "

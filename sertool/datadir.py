@@ -25,9 +25,13 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sertool.errors import SertoolError
 from sertool.io_utils import atomic_dir, atomic_open, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from sertool.labels import LabelMap
 
 TABLES = ("wav.scp", "segments", "utt2spk", "spk2utt", "utt2emo", "utt2conv", "feats.scp")
 # optional tables keyed by utterance, one token per value
@@ -67,14 +71,7 @@ def read_table(path: str | os.PathLike, *, fields: int | None = None) -> dict[st
     path = _require_file(path)
     table: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:  # e.g. a Latin-1 file from another tool
-        lineno = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise DataDirError(path, lineno, "not UTF-8 text (save the file as UTF-8)") from None
-    except OSError as err:
-        raise DataDirError(path, None, f"cannot read: {err.strerror}") from None
-    lines = text.split("\n")
+    lines = read_text(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the newline ending the last line
     for lineno, raw in enumerate(lines, start=1):
@@ -98,6 +95,22 @@ def read_table(path: str | os.PathLike, *, fields: int | None = None) -> dict[st
         table[key] = value
         first_line[key] = lineno
     return table
+
+
+def read_text(path: str | os.PathLike, *, bom: bool = False) -> str:
+    """The UTF-8 text of ``path``; not UTF-8 (e.g. a Latin-1 file from another tool) is an error
+    naming the line. ``bom``: drop a leading byte-order mark (files saved by Excel or Notepad);
+    tables are read without (Kaldi's own tools do not drop it either)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataDirError(path, None, f"cannot read: {err.strerror}") from None
+    try:
+        return data.decode("utf-8-sig" if bom else "utf-8")
+    except UnicodeDecodeError as err:
+        lineno = data[: err.start].count(b"\n") + 1
+        raise DataDirError(path, lineno, "not UTF-8 text (save the file as UTF-8)") from None
 
 
 def write_table(path: str | os.PathLike, table: Mapping[str, str] | Iterable[tuple[str, str]]):
@@ -330,11 +343,13 @@ def _line_of(path: Path, key: str) -> int | None:
 
 
 def validate_data_dir(
-    path: str | os.PathLike, *, check_files: bool = True, require_emotion: bool = False
+    path: str | os.PathLike, *, check_files: bool = True, require_emotion: bool = False,
+    labels: LabelMap | None = None,
 ) -> list[str]:
     """Check a data directory as Kaldi's validate_data_dir.sh does; return the problems.
 
-    Each problem is one line ``file:line: message``. An empty list means valid.
+    Each problem is one line ``file:line: message``. An empty list means valid. ``labels``:
+    also check that every ``utt2emo`` label is a class code or a name the map maps to one.
     """
     path = Path(path)
     if not path.is_dir():
@@ -409,6 +424,8 @@ def validate_data_dir(
             if len(value.split()) != 1:
                 problems.append(f"{path / name}:{_line_of(path / name, utt)}: "
                                 f"value must be one token, got {value!r}")
+    if labels is not None and "utt2emo" in tables:
+        problems += labels.apply(tables["utt2emo"], path / "utt2emo")[1]
 
     if check_files:
         for rec, value in wav.items():

@@ -167,13 +167,15 @@ def test_manifest_csv(tmp_path):
                    "carol,audio/c 1.wav,sad\n"
                    "bob,audio/missing.wav,sad\n"
                    "bob,audio/b1.wav,very sad\n")
-    result = prepare("manifest", csv, tmp_path / "data", progress=False)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("happy hap\n")  # names that are no class code are mapped to one
+    result = prepare("manifest", csv, tmp_path / "data", progress=False, labels=labels)
     data = tmp_path / "data"
     assert validate_data_dir(data, require_emotion=True) == []
     assert read_table(data / "utt2spk") == {"alice-a1": "alice", "alice-a2": "alice",
                                             "bob-b1": "bob", "bob-b2": "bob",
                                             "carol-c_1": "carol"}
-    assert Counter(read_table(data / "utt2emo").values()) == {"happy": 2, "sad": 3}
+    assert Counter(read_table(data / "utt2emo").values()) == {"hap": 2, "sad": 3}
     assert [(s.path, s.reason.split(":")[-1].strip()) for s in result.skipped] == [
         (f"{csv.resolve()}:7", "audio file not found"),
         (f"{csv.resolve()}:8", "speaker 'bob' / label 'very sad' must be one token of letters, "

@@ -45,3 +45,24 @@ def test_prepare_data_wrapper_is_idempotent(tmp_path):
     assert bad.returncode != 0 and "nowhere: not found" in bad.stderr
     missing_parent = _run("emodb", str(tmp_path / "a" / "b"), str(tmp_path / "d3"))
     assert missing_parent.returncode != 0 and "b: not found" in missing_parent.stderr
+
+
+def test_prepare_data_wrapper_passes_the_label_map(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["path,label,speaker"]
+    for spk in ("s1", "s2"):
+        for n, label in enumerate(("happy", "sad")):
+            sf.write(tmp_path / f"{spk}_{n}.wav", (0.1 * rng.standard_normal(800)), 16000)
+            rows.append(f"{spk}_{n}.wav,{label},{spk}")
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("happy hap\n")
+    data = tmp_path / "data"
+    first = _run("--labels", str(labels), "manifest", str(tmp_path / "list.csv"), str(data))
+    assert first.returncode == 0, first.stderr
+    assert "labels: hap 2, sad 2" in first.stdout
+    again = _run("--labels", str(labels), "manifest", str(tmp_path / "list.csv"), str(data))
+    assert again.returncode == 0 and "already prepared" in again.stderr
+    labels.write_text("happy sad\n")  # an edited map prepares again
+    edited = _run("--labels", str(labels), "manifest", str(tmp_path / "list.csv"), str(data))
+    assert edited.returncode == 0 and "labels: sad 4" in edited.stdout

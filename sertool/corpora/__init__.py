@@ -31,6 +31,7 @@ from sertool.corpora import (
 from sertool.corpora.base import PrepareError, Scan, Skip, Utt
 from sertool.datadir import DataDir, Fold, validate_data_dir, write_folds
 from sertool.io_utils import atomic_dir, atomic_write_json, atomic_write_text
+from sertool.labels import read_label_map
 
 CORPORA: dict[str, ModuleType] = {
     m.NAME: m
@@ -133,9 +134,16 @@ def prepare(
     wav_dir: str | os.PathLike | None = None,
     strict: bool = False,
     progress: bool = True,
+    labels: str | os.PathLike | None = None,
 ) -> PrepareResult:
-    """Prepare ``corpus`` found at ``src`` into ``data_dir`` (replaced as a whole on success)."""
+    """Prepare ``corpus`` found at ``src`` into ``data_dir`` (replaced as a whole on success).
+
+    ``labels``: a ``--labels`` file (sertool.labels) mapping the manifest's emotion names to
+    class codes; for the other corpora it maps their codes (e.g. ``cal neu`` merges calm into
+    neutral).
+    """
     module = corpus_module(corpus)
+    label_map = read_label_map(labels)
     src = Path(src).expanduser().resolve()
     data_dir = Path(data_dir).expanduser().resolve()
     if not src.exists():
@@ -145,7 +153,11 @@ def prepare(
     if data_dir == src or src in data_dir.parents:
         raise PrepareError(f"{data_dir}: the data directory must not be inside the corpus")
     wav_dir = Path(wav_dir) if wav_dir else data_dir.with_name(data_dir.name + "_wav")
-    scan: Scan = module.scan(src, exp=exp, wav_dir=wav_dir.resolve(), progress=progress)
+    scan: Scan = module.scan(src, exp=exp, wav_dir=wav_dir.resolve(), progress=progress,
+                             labels=label_map)
+    if labels is not None and module is not manifest:  # the manifest maps with its lines
+        for u in scan.utts:
+            u.label = label_map.code_of(u.label) if u.label is not None else None
     _drop_unreadable(scan, progress)
     if not scan.utts:
         detail = f"; {len(scan.skipped)} files skipped, e.g. {scan.skipped[0].path}: " \
@@ -155,7 +167,7 @@ def prepare(
     if strict and scan.skipped:
         raise PrepareError(f"{len(scan.skipped)} files skipped (--strict), e.g. "
                            f"{scan.skipped[0].path}: {scan.skipped[0].reason}")
-    _check_ids(scan.utts)
+    _check_ids(scan.utts, getattr(module, "DUPLICATE_ID_HINT", None))
     emotion = all(u.label is not None for u in scan.utts)
     if module.EMOTION and module is not manifest and not emotion:
         raise PrepareError(f"{module.NAME}: some utterances have no label")
@@ -190,8 +202,9 @@ def prepare(
             "corpus": module.NAME, "src": str(src), "exp": exp if module is iemocap else None,
             "protocol": result.protocol, "n_utts": result.n_utts,
             "n_speakers": result.n_speakers, "labels": result.labels,
-            "excluded": result.excluded, "n_skipped": len(skipped), "notes": result.notes})
-        problems = validate_data_dir(tmp, require_emotion=emotion)
+            "excluded": result.excluded, "n_skipped": len(skipped), "notes": result.notes,
+            **({"label_map": label_map.to_json()} if labels is not None else {})})
+        problems = validate_data_dir(tmp, require_emotion=emotion, labels=label_map)
         if problems:  # a bug in a corpus module, not a user error; say everything
             raise PrepareError("prepared directory is invalid:\n  " + "\n  ".join(problems))
     return result
@@ -218,15 +231,23 @@ def _drop_unreadable(scan: Scan, progress: bool) -> None:
     scan.utts = kept
 
 
-def _check_ids(utts: list[Utt]) -> None:
-    seen: dict[str, Path] = {}
+def _check_ids(utts: list[Utt], hint: str | None = None) -> None:
+    """Utterance ids are unique and start with their speaker; a collision names both sources
+    (with the line, where a list gave them) and the corpus module's ``hint`` for the fix."""
+    seen: dict[str, Utt] = {}
     for u in utts:
         if u.utt in seen:
-            raise PrepareError(f"{u.path}: utterance id {u.utt!r} also made from {seen[u.utt]}")
+            first = seen[u.utt]
+            raise PrepareError(f"{_source(u)}: utterance id {u.utt!r} also made from "
+                               f"{_source(first)}" + (f"; {hint}" if hint else ""))
         if not u.utt.startswith(u.spk):
             raise PrepareError(f"{u.path}: utterance id {u.utt!r} does not start with its "
                                f"speaker {u.spk!r}")
-        seen[u.utt] = u.path
+        seen[u.utt] = u
+
+
+def _source(u: Utt) -> str:
+    return f"{u.where} ({u.path})" if u.where else str(u.path)
 
 
 # What prepare writes (and so may replace); check-folds keeps its audio-hash cache beside them.

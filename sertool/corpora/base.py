@@ -31,6 +31,7 @@ class Utt:
     label: str | None = None  # emotion label (emotion corpora)
     group: str | None = None  # session (IEMOCAP) for leave-one-session-out
     conv: str | None = None  # conversation / dialog id (IEMOCAP)
+    where: str | None = None  # the line it comes from (``file:line``), where a list names it
 
 
 @dataclass

@@ -199,9 +199,10 @@ def _labels_of(data_dir: Path, task: str) -> dict[str, str]:
 
 
 def _items(feat_dir: Path, data_dir: Path, conf: Mapping, task: str,
-           train_utts: Sequence[str] | None, valid_utts: Sequence[str] | None):
+           train_utts: Sequence[str] | None, valid_utts: Sequence[str] | None,
+           utt2label: Mapping[str, str] | None = None):
     feats = read_feats_scp(feat_dir)
-    utt2label = _labels_of(data_dir, task)
+    utt2label = dict(utt2label) if utt2label is not None else _labels_of(data_dir, task)
     pool = list(train_utts) if train_utts is not None else sorted(utt2label)
     missing = [u for u in pool + list(valid_utts or []) if u not in feats]
     if missing:
@@ -297,8 +298,12 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
           exp_dir: str | os.PathLike, conf: Mapping, task: str = "speaker",
           train_utts: Sequence[str] | None = None, valid_utts: Sequence[str] | None = None,
           init_model: str | os.PathLike | None = None, device: str | None = None,
-          progress: bool = True) -> TrainResult:
-    """Train (or resume training) a model; see the module docstring."""
+          progress: bool = True, utt2label: Mapping[str, str] | None = None) -> TrainResult:
+    """Train (or resume training) a model; see the module docstring.
+
+    ``utt2label``: the labels already read and mapped to class codes (``finetune --labels``),
+    instead of DATA_DIR's utt2spk / utt2emo.
+    """
     feat_dir, data_dir, exp_dir = Path(feat_dir), Path(data_dir), Path(exp_dir)
     full = copy.deepcopy(DEFAULTS)
     full.update(copy.deepcopy(dict(conf)))
@@ -319,7 +324,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     is_main = rank == 0
 
     feats, labels, train_items, valid_items = _items(feat_dir, data_dir, conf, task,
-                                                     train_utts, valid_utts)
+                                                     train_utts, valid_utts, utt2label)
     if not train_items:
         raise TrainError(f"{data_dir}: no training utterances")
     feat_dim = int(np.asarray(kaldiio.load_mat(feats[train_items[0].utt])).shape[1])

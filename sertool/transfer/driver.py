@@ -53,6 +53,7 @@ from sertool.folds import HeldoutSplit, fold_seed, inner_speaker_folds, split_he
 from sertool.frontend.pipeline import check_model_frontend
 from sertool.io_utils import atomic_write_json, ensure_writable
 from sertool.jobs import check_identity
+from sertool.labels import read_label_map, read_utt2emo
 from sertool.models import build_model, load_model_conf
 from sertool.nnet.checkpoint import load_model, save_checkpoint
 from sertool.nnet.device import resolve_device
@@ -169,8 +170,12 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
              conf: Mapping, model_conf: Mapping | None = None,
              train_conf: Mapping | None = None, fold: str = "all", unfreeze: bool = False,
              export_all: bool = False, emb_dir: str | os.PathLike | None = None, nj: int = 1,
-             device: str = "cpu", command: str = "", progress: bool = True) -> FinetuneSummary:
+             device: str = "cpu", command: str = "", progress: bool = True,
+             labels: str | os.PathLike | None = None) -> FinetuneSummary:
     """Train and score every fold (or ``fold``) of ``data_dir/folds``; see the module docstring.
+
+    ``utt2emo`` labels must be class codes (sertool.labels) or names that the ``labels`` file
+    maps to codes; every class must occur in the training list of every fold run.
 
     ``init`` is the speaker model (a checkpoint of sertool.nnet.checkpoint) or None for the
     no-transfer baseline; ``conf`` is the resolved :data:`DEFAULTS`; ``model_conf`` the network
@@ -188,23 +193,28 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     if not (data_dir / "utt2emo").is_file():
         raise DataDirError(data_dir / "utt2emo", None, "not found (an emotion data directory "
                            "has one)")
-    utt2label = read_table(data_dir / "utt2emo")
+    label_map = read_label_map(labels, data_dir)
+    utt2label = read_utt2emo(data_dir, label_map)
+    used = sorted({u for f in folds for u in f.train + f.test})
+    absent = [u for u in used if u not in utt2label]
+    if absent:
+        raise FinetuneError(f"{data_dir / 'utt2emo'}: {len(absent)} utterance(s) of the folds "
+                            f"are missing, e.g. {absent[0]!r}")
+    classes = sorted({utt2label[u] for u in used})
+    _require_every_class(data_dir, [f for f in folds if fold in ("all", f.name)], used,
+                         utt2label)
     feats_table = read_table(feat_dir / "feats.scp")
     frontend_json = feat_dir / "frontend.json"
     if not frontend_json.is_file():
         raise FinetuneError(f"{frontend_json}: not found (make FEAT_DIR with extract-feats)")
     frontend = json.loads(frontend_json.read_text(encoding="utf-8"))
-    used = sorted({u for f in folds for u in f.train + f.test})
-    for table, name in ((utt2label, data_dir / "utt2emo"), (feats_table, feat_dir / "feats.scp")):
-        absent = [u for u in used if u not in table]
-        if absent:
-            hint = (f" (extract-feats lists the utterances it could not use in "
-                    f"{feat_dir / 'failed'}; drop them from the data directory and its folds "
-                    f"with `sertool fix-data-dir {data_dir} --feat-dir {feat_dir}`)"
-                    if table is feats_table else "")
-            raise FinetuneError(f"{name}: {len(absent)} utterance(s) of the folds are missing, "
-                                f"e.g. {absent[0]!r}{hint}")
-    classes = sorted({utt2label[u] for u in used})
+    absent = [u for u in used if u not in feats_table]
+    if absent:  # extract-feats lists the utterances it could not use in FEAT_DIR/failed
+        raise FinetuneError(
+            f"{feat_dir / 'feats.scp'}: {len(absent)} utterance(s) of the folds are missing, "
+            f"e.g. {absent[0]!r} (extract-feats lists the utterances it could not use in "
+            f"{feat_dir / 'failed'}; drop them from the data directory and its folds with "
+            f"`sertool fix-data-dir {data_dir} --feat-dir {feat_dir}`)")
 
     feat_dim = int(np.asarray(kaldiio.load_mat(feats_table[used[0]])).shape[1])
     random_trunk = str(init) == "random"
@@ -251,7 +261,8 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     prep = json.loads(prepare.read_text(encoding="utf-8")) if prepare.is_file() else {}
     corpus = str(prep.get("corpus") or data_dir.name)
     class_map = prep.get("class_map") or {
-        "labels": "as in utt2emo", **({"iemocap_exp": prep["exp"]} if "exp" in prep else {}),
+        "labels": "as in utt2emo" + (f", mapped by {label_map.source}" if labels else ""),
+        **({"iemocap_exp": prep["exp"]} if "exp" in prep else {}),
         **({"left_out": prep["excluded"]} if prep.get("excluded") else {})}
     policy = conf["augment"]["policy"]
     copies = 0 if policy == "none" else int(conf["augment"]["copies"])
@@ -261,7 +272,11 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     identity = {"feat_dir": str(feat_dir.resolve()), "data_dir": str(data_dir.resolve()),
                 "init": init_text, "mode": mode, "conf": conf, "model_conf": dict(model_conf),
                 "train_conf": dict(train_conf) if train_conf is not None else None,
-                "classes": classes}
+                "classes": classes,
+                # only with --labels, so experiments made before it keep their identity
+                **({"label_map": {"names": dict(label_map.names),
+                                  "new_codes": list(label_map.new_codes)}}
+                   if labels is not None else {})}
     _check_identity(exp_dir, identity)
     experiment = {
         "name": exp_dir.resolve().name, "corpus": corpus,
@@ -307,6 +322,27 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         if not (bundle / "bundle.json").is_file():
             _run_fold(setup, "all", used, [], exp_dir / "final", embeddings)
     return FinetuneSummary(exp_dir, mode, outcomes, bundle)
+
+
+def _require_every_class(data_dir: Path, folds: Sequence, used: Sequence[str],
+                         utt2label: Mapping[str, str]) -> None:
+    """Refuse a fold whose training list lacks a class of the experiment (e.g. a label typo
+    or a class of one utterance): the model could never predict it, yet its test utterances
+    count in UA as errors; a class must be learnable in every fold it is scored in."""
+    emo = data_dir / "utt2emo"
+    lines = {u: n for n, u in enumerate(read_table(emo), start=1)}
+    for f in folds:
+        trained = {utt2label[u] for u in f.train}
+        for label in sorted({utt2label[u] for u in used} - trained):
+            of = [u for u in used if utt2label[u] == label]
+            first = min(of, key=lines.__getitem__)
+            raise FinetuneError(
+                f"{data_dir / 'folds' / f.name / 'train'}: no training utterance of class "
+                f"{label!r}, which has {len(of)} utterance(s) in the folds (first at "
+                f"{emo}:{lines[first]}, {first}); a class must be trained in every fold, else "
+                "its test utterances count against UA: fix its label, or map it to another "
+                f"class with --labels FILE (a line '{label} CODE'), or drop its utterances "
+                "(sertool subset-data-dir --utt-list)")
 
 
 def _random_trunk(path: Path, model_conf: Mapping, feat_dim: int, seed: int) -> Path:
@@ -431,7 +467,7 @@ def _trainer_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list
         conf["trunk_lr_factor"] = 1.0
     result = train(setup.feat_dir, setup.data_dir, fold_dir / "train", conf, task="emotion",
                    train_utts=split.train, valid_utts=split.heldout, init_model=setup.init,
-                   device=setup.device, progress=setup.progress)
+                   device=setup.device, progress=setup.progress, utt2label=setup.utt2label)
     model, meta = load_model(result.best_model, setup.device)
     # the trainer orders its outputs by the (sorted) labels of the fold's training list
     if list(meta["labels"]) != setup.classes:
