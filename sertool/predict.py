@@ -23,6 +23,7 @@ half-written bundle.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
@@ -365,27 +366,38 @@ class PredictionWriter:
         self.bundle = bundle
         self.json = self.path.suffix.lower() == ".json"
         self.count = 0
+        self.size = 0  # bytes of complete lines in the .partial
+        self.fd: int | None = None
         try:
-            self.handle = open(self.partial, "w", encoding="utf-8")
-            if not self.json:
-                self.handle.write(csv_header(bundle.classes))
+            self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                              0o666)  # the umask applies
         except OSError as err:
             raise PredictError(f"{self.partial}: cannot write ({err.strerror or err})") from err
+        if not self.json:
+            self._append(csv_header(bundle.classes))
 
-    def add(self, p: Prediction) -> None:
+    def _append(self, text: str) -> None:
+        data = text.encode("utf-8")
         try:
-            self.handle.write(json.dumps(p.to_dict()) + "\n" if self.json
-                              else prediction_csv_row(p, self.bundle.classes))
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+            os.fsync(self.fd)
         except OSError as err:
+            with contextlib.suppress(OSError):  # no half line after the ones kept
+                os.ftruncate(self.fd, self.size)
             raise PredictError(f"{self.partial}: cannot write ({err.strerror or err}); the "
                                f"{self.count} predictions before it are kept there") from err
+        self.size += len(data)
+
+    def add(self, p: Prediction) -> None:
+        self._append(json.dumps(p.to_dict()) + "\n" if self.json
+                     else prediction_csv_row(p, self.bundle.classes))
         self.count += 1
 
     def finish(self, preds: Sequence[Prediction]) -> None:
         """Write the complete output atomically, then drop the ``.partial``."""
-        self.handle.close()
+        self.close()
         try:
             write_predictions(self.path, preds, self.bundle)
         except OSError as err:
@@ -394,7 +406,9 @@ class PredictionWriter:
         self.partial.unlink(missing_ok=True)
 
     def close(self) -> None:
-        self.handle.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def write_predictions(path: str | os.PathLike, preds: Sequence[Prediction],

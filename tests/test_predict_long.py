@@ -3,6 +3,7 @@ result, memory does not grow with the file's length, results are written safely.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -130,14 +131,22 @@ def test_interrupted_predict_keeps_what_it_did(bundle, tmp_path):
     assert out.read_text().splitlines() == rows[:2] and not partial.exists()
 
 
-def test_a_read_only_output_folder_is_refused_before_any_work(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+@contextlib.contextmanager
+def _tmpfs(path: Path, options: str):
+    """A tmpfs mounted at ``path`` for the block (the test is skipped where mount is refused)."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {mounted.stderr.strip()}")
     try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_read_only_output_folder_is_refused_before_any_work(tmp_path):
+    with _tmpfs(tmp_path / "ro", "ro,size=64k") as ro:
         for target in (ro / "pred.csv", ro / "sub" / "pred.json"):
             # the bundle does not exist either: the output is checked first
             result = CliRunner().invoke(main, ["predict", str(tmp_path / "no-bundle"),
@@ -146,5 +155,28 @@ def test_a_read_only_output_folder_is_refused_before_any_work(tmp_path):
             assert result.output == (f"sertool: error: {target}: cannot write the predictions "
                                      "there (Read-only file system)\n")
         assert os.listdir(ro) == []
-    finally:
-        subprocess.run(["umount", str(ro)], check=True)
+
+
+@pytest.mark.slow  # ~8 s on a busy machine: two predict runs over a dozen files
+def test_a_full_disk_keeps_the_predictions_made(bundle, tmp_path):
+    with _tmpfs(tmp_path / "full", "size=4k") as full:
+        files = []  # long names: each CSV row ~480 bytes, so 4 KB hold 8 of them
+        folder = tmp_path / ("d" * 200)
+        folder.mkdir()
+        for i in range(12):
+            files.append(folder / f"{i:02d}{'x' * 200}.wav")
+            sf.write(files[-1], _speech(0.3, i), SR)
+        out = full / "pred.csv"
+        partial = Path(str(out) + ".partial")
+        result = CliRunner().invoke(main, ["predict", str(bundle), *map(str, files), "-o",
+                                           str(out)])
+        assert result.exit_code == 1
+        rows = partial.read_text().splitlines()
+        done = len(rows) - 1
+        assert 3 < done < 12
+        assert (f"sertool: error: {partial}: cannot write (No space left on device); the "
+                f"{done} predictions before it are kept there") in result.output
+        assert partial.read_text().endswith("\n")  # no half row after them
+        whole = CliRunner().invoke(main, ["predict", str(bundle), *map(str, files[:done])])
+        assert rows == whole.stdout.splitlines()
+        assert sorted(os.listdir(full)) == ["pred.csv.partial"]
