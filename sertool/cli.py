@@ -468,8 +468,10 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
         preds = predict_files(loaded, audio, progress=len(audio) > 1, chunk_frames=chunk_frames,
                               on_result=emit)
     except KeyboardInterrupt:
-        kept = f"; the predictions made are in {writer.partial}" if writer else ""
-        fail(f"interrupted after {len(done)} of {len(audio)} files{kept}")
+        if writer is None:
+            fail(f"interrupted after {len(done)} of {len(audio)} files")
+        fail(f"interrupted after {writer.count} of {len(audio)} files; the predictions made "
+             f"are in {writer.partial}")
     finally:
         if writer is not None:
             writer.close()

@@ -19,6 +19,12 @@ Only these fixed file names inside the directory are used, never a path recorded
 a bundle still works after it is moved or copied elsewhere. It is written to a temporary
 directory beside its destination and renamed into place: a killed export leaves no
 half-written bundle.
+
+``predict`` answers for every readable file and names what makes an answer doubtful (the
+front-end's flags: silent, clipped, too_short, vad_fallback) in a ``warning`` column; a long
+file goes through the network in chunks (:data:`CHUNK_FRAMES`) so memory does not grow with
+it; results go to ``OUT.partial`` one by one and ``OUT`` is written whole at the end
+(:class:`PredictionWriter`).
 """
 
 from __future__ import annotations

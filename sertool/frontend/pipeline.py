@@ -43,7 +43,6 @@ from sertool.frontend.features import (
     mel_filterbank,
     mfcc_from_log_mel,
     num_frames,
-    power_spectrum,
 )
 from sertool.frontend.vad import VadConfig, VadStats, detect_speech
 
@@ -228,13 +227,6 @@ class Frontend:
     def sample_rate(self) -> int:
         return self.conf["sample_rate"]
 
-    def power_spectrum(self, wave: np.ndarray) -> np.ndarray:
-        """Power spectrum (frames, n_fft // 2 + 1) of a waveform at ``sample_rate``."""
-        power = power_spectrum(wave, self.spectrum, self.n_fft)
-        if power.shape[0] == 0:
-            raise self._too_short(wave)
-        return power
-
     def _too_short(self, wave: np.ndarray) -> FrontendError:
         return FrontendError(f"signal of {len(wave)} samples is shorter than one frame "
                              f"({self.spectrum.win_length} samples)")
@@ -245,7 +237,8 @@ class Frontend:
 
     def _features_and_vad_bins(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Features (before CMVN) of every frame and the spectrum bins the VAD reads, computed
-        :data:`BLOCK_FRAMES` at a time: the same values as one pass, in bounded memory."""
+        :data:`BLOCK_FRAMES` at a time: one pass's values (up to float rounding of the
+        mel matrix product), with the temporaries bounded."""
         n = num_frames(len(wave), self.spectrum)
         if n == 0:
             raise self._too_short(wave)
