@@ -470,7 +470,7 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
     except KeyboardInterrupt:
         if writer is None:
             fail(f"interrupted after {len(done)} of {len(audio)} files")
-        fail(f"interrupted after {writer.count} of {len(audio)} files; the predictions made "
+        fail(f"interrupted after {writer.kept()} of {len(audio)} files; the predictions made "
              f"are in {writer.partial}")
     finally:
         if writer is not None:

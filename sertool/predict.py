@@ -401,6 +401,12 @@ class PredictionWriter:
                      else prediction_csv_row(p, self.bundle.classes))
         self.count += 1
 
+    def kept(self) -> int:
+        """The predictions in the ``.partial`` (read back from it: an interrupt can land
+        between a row's write and ``count``)."""
+        with open(self.partial, "rb") as handle:
+            return handle.read().count(b"\n") - (0 if self.json else 1)
+
     def finish(self, preds: Sequence[Prediction]) -> None:
         """Write the complete output atomically, then drop the ``.partial``."""
         self.close()
