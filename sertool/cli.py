@@ -30,13 +30,23 @@ from sertool.datadir import (
     validate_data_dir,
 )
 from sertool.demo_corpus import make_demo_corpus
-from sertool.errors import OutputError, SertoolError, os_error_message
+from sertool.errors import SertoolError, os_error_message
 from sertool.folds import PROTOCOLS, check_folds, format_check
 from sertool.frontend.wave_augment import WaveAugment
-from sertool.io_utils import atomic_write_json, atomic_write_text, ensure_writable
+from sertool.io_utils import atomic_write_json, atomic_write_text
 from sertool.labels import CODES, read_label_map, read_utt2emo
 from sertool.labels import FORMAT as LABELS_FORMAT
-from sertool.predict import load_bundle, predict_files, predictions_csv, write_predictions
+from sertool.predict import (
+    CHUNK_FRAMES,
+    Prediction,
+    PredictionWriter,
+    check_output,
+    csv_header,
+    load_bundle,
+    predict_files,
+    prediction_csv_row,
+    warning_line,
+)
 from sertool.scoring import compare, plot_ablation, score_experiment, write_report
 
 if TYPE_CHECKING:
@@ -451,38 +461,60 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for the model (default: PyTorch's, one per core). 1 is "
               "fastest on a machine busy with other work.")
+@click.option("--chunk-frames", type=click.IntRange(min=1), default=CHUNK_FRAMES,
+              show_default=True, help="Frames per pass of the network over a long file "
+              "(memory does not grow with the file's length; same result up to rounding).")
 def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device: str,
-                threads: int | None) -> None:
+                threads: int | None, chunk_frames: int) -> None:
     """Class probabilities for each AUDIO file (wav/flac, any sample rate or channel count)
     with the model BUNDLE that `sertool finetune` exported.
 
     A file that cannot be read is named on stderr and in the output's error column; the others
-    are still predicted. The exit status is non-zero only if every file failed.
+    are still predicted. Audio that makes a prediction doubtful (silent, clipped, too_short,
+    vad_fallback) is named on stderr and in the warning column. With -o, each prediction is
+    kept in OUT.partial as it is made and OUT is written at the end (an interrupted run keeps
+    OUT.partial). The exit status is non-zero only if every file failed.
     """
-    if output is not None and Path(output).suffix.lower() not in (".csv", ".json"):
-        fail(f"{output}: output must end in .csv or .json")
+    out_path = check_output(output) if output is not None else None  # before any work
     if threads is not None:
         import torch  # only here: the other commands stay torch-free until they need it
 
         torch.set_num_threads(threads)
-    if output is not None:
-        ensure_writable(Path(output).resolve().parent)  # before the predictions, not after
     loaded = load_bundle(bundle, device)
-    preds = predict_files(loaded, audio, progress=len(audio) > 1)
-    for p in preds:
+    writer = PredictionWriter(out_path, loaded) if out_path is not None else None
+    if writer is None:
+        click.echo(csv_header(loaded.classes), nl=False)
+    done: list = []
+
+    def emit(p: Prediction) -> None:  # each result goes out as soon as it is made
+        done.append(p)
         if p.error:
             click.echo(f"sertool: {p.file}: {p.error}", err=True)
-    if output is None:
-        click.echo(predictions_csv(preds, loaded.classes), nl=False)
-    else:
-        try:
-            write_predictions(output, preds, loaded)
-        except OutputError as err:  # e.g. the disk filled up meanwhile: keep the predictions
-            click.echo(predictions_csv(preds, loaded.classes), nl=False)
-            fail(f"{err} (the predictions are on standard output instead)")
+        elif p.warnings:
+            click.echo(f"sertool: warning: {warning_line(p)}", err=True)
+        if writer is not None:
+            writer.add(p)
+        else:
+            click.echo(prediction_csv_row(p, loaded.classes), nl=False)
+
+    try:
+        preds = predict_files(loaded, audio, progress=len(audio) > 1, chunk_frames=chunk_frames,
+                              on_result=emit)
+    except KeyboardInterrupt:
+        if writer is None:
+            fail(f"interrupted after {len(done)} of {len(audio)} files")
+        fail(f"interrupted after {writer.kept()} of {len(audio)} files; the predictions made "
+             f"are in {writer.partial}")
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        writer.finish(preds)
     failed = sum(1 for p in preds if p.error)
-    if output is not None or failed:
+    warned = sum(1 for p in preds if p.warnings)
+    if output is not None or failed or warned:
         click.echo(f"{len(preds) - failed} of {len(preds)} files predicted"
+                   + (f", {warned} with a warning" if warned else "")
                    + (f"; wrote {output}" if output else ""), err=True)
     if failed == len(preds):
         fail("no file could be predicted")

@@ -19,10 +19,17 @@ Only these fixed file names inside the directory are used, never a path recorded
 a bundle still works after it is moved or copied elsewhere. It is written to a temporary
 directory beside its destination and renamed into place: a killed export leaves no
 half-written bundle.
+
+``predict`` answers for every readable file and names what makes an answer doubtful (the
+front-end's flags: silent, clipped, too_short, vad_fallback) in a ``warning`` column; a long
+file goes through the network in chunks (:data:`CHUNK_FRAMES`) so memory does not grow with
+it; results go to ``OUT.partial`` one by one and ``OUT`` is written whole at the end
+(:class:`PredictionWriter`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
@@ -30,8 +37,9 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -195,15 +203,27 @@ def load_bundle(path: str | os.PathLike, device: str = "cpu") -> Bundle:
 
 # ----------------------------------------------------------------------------- prediction
 
+# Frames (30 s) per pass of the network over a long file: its activations, the largest memory
+# use of predict, then stay bounded (ResNet with statistics pooling: pooled_chunked, exact up to
+# float rounding). Emotion corpora's utterances are shorter and go through in one pass.
+CHUNK_FRAMES = 3000
+PARTIAL_SUFFIX = ".partial"
+
+
+class PredictError(SertoolError, RuntimeError):
+    """predict cannot write its output or was stopped (the message names the file)."""
+
 
 @dataclass
 class Prediction:
-    """One input file: class probabilities, or the error that stopped it."""
+    """One input file: class probabilities, or the error that stopped it; ``warnings`` name
+    what makes the probabilities doubtful (silent, clipped, too_short, vad_fallback)."""
 
     file: str
     probs: dict[str, float] | None = None
     duration_s: float | None = None
     error: str | None = None
+    warnings: dict[str, str] = field(default_factory=dict)
 
     @property
     def pred(self) -> str | None:
@@ -211,22 +231,30 @@ class Prediction:
 
     def to_dict(self) -> dict:
         return {"file": self.file, "pred": self.pred, "probs": self.probs,
-                "duration_s": self.duration_s, "error": self.error}
+                "duration_s": self.duration_s, "error": self.error,
+                "warnings": dict(self.warnings)}
 
 
-def class_probabilities(model: Any, feats: Any, device: str = "cpu") -> Any:
-    """Softmax output of ``model`` for one whole segment's features (T, D) -> numpy (C,)."""
+def class_probabilities(model: Any, feats: Any, device: str = "cpu",
+                        chunk_frames: int = CHUNK_FRAMES) -> Any:
+    """Softmax output of ``model`` for one whole segment's features (T, D) -> numpy (C,);
+    a segment longer than ``chunk_frames`` goes through the trunk in chunks where the model
+    allows it (``SERModel.forward_long``)."""
     import torch
 
-    x = torch.tensor(np.asarray(feats), dtype=torch.float32, device=device).unsqueeze(0)
+    x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).to(device).unsqueeze(0)
     with torch.inference_mode():
-        return torch.softmax(model(x), dim=-1)[0].cpu().numpy()
+        forward_long = getattr(model, "forward_long", None)
+        logits = forward_long(x, chunk_frames) if forward_long else model(x)
+        return torch.softmax(logits, dim=-1)[0].cpu().numpy()
 
 
 def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
-                  progress: bool = False) -> list[Prediction]:
+                  progress: bool = False, chunk_frames: int = CHUNK_FRAMES,
+                  on_result: Callable[[Prediction], None] | None = None) -> list[Prediction]:
     """Predict every file; a file that cannot be read or processed gets ``error`` set and the
-    others are still predicted."""
+    others are still predicted. ``on_result`` is called with each prediction as it is made
+    (the CLI writes it out at once, so an interrupted run keeps what was done)."""
     from tqdm import tqdm
 
     from sertool.frontend.audio import load_audio
@@ -239,40 +267,160 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
     sample_rate = int(frontend.sample_rate)
     out: list[Prediction] = []
     for file in tqdm(files, desc="predict", unit="file", disable=not progress):
-        name = str(file)
-        try:
-            wave = load_audio(file, target_sr=sample_rate)
-        except Exception as err:  # noqa: BLE001 - reported per file, the rest go on
-            out.append(Prediction(name, error=str(err)))
-            continue
-        duration = len(wave) / sample_rate
-        try:
-            feats, _ = frontend.process(wave, sample_rate)
-            if per_file_cmvn:
-                feats = segment_cmvn(feats, frontend.conf["cmvn"]["norm_vars"])
-            probs = class_probabilities(bundle.model, feats, bundle.device).tolist()
-        except Exception as err:  # noqa: BLE001
-            out.append(Prediction(name, duration_s=duration, error=f"cannot process: {err}"))
-            continue
-        out.append(Prediction(name, dict(zip(bundle.classes, probs, strict=True)), duration))
+        out.append(_predict_one(bundle, frontend, str(file), sample_rate, per_file_cmvn,
+                                chunk_frames, load_audio, segment_cmvn))
+        if on_result is not None:
+            on_result(out[-1])
     return out
 
 
-def predictions_csv(preds: Sequence[Prediction], classes: Sequence[str]) -> str:
-    """CSV text: ``file,pred,<class>...,duration_s,error`` (empty cells for a failed file)."""
+def _predict_one(bundle: Bundle, frontend: Any, name: str, sample_rate: int,
+                 per_file_cmvn: bool, chunk_frames: int, load_audio: Callable,
+                 segment_cmvn: Callable) -> Prediction:
+    try:
+        wave = load_audio(name, target_sr=sample_rate)
+    except Exception as err:  # noqa: BLE001 - reported per file, the rest go on
+        return Prediction(name, error=str(err))
+    duration = len(wave) / sample_rate
+    try:
+        feats, stats = frontend.process(wave, sample_rate)
+        del wave
+        if per_file_cmvn:
+            feats = segment_cmvn(feats, frontend.conf["cmvn"]["norm_vars"])
+        probs = class_probabilities(bundle.model, feats, bundle.device, chunk_frames).tolist()
+    except Exception as err:  # noqa: BLE001
+        return Prediction(name, duration_s=duration, error=f"cannot process: {err}")
+    return Prediction(name, dict(zip(bundle.classes, probs, strict=True)), duration,
+                      warnings=dict(sorted(stats.flags.items())))
+
+
+CSV_TAIL = ("duration_s", "error", "warning")
+
+
+def _csv_row(p: Prediction, classes: Sequence[str]) -> list[str]:
+    probs = [f"{p.probs[c]:.6f}" for c in classes] if p.probs else [""] * len(classes)
+    duration = "" if p.duration_s is None or math.isnan(p.duration_s) else f"{p.duration_s:.3f}"
+    return [p.file, p.pred or "", *probs, duration, p.error or "", ";".join(p.warnings)]
+
+
+def _csv_text(rows: Sequence[Sequence[str]]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "pred", *classes, "duration_s", "error"])
-    for p in preds:
-        probs = [f"{p.probs[c]:.6f}" for c in classes] if p.probs else [""] * len(classes)
-        duration = "" if p.duration_s is None or math.isnan(p.duration_s) else f"{p.duration_s:.3f}"
-        writer.writerow([p.file, p.pred or "", *probs, duration, p.error or ""])
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
+
+
+def csv_header(classes: Sequence[str]) -> str:
+    return _csv_text([["file", "pred", *classes, *CSV_TAIL]])
+
+
+def prediction_csv_row(p: Prediction, classes: Sequence[str]) -> str:
+    """One CSV line of :func:`predictions_csv` (for writing predictions as they come)."""
+    return _csv_text([_csv_row(p, classes)])
+
+
+def predictions_csv(preds: Sequence[Prediction], classes: Sequence[str]) -> str:
+    """CSV text: ``file,pred,<class>...,duration_s,error,warning`` (empty cells for a failed
+    file; ``warning``: the flags joined by ``;``, empty when the audio looks fine)."""
+    return csv_header(classes) + "".join(prediction_csv_row(p, classes) for p in preds)
+
+
+def warning_line(p: Prediction) -> str:
+    """What is doubtful about a prediction, for stderr (empty when nothing is)."""
+    if not p.warnings:
+        return ""
+    return f"{p.file}: " + "; ".join(f"{flag} ({what})" for flag, what in p.warnings.items())
 
 
 def predictions_json(preds: Sequence[Prediction], bundle: Bundle) -> dict:
     return {"bundle": bundle.path.name, "classes": bundle.classes,
             "provenance": bundle.provenance, "results": [p.to_dict() for p in preds]}
+
+
+def check_output(path: str | os.PathLike) -> Path:
+    """Refuse an output that cannot be written before any work is done: its suffix must be
+    .csv or .json and its folder writable (made if missing)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".json"):
+        raise PredictError(f"{path}: output must end in .csv or .json")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise PredictError(f"{path}: cannot write the predictions there "
+                           f"({err.strerror or err})") from err
+    return path
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    return Path(str(path) + PARTIAL_SUFFIX)
+
+
+class PredictionWriter:
+    """Writes predictions to ``OUT`` safely.
+
+    Each prediction is appended to ``OUT.partial`` as it is made (a CSV row, or one JSON
+    object a line for ``.json``), flushed and fsynced; when every file is done the complete
+    ``OUT`` is written atomically and the ``.partial`` removed. An interrupted or failed run
+    (SIGINT, SIGTERM, SIGKILL, a full disk) never leaves a half-written ``OUT``, and keeps the
+    predictions it made in ``OUT.partial``.
+    """
+
+    def __init__(self, path: str | os.PathLike, bundle: Bundle):
+        self.path = check_output(path)
+        self.partial = partial_path(self.path)
+        self.bundle = bundle
+        self.json = self.path.suffix.lower() == ".json"
+        self.count = 0
+        self.size = 0  # bytes of complete lines in the .partial
+        self.fd: int | None = None
+        try:
+            self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                              0o666)  # the umask applies
+        except OSError as err:
+            raise PredictError(f"{self.partial}: cannot write ({err.strerror or err})") from err
+        if not self.json:
+            self._append(csv_header(bundle.classes))
+
+    def _append(self, text: str) -> None:
+        data = text.encode("utf-8")
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+            os.fsync(self.fd)
+        except OSError as err:
+            with contextlib.suppress(OSError):  # no half line after the ones kept
+                os.ftruncate(self.fd, self.size)
+            raise PredictError(f"{self.partial}: cannot write ({err.strerror or err}); the "
+                               f"{self.count} predictions before it are kept there") from err
+        self.size += len(data)
+
+    def add(self, p: Prediction) -> None:
+        self._append(json.dumps(p.to_dict()) + "\n" if self.json
+                     else prediction_csv_row(p, self.bundle.classes))
+        self.count += 1
+
+    def kept(self) -> int:
+        """The predictions in the ``.partial`` (read back from it: an interrupt can land
+        between a row's write and ``count``)."""
+        with open(self.partial, "rb") as handle:
+            return handle.read().count(b"\n") - (0 if self.json else 1)
+
+    def finish(self, preds: Sequence[Prediction]) -> None:
+        """Write the complete output atomically, then drop the ``.partial``."""
+        self.close()
+        try:
+            write_predictions(self.path, preds, self.bundle)
+        except OSError as err:
+            raise PredictError(f"{self.path}: cannot write ({err.strerror or err}); the "
+                               f"predictions are kept in {self.partial}") from err
+        self.partial.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def write_predictions(path: str | os.PathLike, preds: Sequence[Prediction],

@@ -58,11 +58,16 @@ def test_bundle_meta_is_checked_file_by_file(tmp_path):
 
 def test_csv_has_probabilities_or_the_error_per_file():
     preds = [Prediction("a.wav", {"ang": 0.25, "sad": 0.75}, 1.5),
-             Prediction("bad, name.wav", error="bad, name.wav: cannot decode audio")]
+             Prediction("bad, name.wav", error="bad, name.wav: cannot decode audio"),
+             Prediction("q.wav", {"ang": 0.5, "sad": 0.5}, 0.05,
+                        warnings={"too_short": "0.050 s", "vad_fallback": "kept all"})]
     rows = list(csv.reader(io.StringIO(predictions_csv(preds, ["ang", "sad"]))))
-    assert rows == [["file", "pred", "ang", "sad", "duration_s", "error"],
-                    ["a.wav", "sad", "0.250000", "0.750000", "1.500", ""],
-                    ["bad, name.wav", "", "", "", "", "bad, name.wav: cannot decode audio"]]
+    # the warning column comes last: the columns before it keep their places
+    assert rows == [["file", "pred", "ang", "sad", "duration_s", "error", "warning"],
+                    ["a.wav", "sad", "0.250000", "0.750000", "1.500", "", ""],
+                    ["bad, name.wav", "", "", "", "", "bad, name.wav: cannot decode audio", ""],
+                    ["q.wav", "ang", "0.500000", "0.500000", "0.050", "",
+                     "too_short;vad_fallback"]]
 
 
 def test_predict_cli_rejects_a_bad_bundle_and_output_name(tmp_path):

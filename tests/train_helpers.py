@@ -45,3 +45,21 @@ def tiny_conf(**changes) -> dict:
             "model": load_model_conf(CONF_DIR / "model_resnet_tiny.toml")}
     conf.update(changes)
     return conf
+
+
+def tiny_bundle(root: Path, classes: tuple[str, ...] = ("ang", "hap", "neu", "sad")) -> Path:
+    """A model bundle of the tiny ResNet (random weights, seed 0) on the shipped log-mels."""
+    import torch
+
+    from sertool.frontend.pipeline import resolve_conf
+    from sertool.io_utils import atomic_write_json
+    from sertool.models import build_model
+    from sertool.predict import export_bundle
+
+    torch.manual_seed(0)
+    model_conf = load_model_conf(CONF_DIR / "model_resnet_tiny.toml")
+    model = build_model(model_conf, len(classes), 128).eval()
+    atomic_write_json(root / "frontend.json", resolve_conf())
+    return export_bundle(root / "bundle", model, classes=list(classes), model_conf=model_conf,
+                         feat_dim=128, frontend_json=root / "frontend.json",
+                         provenance={"corpus": "test", "fold": "none", "command": "test"})

@@ -11,8 +11,12 @@ Layout of FEAT_DIR (Kaldi's steps/make_fbank.sh is the model):
                         (sertool.jobs runs the jobs, here or on a cluster).
 ``feats.scp``           utt -> ark:offset for every utterance, sorted (C order)
 ``utt2num_frames``      frames kept per utterance
-``vad_stats``           utt frames_in frames_kept [vad_fallback]
-``failed``              utt <TAB> file <TAB> reason, one line per skipped utterance
+``vad_stats``           utt frames_in frames_kept [flags]: ``vad_fallback`` (VAD kept fewer than
+                        vad.min_kept_frames: kept whole), ``too_short`` (fewer frames than that
+                        in all), ``clipped``; each also a WARNING line in the job's log
+``failed``              utt <TAB> file <TAB> reason, one line per skipped utterance; silent audio
+                        (digital silence, DC only) and features that would be all zero are
+                        listed here, never stored
 ``wave_aug.json``       with ``--wave-augment`` only: the waveform augmentation
 ``wave_aug.scp``        its copies, ``<utt>#<copy>`` -> ark:offset (not in feats.scp, so every
                         other stage sees the original utterances alone)
@@ -40,7 +44,7 @@ from sertool.datadir import DataDir, require_valid, write_table
 from sertool.errors import SertoolError
 from sertool.frontend.audio import AudioError, load_audio
 from sertool.frontend.cmvn import conversation_cmvn
-from sertool.frontend.pipeline import Frontend, FrontendError, resolve_conf
+from sertool.frontend.pipeline import Frontend, FrontendError, resolve_conf, unusable
 from sertool.frontend.wave_augment import WaveAugment
 from sertool.io_utils import (
     atomic_open,
@@ -69,6 +73,7 @@ class ExtractResult:
     n_extracted: int
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     vad_fallback: list[str] = field(default_factory=list)
+    flagged: dict[str, list[str]] = field(default_factory=dict)  # flag -> utts (vad_stats)
     jobs_skipped: int = 0
     n_copies: int = 0  # waveform-augmented copies (wave_aug.scp)
 
@@ -80,6 +85,10 @@ class ExtractResult:
         if self.vad_fallback:
             text += (f"; VAD kept too little in {len(self.vad_fallback)} utterance(s), kept "
                      f"whole (see {self.feat_dir / 'vad_stats'})")
+        others = [f"{len(utts)} {flag}" for flag, utts in sorted(self.flagged.items())
+                  if flag != "vad_fallback"]
+        if others:
+            text += f"; flagged in vad_stats: {', '.join(others)}"
         if self.failed:
             text += f"; {len(self.failed)} FAILED, listed in {self.feat_dir / 'failed'}"
         return text
@@ -159,6 +168,8 @@ def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Pa
             try:
                 wave = load_audio(source, frontend.sample_rate, start, end)
                 feats, stats = frontend.process(wave, normalise=not conversation_mode)
+                if problem := unusable(feats, stats):
+                    raise FrontendError(problem)
             except (AudioError, FrontendError) as err:
                 reason = str(err).replace(source + ": ", "")
                 message = f"utterance {utt} ({source}): {reason}"
@@ -167,10 +178,10 @@ def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Pa
                 failed_lines.append(f"{utt}\t{source}\t{reason}\n")
                 log.write(f"FAILED {message}\n")
             else:
-                flag = " vad_fallback" if stats.fallback else ""
-                vad_lines.append(f"{utt} {stats.frames_in} {stats.frames_kept}{flag}\n")
-                if stats.fallback:
-                    log.write(f"WARNING utterance {utt} ({source}): {stats.note}\n")
+                flags = "".join(f" {flag}" for flag in sorted(stats.flags))
+                vad_lines.append(f"{utt} {stats.frames_in} {stats.frames_kept}{flags}\n")
+                for flag, what in sorted(stats.flags.items()):
+                    log.write(f"WARNING utterance {utt} ({source}): {flag}: {what}\n")
                 if conversation_mode:
                     pending.append((utt, feats))
                 else:
@@ -302,6 +313,8 @@ def _merge(feat_dir: Path, jobs: list[Job], skipped: int) -> ExtractResult:
         feat_dir, n_utts, len(table),
         failed=[tuple(line.rstrip("\n").split("\t", 2)) for line in sorted(failed)],
         vad_fallback=sorted(r[0] for r in vad_rows if "vad_fallback" in r[3:]),
+        flagged={flag: sorted(r[0] for r in vad_rows if flag in r[3:])
+                 for flag in sorted({f for r in vad_rows for f in r[3:]})},
         jobs_skipped=skipped,
         n_copies=len(aug_rows),
     )

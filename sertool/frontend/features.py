@@ -85,22 +85,34 @@ class SpectrumConfig:
         return int(round(self.sample_rate * self.frame_shift_ms / 1000))
 
 
-def power_spectrum(wave: np.ndarray, conf: SpectrumConfig, n_fft: int) -> np.ndarray:
-    """Power spectrum of the frames, shape (T, n_fft // 2 + 1), float32.
+def num_frames(n_samples: int, conf: SpectrumConfig) -> int:
+    """Whole frames in ``n_samples`` (Kaldi snip_edges=true)."""
+    if n_samples < conf.win_length:
+        return 0
+    return 1 + (n_samples - conf.win_length) // conf.hop_length
 
-    DC removal and pre-emphasis are applied once to the whole signal, not per frame as in
-    Kaldi (so a frame's first sample is emphasised against the true previous sample):
-    the features differ from Kaldi's only in the first sample of each frame, and the front-end
-    saves two passes over every frame.
-    """
+
+def emphasise(wave: np.ndarray, conf: SpectrumConfig) -> np.ndarray:
+    """DC removal and pre-emphasis, applied once to the whole signal (float32)."""
     wave = np.asarray(wave, dtype=np.float32)
-    if len(wave) < conf.win_length:
-        return np.zeros((0, n_fft // 2 + 1), dtype=np.float32)
     wave = wave - wave.mean()
     if conf.preemphasis:
         wave = np.concatenate([wave[:1] * (1 - conf.preemphasis),
                                wave[1:] - conf.preemphasis * wave[:-1]])
-    frames = frame_signal(wave, conf.win_length, conf.hop_length)
+    return wave
+
+
+def frame_power(emphasised: np.ndarray, conf: SpectrumConfig, n_fft: int, first: int = 0,
+                last: int | None = None) -> np.ndarray:
+    """Power spectrum (last - first, n_fft // 2 + 1) of frames ``first:last`` of an
+    :func:`emphasise`-d signal; every frame's values do not depend on the range asked for."""
+    n = num_frames(len(emphasised), conf)
+    last = n if last is None else min(last, n)
+    if last <= first:
+        return np.zeros((0, n_fft // 2 + 1), dtype=np.float32)
+    hop = conf.hop_length
+    piece = emphasised[first * hop:(last - 1) * hop + conf.win_length]
+    frames = frame_signal(piece, conf.win_length, hop)
     frames = frames * povey_window(conf.win_length).astype(np.float32)
     spec = scipy.fft.rfft(frames, n=n_fft, axis=1)
     # |X|^2 = re^2 + im^2 squared in place on the interleaved float32 view: 4x faster than
@@ -108,6 +120,19 @@ def power_spectrum(wave: np.ndarray, conf: SpectrumConfig, n_fft: int) -> np.nda
     parts = spec.view(np.float32)
     np.square(parts, out=parts)
     return parts[:, 0::2] + parts[:, 1::2]
+
+
+def power_spectrum(wave: np.ndarray, conf: SpectrumConfig, n_fft: int) -> np.ndarray:
+    """Power spectrum of the frames, shape (T, n_fft // 2 + 1), float32.
+
+    DC removal and pre-emphasis are applied once to the whole signal, not per frame as in
+    Kaldi (so a frame's first sample is emphasised against the true previous sample):
+    the features differ from Kaldi's only in the first sample of each frame, and the front-end
+    saves two passes over every frame. Long signals: :func:`frame_power` in blocks.
+    """
+    if len(wave) < conf.win_length:
+        return np.zeros((0, n_fft // 2 + 1), dtype=np.float32)
+    return frame_power(emphasise(wave, conf), conf, n_fft)
 
 
 def log_mel(power: np.ndarray, bank: np.ndarray, floor: float = 1e-10) -> np.ndarray:

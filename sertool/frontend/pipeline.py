@@ -36,11 +36,13 @@ from sertool.frontend.cmvn import segment_cmvn
 from sertool.frontend.features import (
     SpectrumConfig,
     choose_n_fft,
+    emphasise,
     empty_filters,
+    frame_power,
     log_mel,
     mel_filterbank,
     mfcc_from_log_mel,
-    power_spectrum,
+    num_frames,
 )
 from sertool.frontend.vad import VadConfig, VadStats, detect_speech
 
@@ -94,8 +96,46 @@ LIMITS = {"sample_rate": (1000, None), "frame.frame_length_ms": (1.0, 1000.0),
           "vad.min_speech_ms": (0.0, None), "vad.min_kept_frames": (1, None)}
 
 
+# The spectrum of a long signal is computed this many frames (60 s) at a time: its float32/
+# complex64 temporaries (~6 kB a frame) would otherwise grow with the file's length; what is
+# kept per frame is the log-mels and the bins the VAD reads (~1.5 kB).
+BLOCK_FRAMES = 6000
+# Signal checks (flags in vad_stats and predict's warning column). No sample differs from the
+# others by one 16-bit step: digital silence or a constant (DC) value, no signal at all.
+SILENCE_PEAK_TO_PEAK = 2.0 ** -15
+CLIP_LEVEL = 0.999  # of full scale
+CLIP_FRACTION = 1e-3  # of the samples at or above CLIP_LEVEL: clipped
+MIN_FRAMES = 20  # too_short below this many frames (vad.min_kept_frames where there is a VAD)
+
+
 class FrontendError(SertoolError, ValueError):
     """A signal the front-end cannot turn into features (too short, all silence, ...)."""
+
+
+def signal_flags(wave: np.ndarray) -> dict[str, str]:
+    """``silent`` and ``clipped``, each with what was seen (empty when the signal is fine)."""
+    flags = {}
+    if len(wave) and float(np.ptp(wave)) < SILENCE_PEAK_TO_PEAK:
+        flags["silent"] = (f"no signal: every sample is {float(wave[0]):.6g} "
+                           "(digital silence or DC only)")
+    if len(wave):
+        clipped = int(np.count_nonzero(np.abs(wave) >= CLIP_LEVEL))
+        if clipped >= max(1, CLIP_FRACTION * len(wave)):
+            flags["clipped"] = (f"{clipped} of {len(wave)} samples at full scale "
+                                f"({100 * clipped / len(wave):.2g}%)")
+    return flags
+
+
+def unusable(feats: np.ndarray, stats: VadStats) -> str | None:
+    """Why features must not be stored for training (extract-feats lists the utterance as
+    failed), or None: silent audio, or features that came out all zero (segment CMVN of a
+    single frame). Both carry no information; ``predict`` warns instead."""
+    if "silent" in stats.flags:
+        return f"silent: {stats.flags['silent']}"
+    if feats.size and not np.any(feats):
+        return (f"its features are all zero ({stats.frames_kept} frame(s) after VAD, "
+                "normalised to nothing)")
+    return None
 
 
 def default_frontend_conf(kind: str = "logmel") -> dict:
@@ -187,14 +227,32 @@ class Frontend:
     def sample_rate(self) -> int:
         return self.conf["sample_rate"]
 
-    def power_spectrum(self, wave: np.ndarray) -> np.ndarray:
-        """Power spectrum (frames, n_fft // 2 + 1) of a waveform at ``sample_rate``."""
-        power = power_spectrum(wave, self.spectrum, self.n_fft)
-        if power.shape[0] == 0:
-            raise FrontendError(
-                f"signal of {len(wave)} samples is shorter than one frame "
-                f"({self.spectrum.win_length} samples)")
-        return power
+    def _too_short(self, wave: np.ndarray) -> FrontendError:
+        return FrontendError(f"signal of {len(wave)} samples is shorter than one frame "
+                             f"({self.spectrum.win_length} samples)")
+
+    def min_frames(self) -> int:
+        """Fewer frames than this are ``too_short`` (the VAD's vad.min_kept_frames)."""
+        return int(self.conf["vad"].get("min_kept_frames", MIN_FRAMES))
+
+    def _features_and_vad_bins(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Features (before CMVN) of every frame and the spectrum bins the VAD reads, computed
+        :data:`BLOCK_FRAMES` at a time: one pass's values (up to float rounding of the
+        mel matrix product), with the temporaries bounded."""
+        n = num_frames(len(wave), self.spectrum)
+        if n == 0:
+            raise self._too_short(wave)
+        emphasised = emphasise(wave, self.spectrum)
+        feats = np.empty((n, self.dim), dtype=np.float32)
+        step = self.vad.bin_step
+        vad_bins = (np.empty((n, len(range(0, self.n_fft // 2 + 1, step))), dtype=np.float32)
+                    if self.vad.enabled else None)
+        for first in range(0, n, BLOCK_FRAMES):
+            power = frame_power(emphasised, self.spectrum, self.n_fft, first, first + BLOCK_FRAMES)
+            feats[first:first + len(power)] = self.features(power)
+            if vad_bins is not None:
+                vad_bins[first:first + len(power)] = power[:, ::step]
+        return feats, vad_bins
 
     def features(self, power: np.ndarray) -> np.ndarray:
         """Log-mels (or MFCCs) of power-spectrum frames, before CMVN."""
@@ -224,18 +282,26 @@ class Frontend:
                                   frame["frame_length_ms"], frame["frame_shift_ms"],
                                   **c["volume"])
 
-    def speech_mask(self, power: np.ndarray) -> tuple[np.ndarray, VadStats]:
+    def speech_mask(self, power: np.ndarray, subsampled: bool = False
+                    ) -> tuple[np.ndarray, VadStats]:
+        """The frames to keep. Fewer than vad.min_kept_frames kept (or in the whole signal):
+        all are kept and the stats say so (``vad_fallback``), or FrontendError with
+        ``vad.on_too_little = "fail"``."""
         n = power.shape[0]
         if not self.vad.enabled:
             return np.ones(n, dtype=bool), VadStats(n, n)
-        mask = detect_speech(power, self.vad, self.spectrum.frame_shift_ms)
+        mask = detect_speech(power, self.vad, self.spectrum.frame_shift_ms, subsampled)
         kept = int(mask.sum())
-        if kept < min(self.vad.min_kept_frames, n):
+        if kept < self.vad.min_kept_frames:
             if self.vad.on_too_little == "fail":
                 raise FrontendError(f"VAD kept {kept} of {n} frames "
                                     f"(fewer than vad.min_kept_frames={self.vad.min_kept_frames})")
+            note = (f"only {n} frame(s) in all" if n < self.vad.min_kept_frames
+                    else f"VAD kept only {kept} of {n} frames")
             return np.ones(n, dtype=bool), VadStats(
-                n, n, fallback=True, note=f"VAD kept only {kept} of {n} frames; kept all")
+                n, n, fallback=True, note=f"{note}; kept all",
+                flags={"vad_fallback": f"{note} (fewer than vad.min_kept_frames="
+                                       f"{self.vad.min_kept_frames}); kept all"})
         return mask, VadStats(n, kept)
 
     def process(self, wave: np.ndarray, sample_rate: int | None = None,
@@ -243,7 +309,9 @@ class Frontend:
         """Features after VAD frame dropping and (segment-level) CMVN.
 
         With ``cmvn.mode = conversation`` (or ``normalise=False``) the matrix is returned
-        unnormalised; the caller pools the statistics over the conversation.
+        unnormalised; the caller pools the statistics over the conversation. The stats'
+        ``flags`` name what is wrong with the signal (``silent``, ``clipped``, ``too_short``,
+        ``vad_fallback``); the features are made all the same.
         """
         if sample_rate is not None and sample_rate != self.sample_rate:
             raise FrontendError(f"expected {self.sample_rate} Hz audio, got {sample_rate} Hz "
@@ -252,10 +320,19 @@ class Frontend:
             feats = self.published_features(wave)
             stats = VadStats(len(feats), len(feats))
         else:
-            power = self.power_spectrum(wave)
-            mask, stats = self.speech_mask(power)
-            # The VAD reads the spectrum, so only the frames it keeps get mel filters.
-            feats = self.features(power if stats.frames_kept == len(mask) else power[mask])
+            feats, vad_bins = self._features_and_vad_bins(wave)
+            if vad_bins is None:
+                stats = VadStats(len(feats), len(feats))
+            else:
+                mask, stats = self.speech_mask(vad_bins, subsampled=True)
+                del vad_bins
+                if stats.frames_kept < len(mask):
+                    feats = feats[mask]
+        stats.flags = {**signal_flags(wave), **stats.flags}
+        if stats.frames_in < self.min_frames():
+            stats.flags["too_short"] = (f"{len(wave) / self.sample_rate:.3f} s: "
+                                        f"{stats.frames_in} frame(s), fewer than "
+                                        f"{self.min_frames()}")
         if normalise and self.conf["cmvn"]["mode"] == "segment":
             feats = segment_cmvn(feats, self.conf["cmvn"]["norm_vars"])
         return feats, stats

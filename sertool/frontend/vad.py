@@ -49,24 +49,30 @@ class VadStats:
     frames_kept: int
     fallback: bool = False  # VAD kept too little: all frames were kept instead
     note: str = field(default="")
+    # what is wrong with the signal, flag -> what was seen: silent, clipped, too_short,
+    # vad_fallback (sertool.frontend.pipeline; vad_stats and predict's warning column)
+    flags: dict[str, str] = field(default_factory=dict)
 
 
 _TINY = 1e-12  # added to every power value: an all-zero bin must not divide by zero
 
 
-def frame_log_likelihood_ratios(power: np.ndarray, conf: VadConfig) -> np.ndarray:
+def frame_log_likelihood_ratios(power: np.ndarray, conf: VadConfig,
+                                subsampled: bool = False) -> np.ndarray:
     """Smoothed log odds of speech per frame (> 0 means speech).
 
     ``power`` is a power spectrum (T, K); with a zero-padded FFT only every
     ``bin_step``-th bin is used (the even bins of a 1024-point FFT of a 400-sample frame are
     exactly the bins of its 512-point FFT: neighbouring bins of the padded FFT are not
-    independent, which Sohn's model assumes).
+    independent, which Sohn's model assumes). ``subsampled``: ``power`` holds those bins
+    only (``power[:, ::bin_step]``), which is all the VAD reads: half the memory.
     """
     n_frames = power.shape[0]
     if n_frames == 0:
         return np.zeros(0)
     power = np.ascontiguousarray(power, dtype=np.float32)
-    used = power[:, :: conf.bin_step]
+    step = 1 if subsampled else conf.bin_step
+    used = power[:, ::step]
     energy_db = 10 * np.log10(used.sum(axis=1, dtype=np.float64) + used.shape[1] * _TINY)
     # Frames far below the loudest one are digital silence (noise-gated or zero-padded
     # recordings): never speech, and left out of the noise estimate, which would otherwise
@@ -77,7 +83,7 @@ def frame_log_likelihood_ratios(power: np.ndarray, conf: VadConfig) -> np.ndarra
     quiet = candidates[np.argsort(energy_db[candidates], kind="stable")[:n_init]]
     noise = used[quiet].mean(axis=0, dtype=np.float64) + _TINY
 
-    scores = _sohn_scores(power, conf.bin_step, noise, conf.alpha,
+    scores = _sohn_scores(power, step, noise, conf.alpha,
                           10.0 ** (conf.xi_min_db / 10)) - conf.threshold
     scores[~audible] = -conf.threshold - 1.0
     a00, a01, a10, a11 = 1 - conf.a01, conf.a01, conf.a10, 1 - conf.a10
@@ -160,8 +166,10 @@ def drop_short_runs(speech: np.ndarray, min_run: int) -> np.ndarray:
     return out
 
 
-def detect_speech(power: np.ndarray, conf: VadConfig, frame_shift_ms: float = 10.0) -> np.ndarray:
-    """Boolean speech mask per frame, after HMM smoothing and the hang-over."""
-    speech = frame_log_likelihood_ratios(power, conf) > 0
+def detect_speech(power: np.ndarray, conf: VadConfig, frame_shift_ms: float = 10.0,
+                  subsampled: bool = False) -> np.ndarray:
+    """Boolean speech mask per frame, after HMM smoothing and the hang-over (``subsampled``:
+    see :func:`frame_log_likelihood_ratios`)."""
+    speech = frame_log_likelihood_ratios(power, conf, subsampled) > 0
     speech = drop_short_runs(speech, int(round(conf.min_speech_ms / frame_shift_ms)))
     return fill_short_gaps(speech, int(round(conf.hangover_ms / frame_shift_ms)))

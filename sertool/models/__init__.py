@@ -99,6 +99,14 @@ class SERModel(nn.Module):
                              f"got {tuple(x.shape)}")
         return self.head(self.trunk(x))
 
+    def forward_long(self, x: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+        """``forward`` of one long input with the trunk run in chunks where it can pool
+        them exactly (the ResNet with statistics pooling); other trunks take it whole."""
+        chunked = getattr(self.trunk, "pooled_chunked", None)
+        if chunked is None or x.shape[1] <= chunk_frames:
+            return self(x)
+        return self.head(chunked(x, chunk_frames))
+
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """Output of the last hidden FC layer (the speaker embedding), before the output layer."""
         return self.head[:-1](self.trunk(x))

@@ -35,6 +35,18 @@ class StatsPool(nn.Module):
             std = torch.sqrt(x.var(dim=-1, unbiased=False).clamp(min=self.eps))
         return torch.cat([mean, std], dim=-1)
 
+    def from_sums(self, count: int, total: torch.Tensor, total_sq: torch.Tensor
+                  ) -> torch.Tensor:
+        """The same statistics from running sums over time (float64), so a long input can be
+        pooled chunk by chunk: ``total`` = sum of x, ``total_sq`` = sum of x^2, both (B, D)."""
+        mean = total / count
+        squares = (total_sq - count * mean * mean).clamp(min=0.0)
+        if self.variance == "tstp":
+            std = torch.sqrt(squares / (count - 1) + self.eps)
+        else:
+            std = torch.sqrt((squares / count).clamp(min=self.eps))
+        return torch.cat([mean, std], dim=-1).float()
+
 
 class MeanPool(nn.Module):
     """(B, D, T) -> (B, D): mean over time (the 1D-CNN's global average pooling)."""

@@ -103,6 +103,44 @@ class ResNetTrunk(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.frames(x))
 
+    def time_context(self) -> tuple[int, int]:
+        """(stride, receptive field) of the frame-level map along time, in input frames, from
+        the 3x3 convolutions of the main path in order (1x1 shortcuts widen nothing)."""
+        field, stride = 1, 1
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d) and module.kernel_size[1] > 1:
+                field += (module.kernel_size[1] - 1) * stride
+                stride *= module.stride[1]
+        return stride, field
+
+    def pooled_chunked(self, x: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+        """``forward(x)`` of a long input in chunks of about ``chunk_frames`` input frames, so
+        that memory does not grow with its length (statistics pooling only).
+
+        Each chunk is run with half a receptive field of real input on both sides and only
+        its own output frames are pooled, through running sums: every pooled frame sees
+        exactly the input it sees in one pass (chunk starts are multiples of the stride, so the
+        output grid is the same), and the result equals ``forward(x)`` up to float rounding.
+        """
+        total_frames = x.shape[1]
+        if self.pooling_type == "none" or total_frames <= chunk_frames:
+            return self(x)
+        stride, field = self.time_context()
+        context = math.ceil((field // 2) / stride) * stride
+        step = max(stride, chunk_frames // stride * stride)
+        count, total, total_sq = 0, None, None
+        for start in range(0, total_frames, step):
+            end = min(total_frames, start + step)
+            first = max(0, start - context)
+            out = self.frames(x[:, first:min(total_frames, end + context)])
+            skip = (start - first) // stride
+            core = out[:, :, skip:skip + math.ceil(end / stride) - start // stride].double()
+            part, part_sq = core.sum(dim=-1), (core * core).sum(dim=-1)
+            total = part if total is None else total + part
+            total_sq = part_sq if total_sq is None else total_sq + part_sq
+            count += core.shape[-1]
+        return self.pool.from_sums(count, total, total_sq)
+
 
 def fc_head(in_dim: int, embed_dim: int, n_hidden: int, num_classes: int) -> nn.Sequential:
     """Segment-level FC layers (Linear + BN + PReLU) then the linear output layer."""
