@@ -38,6 +38,7 @@ from sertool.labels import CODES, read_label_map, read_utt2emo
 from sertool.labels import FORMAT as LABELS_FORMAT
 from sertool.predict import (
     CHUNK_FRAMES,
+    PredictError,
     Prediction,
     PredictionWriter,
     check_output,
@@ -452,6 +453,14 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
                f"next: sertool score {exp_dir}")
 
 
+def _predictions_to_stdout(preds: list, classes: list[str], err: Exception) -> NoReturn:
+    """The output could not be written (e.g. the disk filled up): nothing predicted is lost."""
+    click.echo(csv_header(classes), nl=False)
+    for p in preds:
+        click.echo(prediction_csv_row(p, classes), nl=False)
+    fail(f"{err} (all {len(preds)} predictions made are on standard output instead)")
+
+
 @main.command("predict")
 @click.argument("bundle", type=click.Path())
 @click.argument("audio", nargs=-1, required=True, type=click.Path())
@@ -505,11 +514,18 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
             fail(f"interrupted after {len(done)} of {len(audio)} files")
         fail(f"interrupted after {writer.kept()} of {len(audio)} files; the predictions made "
              f"are in {writer.partial}")
+    except PredictError as err:
+        if writer is None or not writer.failed:
+            raise
+        _predictions_to_stdout(done, loaded.classes, err)
     finally:
         if writer is not None:
             writer.close()
     if writer is not None:
-        writer.finish(preds)
+        try:
+            writer.finish(preds)
+        except PredictError as err:
+            _predictions_to_stdout(preds, loaded.classes, err)
     failed = sum(1 for p in preds if p.error)
     warned = sum(1 for p in preds if p.warnings)
     if output is not None or failed or warned:

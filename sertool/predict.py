@@ -372,6 +372,7 @@ class PredictionWriter:
         self.bundle = bundle
         self.json = self.path.suffix.lower() == ".json"
         self.count = 0
+        self.failed = False  # a write failed: the caller keeps the predictions elsewhere
         self.size = 0  # bytes of complete lines in the .partial
         self.fd: int | None = None
         try:
@@ -390,6 +391,7 @@ class PredictionWriter:
                 view = view[os.write(self.fd, view):]
             os.fsync(self.fd)
         except OSError as err:
+            self.failed = True
             with contextlib.suppress(OSError):  # no half line after the ones kept
                 os.ftruncate(self.fd, self.size)
             raise PredictError(f"{self.partial}: cannot write ({err.strerror or err}); the "
@@ -413,6 +415,7 @@ class PredictionWriter:
         try:
             write_predictions(self.path, preds, self.bundle)
         except OSError as err:
+            self.failed = True
             raise PredictError(f"{self.path}: cannot write ({err.strerror or err}); the "
                                f"predictions are kept in {self.partial}") from err
         self.partial.unlink(missing_ok=True)

@@ -85,16 +85,18 @@ def _peak_rss_mb(args: list[str]) -> float:
     return int(out.stdout.strip()) / 1024
 
 
-@pytest.mark.slow  # ~20 s: two predict processes, one over 2 minutes of audio
+@pytest.mark.slow  # ~30 s: two predict processes, one over 4 minutes of audio
 def test_predict_memory_does_not_grow_with_the_file(bundle, tmp_path):
     short, long = tmp_path / "short.wav", tmp_path / "long.wav"
     sf.write(short, _speech(5.0, 2), SR)
-    sf.write(long, _speech(120.0, 2), SR)
+    sf.write(long, _speech(240.0, 2), SR)
     base = _peak_rss_mb(["predict", str(bundle), str(short), "--threads", "1"])
     grown = _peak_rss_mb(["predict", str(bundle), str(long), "--threads", "1"]) - base
     # one pass over the whole file needs ~1.7 MB more a second of audio (the network's
-    # activations: ~200 MB for these 2 minutes); in chunks ~0.4 MB (waveform and features)
-    assert grown < 110, f"2 minutes of audio took {grown:.0f} MB more than 5 s"
+    # activations: ~400 MB for these 4 minutes); in chunks ~0.4 MB (waveform and features)
+    # plus ~75 MB of allocator slack that does not grow (measured 123 MB over 2 minutes on a
+    # loaded machine): 4 minutes keep the two far apart
+    assert grown < 250, f"4 minutes of audio took {grown:.0f} MB more than 5 s"
 
 
 @pytest.mark.slow  # ~15 s: a predict process over 30 files, and the same in-process
@@ -177,6 +179,9 @@ def test_a_full_disk_keeps_the_predictions_made(bundle, tmp_path):
         assert (f"sertool: error: {partial}: cannot write (No space left on device); the "
                 f"{done} predictions before it are kept there") in result.output
         assert partial.read_text().endswith("\n")  # no half row after them
+        # and none is lost: the ones made, including the one that did not fit, on stdout
+        assert len(result.stdout.splitlines()) == 1 + done + 1
+        assert result.stdout.splitlines()[:done + 1] == rows
         whole = CliRunner().invoke(main, ["predict", str(bundle), *map(str, files[:done])])
         assert rows == whole.stdout.splitlines()
         assert sorted(os.listdir(full)) == ["pred.csv.partial"]
