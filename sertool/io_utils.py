@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from sertool.faults import kill_point
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
@@ -31,6 +33,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        kill_point("atomic:before-rename")  # complete under its temporary name only
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -60,6 +63,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             old = path.with_name(f".{path.name}.old.{os.getpid()}")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
+            kill_point("atomic-dir:between-renames")  # neither old nor new under ``path``
         os.replace(tmp, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

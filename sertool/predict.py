@@ -39,6 +39,7 @@ import numpy as np
 
 from sertool import __version__
 from sertool.errors import SertoolError
+from sertool.faults import kill_point
 from sertool.io_utils import (
     atomic_dir,
     atomic_write_json,
@@ -239,6 +240,7 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
     sample_rate = int(frontend.sample_rate)
     out: list[Prediction] = []
     for file in tqdm(files, desc="predict", unit="file", disable=not progress):
+        kill_point("predict:before-file")  # some files predicted, nothing written yet
         name = str(file)
         try:
             wave = load_audio(file, target_sr=sample_rate)

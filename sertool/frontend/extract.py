@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import numpy as np
 from sertool.config import config_fingerprint
 from sertool.datadir import DataDir, require_valid, write_table
 from sertool.errors import SertoolError
+from sertool.faults import kill_point
 from sertool.frontend.audio import AudioError, load_audio
 from sertool.frontend.cmvn import conversation_cmvn
 from sertool.frontend.pipeline import Frontend, FrontendError, resolve_conf
@@ -46,11 +46,6 @@ from sertool.io_utils import atomic_open, atomic_write_json, atomic_write_text
 from sertool.jobs import Cluster, Job, check_identity, run_stage, split
 
 STAGE = "extract"  # log/extract.JOB.log
-
-# Test hook: a job process kills itself (SIGKILL) after writing this many utterances,
-# leaving a half-written archive behind, exactly as a killed run would.
-FAULT_ENV = "SERTOOL_FAULT_AFTER_UTTS"
-
 
 class ExtractError(SertoolError, RuntimeError):
     pass
@@ -117,7 +112,6 @@ def run_job(index: int, items: list[tuple], conf: dict, feat_dir: str, strict: b
     paths = _job_paths(Path(feat_dir), index)
     frontend = Frontend(conf)
     conversation_mode = frontend.conf["cmvn"]["mode"] == "conversation"
-    fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
     tmp_ark = paths["ark"].with_name(paths["ark"].name + ".tmp")
     tmp_scp = paths["scp"].with_name(paths["scp"].name + ".tmp")
     vad_lines, failed_lines, aug_lines = [], [], []
@@ -172,9 +166,7 @@ def run_job(index: int, items: list[tuple], conf: dict, feat_dir: str, strict: b
                         aug_lines.append(f"{key} {utt} {key.rsplit('#', 1)[1]} "
                                          f"{copy_feats.shape[0]}\n")
             progress(1)
-            if fault_after and written >= fault_after:
-                writer.fark.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
+            kill_point("extract-feats:after-utt")  # the archive half-written
         flush_conversation()
         log.write(f"# done: {written} written, {len(failed_lines)} failed, {time.ctime()}\n")
 
@@ -184,6 +176,7 @@ def run_job(index: int, items: list[tuple], conf: dict, feat_dir: str, strict: b
     with open(tmp_ark, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp_ark, paths["ark"])
+    kill_point("extract-feats:after-ark")  # the archive in place, its index not
     atomic_write_text(paths["scp"], scp_text)
     tmp_scp.unlink(missing_ok=True)
     atomic_write_text(paths["vad"], "".join(vad_lines))
@@ -277,6 +270,7 @@ def _merge(feat_dir: Path, jobs: list[Job], skipped: int) -> ExtractResult:
         raise ExtractError(f"{feat_dir}: {len(table)} extracted + {len(failed)} failed "
                            f"!= {n_utts} utterances; rerun to redo the jobs")
     write_table(feat_dir / "feats.scp", table)
+    kill_point("extract-feats:after-feats-scp")  # feats.scp without utt2num_frames
     vad_rows = [line.split() for line in vad]
     write_table(feat_dir / "utt2num_frames", {r[0]: r[2] for r in vad_rows})
     write_table(feat_dir / "vad_stats", {r[0]: " ".join(r[1:]) for r in vad_rows})

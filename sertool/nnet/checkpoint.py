@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from sertool.errors import SertoolError
+from sertool.faults import kill_point
 
 FORMAT = "sertool-checkpoint-1"
 
@@ -95,7 +96,13 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(payload, tmp)
+        # Saved through a handle: given a path, torch names the zip's folder after the file,
+        # so the bytes (and a bundle's SHA-256 of them) would change with the temporary name.
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        kill_point("checkpoint:before-rename")  # only the temporary file is complete
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from tqdm import tqdm
 from sertool.config import ConfigError, load_config, shipped_conf
 from sertool.datadir import read_table
 from sertool.errors import SertoolError
+from sertool.faults import kill_point
 from sertool.folds import speaker_heldout
 from sertool.io_utils import atomic_replace_file, atomic_write_json
 from sertool.jobs import check_identity
@@ -113,7 +113,6 @@ LIMITS = {"epochs": (1, None), "batch_size": (1, None), "lr": (1e-12, None),
           "heldout_min_frames": (1, None), "trunk_lr_factor": (0.0, None),
           "num_workers": (0, None), "checkpoint_every_steps": (0, None),
           "keep_checkpoints": (0, None), "augment.copies": (0, None)}
-TEST_KILL_ENV = "SERTOOL_TEST_KILL_AT_STEP"  # tests: SIGKILL self after this global step
 log = logging.getLogger("sertool.train")
 
 
@@ -390,7 +389,6 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     meta = dict(labels=labels, fingerprint=fingerprint)
     epochs = int(conf["epochs"])
     every = int(conf["checkpoint_every_steps"])
-    kill_at = int(os.environ.get(TEST_KILL_ENV, "0"))
     n_batches = 0
 
     def batches(epoch: int) -> EpochBatches:
@@ -416,8 +414,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             save_checkpoint(exp_dir / "partial.pt", model, optimizer, scheduler, epoch,
                             {"history": history, "epoch_sums": sums.tolist()},
                             step=step, **meta)
-        if kill_at and (epoch - 1) * n_batches + step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+        kill_point("train:after-step")  # mid-epoch: resumes from partial.pt
 
     def reduce(sums: torch.Tensor) -> None:
         """Sum the epoch statistics over processes, in place; nccl reduces GPU tensors only."""
@@ -432,6 +429,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         if is_main:
             save_checkpoint(exp_dir / f"model_{row['epoch']}.pt", model, optimizer, scheduler,
                             row["epoch"], {"history": rows}, **meta)
+            kill_point("train:after-epoch-checkpoint")  # model_N.pt newer than train_log.csv
             (exp_dir / "partial.pt").unlink(missing_ok=True)
             _prune(exp_dir, int(conf["keep_checkpoints"]), rows)
             write_history(exp_dir, rows)
@@ -494,6 +492,7 @@ def _finish(exp_dir: Path, history: list[dict], labels: list[str], resumed_from:
     last = history[-1]["epoch"]
     final = exp_dir / "final.pt"
     if is_main:
+        kill_point("train:before-final")  # every epoch done, no final.pt
         tmp = exp_dir / ".final.pt.tmp"
         shutil.copyfile(exp_dir / f"model_{last}.pt", tmp)
         atomic_replace_file(tmp, final)
