@@ -25,7 +25,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~umask())
     try:
@@ -41,6 +42,44 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         raise
 
 
+def temp_prefix(path: Path) -> str:
+    """Temporary names beside ``path`` start with this: hidden, and naming the writing process
+    so that a later run can tell (and remove) what a killed one left."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files and folders beside ``path`` (``temp_prefix`` ... ``.tmp``)
+    left by processes that are no longer running on this machine (killed mid-write)."""
+    head = f".{path.name}."
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(head) and n.endswith(".tmp")]
+    except FileNotFoundError:
+        return
+    for name in names:
+        pid = name[len(head):].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        stale = path.parent / name
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def umask() -> int:
     """The process's umask (read without changing it for good)."""
     mask = os.umask(0o022)
@@ -54,13 +93,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     rename (an old ``path`` is removed only after that), on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~umask())
     try:
         yield tmp
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}")
+            old = path.with_name(f"{temp_prefix(path)}old.tmp")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
             kill_point("atomic-dir:between-renames")  # neither old nor new under ``path``

@@ -21,6 +21,7 @@ import torch
 
 from sertool.errors import SertoolError
 from sertool.faults import kill_point
+from sertool.io_utils import remove_stale_temps, temp_prefix
 
 FORMAT = "sertool-checkpoint-1"
 
@@ -94,7 +95,8 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
         payload["rng"] = rng_state()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    remove_stale_temps(path)
+    tmp = path.with_name(f"{temp_prefix(path)}tmp")
     try:
         # Saved through a handle: given a path, torch names the zip's folder after the file,
         # so the bytes (and a bundle's SHA-256 of them) would change with the temporary name.

@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -345,6 +346,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     seed = int(conf["seed"])
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+    random.seed(seed)  # its state is stored in every checkpoint: the same run, the same bytes
     model = build_model(conf["model"], len(labels), feat_dim)
     if init_model is not None:
         load_state_into(init_model, model, trunk_only=True)  # new FC layers (transfer)
@@ -377,6 +379,8 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             skip_sums = ckpt["extra"].get("epoch_sums", [0.0, 0.0, 0.0])
         else:
             start_epoch = int(ckpt["epoch"]) + 1
+            if is_main:  # killed right after saving model_N.pt: finish what followed it
+                _after_epoch_checkpoint(exp_dir, int(conf["keep_checkpoints"]), history)
         set_rng_state(ckpt["rng"])
         resumed_from = str(newest)
 
@@ -430,9 +434,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             save_checkpoint(exp_dir / f"model_{row['epoch']}.pt", model, optimizer, scheduler,
                             row["epoch"], {"history": rows}, **meta)
             kill_point("train:after-epoch-checkpoint")  # model_N.pt newer than train_log.csv
-            (exp_dir / "partial.pt").unlink(missing_ok=True)
-            _prune(exp_dir, int(conf["keep_checkpoints"]), rows)
-            write_history(exp_dir, rows)
+            _after_epoch_checkpoint(exp_dir, int(conf["keep_checkpoints"]), rows)
             if progress:
                 tqdm.write(row_text(row))
         if distributed:
@@ -467,6 +469,14 @@ def evaluate(model, items, feats, device) -> dict:
             correct += int(logits.argmax(1).item() == y)
     model.train(was)
     return {"valid_loss": loss / len(items), "valid_acc": correct / len(items)}
+
+
+def _after_epoch_checkpoint(exp_dir: Path, keep: int, history: list[dict]) -> None:
+    """What follows an epoch's model_N.pt: the older partial.pt goes, old checkpoints are
+    pruned, train_log.csv and curves.png catch up."""
+    (exp_dir / "partial.pt").unlink(missing_ok=True)
+    _prune(exp_dir, keep, history)
+    write_history(exp_dir, history)
 
 
 def _prune(exp_dir: Path, keep: int, history: list[dict]) -> None:

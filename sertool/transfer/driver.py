@@ -340,7 +340,7 @@ def _run_fold(setup: _Setup, name: str, train_utts: list[str], test_utts: list[s
         model, heldout, probs = _trainer_fold(setup, name, split, test_utts, fold_dir)
     meta = dict(model_conf=setup.model_conf, num_classes=len(setup.classes),
                 feat_dim=setup.feat_dim, labels=setup.classes)
-    save_checkpoint(fold_dir / "model.pt", model, **meta)
+    save_checkpoint(fold_dir / "model.pt", model, **meta, with_rng=False)  # not resumed from
     kill_point("finetune:after-model")  # model.pt without its bundle
     export_bundle(fold_dir / "bundle", model, classes=setup.classes,
                   model_conf=setup.model_conf, feat_dim=setup.feat_dim,
