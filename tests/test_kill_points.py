@@ -30,8 +30,7 @@ from signals import SR, voiced, with_noise
 
 from sertool.config import CONF_DIR
 from sertool.faults import KILL_ENV, KILL_POINTS
-
-pytestmark = pytest.mark.slow
+from sertool.io_utils import atomic_dir, atomic_write_text
 
 # Excluded from the comparison, and why:
 # - job logs (log/*.log) and train.log: they carry time stamps, and a resumed run's log says
@@ -233,6 +232,7 @@ def _assert_same_tree(a, b, where: str) -> None:
         assert a == b or (a != a and b != b), f"{where}: {a!r:.200} != {b!r:.200}"  # NaN ok
 
 
+@pytest.mark.slow  # ~2.5 min on a busy 2-core machine, the whole parametrized set
 @pytest.mark.parametrize(("stage", "point", "over_existing"), CASES,
                          ids=[f"{s}:{p}" for s, p, _ in CASES])
 def test_killed_then_resumed_equals_uninterrupted(work, stage, point, over_existing):
@@ -246,3 +246,42 @@ def test_every_kill_point_is_exercised():
             for _, point, _ in CASES for each in point.split(",")}
     assert used == set(KILL_POINTS)
     assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize(("kill_at", "printed"), [("x:a:2", "1\n"), ("x:a", ""), ("", "1\n2\n3\n"),
+                                                  ("x:b", "1\n2\n3\n")])
+def test_kill_point_dies_at_its_nth_hit_only(kill_at, printed):
+    code = ("from sertool.faults import kill_point\n"
+            "for i in (1, 2, 3):\n"
+            "    kill_point('x:a')\n"
+            "    print(i, flush=True)\n")
+    env = {**os.environ, KILL_ENV: kill_at}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout == printed
+    if printed == "1\n2\n3\n":
+        assert run.returncode == 0 and "kill point" not in run.stderr
+    else:
+        assert run.returncode == -9
+        assert run.stderr == f"sertool: kill point {kill_at}\n"
+
+
+def test_the_next_write_removes_what_a_killed_writer_left(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    pid = int(dead.stdout)  # that process has ended
+    stale_file = tmp_path / f".out.txt.{pid}.k3j2.tmp"
+    stale_dir = tmp_path / f".data.{pid}.x9.tmp"
+    stale_old = tmp_path / f".data.{pid}.old.tmp"
+    live = tmp_path / f".out.txt.{os.getpid()}.zz.tmp"  # a write in progress here: kept
+    other = tmp_path / ".other.txt.1.tmp"  # another output's
+    for path in (stale_file, live, other):
+        path.write_text("half")
+    for path in (stale_dir, stale_old):
+        path.mkdir()
+        (path / "wav.scp").write_text("half")
+    atomic_write_text(tmp_path / "out.txt", "whole\n")
+    with atomic_dir(tmp_path / "data") as tmp:
+        (tmp / "wav.scp").write_text("whole\n")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([live.name, other.name, "data", "out.txt"])
+    assert (tmp_path / "data" / "wav.scp").read_text() == "whole\n"
