@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sertool.errors import OutputError, SertoolError
+from sertool.faults import kill_point
 
 
 @contextlib.contextmanager
@@ -27,7 +28,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as err:  # it names the folder or the temporary name: name ``path``
         raise OutputError(path, err) from err
     os.close(fd)
@@ -37,6 +39,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        kill_point("atomic:before-rename")  # complete under its temporary name only
         os.replace(tmp, path)
 
 
@@ -84,6 +87,44 @@ def ensure_writable(directory: str | os.PathLike) -> Path:
     return directory
 
 
+def temp_prefix(path: Path) -> str:
+    """Temporary names beside ``path`` start with this: hidden, and naming the writing process
+    so that a later run can tell (and remove) what a killed one left."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files and folders beside ``path`` (``temp_prefix`` ... ``.tmp``)
+    left by processes that are no longer running on this machine (killed mid-write)."""
+    head = f".{path.name}."
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(head) and n.endswith(".tmp")]
+    except FileNotFoundError:
+        return
+    for name in names:
+        pid = name[len(head):].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        stale = path.parent / name
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def umask() -> int:
     """The process's umask (read without changing it for good)."""
     mask = os.umask(0o022)
@@ -99,7 +140,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        remove_stale_temps(path)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
     except OSError as err:
         raise OutputError(path, err) from err
     try:
@@ -108,9 +150,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             yield tmp
             old = None
             if path.exists():
-                old = path.with_name(f".{path.name}.old.{os.getpid()}")
+                old = path.with_name(f"{temp_prefix(path)}old.tmp")
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(path, old)
+                kill_point("atomic-dir:between-renames")  # neither old nor new under ``path``
             os.replace(tmp, path)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)

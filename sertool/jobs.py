@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 from sertool.config import differing_keys
 from sertool.errors import SertoolError
+from sertool.faults import kill_point
 from sertool.io_utils import atomic_write_text
 
 T = TypeVar("T")
@@ -232,6 +233,7 @@ def _execute(func: Callable[..., Any], out_dir: str, stage: str, job: Job, args:
             with contextlib.suppress(OSError):
                 handle.close()
             raise
+    kill_point("job:before-marker")  # outputs in place, the job not yet marked done
     atomic_write_text(marker, job.digest + "\n")
     return result
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from sertool import __version__
 from sertool.errors import SertoolError
+from sertool.faults import kill_point
 from sertool.io_utils import (
     atomic_dir,
     atomic_write_json,
@@ -267,6 +268,7 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
     sample_rate = int(frontend.sample_rate)
     out: list[Prediction] = []
     for file in tqdm(files, desc="predict", unit="file", disable=not progress):
+        kill_point("predict:before-file")  # some files predicted, nothing written yet
         out.append(_predict_one(bundle, frontend, str(file), sample_rate, per_file_cmvn,
                                 chunk_frames, load_audio, segment_cmvn))
         if on_result is not None:

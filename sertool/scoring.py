@@ -18,6 +18,7 @@ import numpy as np
 
 from sertool.errors import SertoolError
 from sertool.expdir import POSTERIORS, load_experiment, read_posteriors
+from sertool.faults import kill_point
 from sertool.io_utils import atomic_open, atomic_write_json, atomic_write_text
 from sertool.metrics import FoldMetrics, confusion_matrix, mean_std, row_normalise
 
@@ -303,6 +304,7 @@ def _save_figure(fig, out_png: str | os.PathLike) -> None:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     with atomic_open(out_png, "wb") as handle:
         handle.write(buf.getvalue())
+    kill_point("score:after-png")  # some figures written, not all
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], title: str,

@@ -14,7 +14,8 @@ import soundfile as sf
 from signals import voiced, with_noise
 
 from sertool.datadir import DataDir
-from sertool.frontend.extract import FAULT_ENV, ExtractError, extract_feats, extract_wavs
+from sertool.faults import KILL_ENV
+from sertool.frontend.extract import ExtractError, extract_feats, extract_wavs
 from sertool.frontend.pipeline import Frontend
 
 SR = 16000
@@ -73,7 +74,8 @@ def test_killed_run_resumes_to_identical_output(tmp_path):
     extract_feats(data, reference, nj=4, progress=False)
 
     resumed = tmp_path / "resumed"
-    env = {**os.environ, FAULT_ENV: "2"}  # each job SIGKILLs itself after 2 utterances
+    # each job (its own process) SIGKILLs itself after its second utterance
+    env = {**os.environ, KILL_ENV: "extract-feats:after-utt:2"}
     killed = subprocess.run([*SERTOOL, "extract-feats", str(data), str(resumed), "--nj", "4",
                              "--no-progress"], env=env, capture_output=True, text=True)
     assert killed.returncode != 0

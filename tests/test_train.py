@@ -128,6 +128,16 @@ def test_checkpoint_errors(tmp_path):
         load_model(tmp_path / "missing.pt")
 
 
+def test_checkpoint_bytes_depend_on_the_contents_only(tmp_path):
+    # torch.save given a path names the zip's folder after the (temporary) file: the same model
+    # saved twice gave other bytes, and a bundle other SHA-256s, from one run to the next.
+    model = build_model(load_model_conf(CONF_DIR / "model_resnet_tiny.toml"), 3, 20)
+    save_checkpoint(tmp_path / "a.pt", model, with_rng=False)
+    save_checkpoint(tmp_path / "b.pt", model, with_rng=False)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]
+
+
 def test_cnn1d_trains_through_the_same_trainer(tmp_path):
     feat_dir, data_dir = make_feats(tmp_path, dim=13)
     conf = tiny_conf(epochs=2, model=load_model_conf(CONF_DIR / "model_cnn1d.toml",

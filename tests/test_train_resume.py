@@ -13,8 +13,9 @@ import pytest
 import torch
 from train_helpers import make_feats, tiny_conf
 
+from sertool.faults import KILL_ENV
 from sertool.nnet.checkpoint import load_checkpoint
-from sertool.nnet.trainer import TEST_KILL_ENV, train
+from sertool.nnet.trainer import train
 
 SCRIPT = textwrap.dedent("""
     import sys, torch
@@ -40,7 +41,7 @@ def test_kill_mid_epoch_then_resume_is_exact(tmp_path, workers):
                            data=str(data_dir), exp=str(cut_dir), workers=workers)
     # partial.pt every 2 steps; global step 7 = epoch 2, batch 3: killed after the partial
     # checkpoint of batch 2, so batch 3's update is lost and must be redone identically
-    env = {**os.environ, TEST_KILL_ENV: "7"}
+    env = {**os.environ, KILL_ENV: "train:after-step:7"}  # the child's 7th step
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     assert (cut_dir / "model_1.pt").is_file() and not (cut_dir / "model_2.pt").exists()

@@ -30,6 +30,7 @@ from sertool.corpora import (
 )
 from sertool.corpora.base import PrepareError, Scan, Skip, Utt
 from sertool.datadir import DataDir, Fold, validate_data_dir, write_folds
+from sertool.faults import kill_point
 from sertool.io_utils import atomic_dir, atomic_write_json, atomic_write_text
 from sertool.labels import read_label_map
 
@@ -183,6 +184,7 @@ def prepare(
             else None,
         )
         data.save(tmp)
+        kill_point("prepare:after-data-files")  # a half-made data dir, still temporary
         if folds is not None:
             write_folds(tmp, *folds)
         skipped = sorted(scan.skipped, key=lambda s: s.path)

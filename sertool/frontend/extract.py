@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import numpy as np
 from sertool.config import config_fingerprint
 from sertool.datadir import DataDir, require_valid, write_table
 from sertool.errors import SertoolError
+from sertool.faults import kill_point
 from sertool.frontend.audio import AudioError, load_audio
 from sertool.frontend.cmvn import conversation_cmvn
 from sertool.frontend.pipeline import Frontend, FrontendError, resolve_conf, unusable
@@ -56,11 +56,6 @@ from sertool.io_utils import (
 from sertool.jobs import Cluster, Job, check_identity, run_stage, split
 
 STAGE = "extract"  # log/extract.JOB.log
-
-# Test hook: a job process kills itself (SIGKILL) after writing this many utterances,
-# leaving a half-written archive behind, exactly as a killed run would.
-FAULT_ENV = "SERTOOL_FAULT_AFTER_UTTS"
-
 
 class ExtractError(SertoolError, RuntimeError):
     pass
@@ -143,7 +138,6 @@ def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Pa
                  log: TextIO, progress: Callable[[int], None]) -> int:
     frontend = Frontend(conf)
     conversation_mode = frontend.conf["cmvn"]["mode"] == "conversation"
-    fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
     vad_lines, failed_lines, aug_lines = [], [], []
     augment = WaveAugment.from_conf(wave_augment) if wave_augment else None
     written = 0
@@ -198,9 +192,7 @@ def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Pa
                         aug_lines.append(f"{key} {utt} {key.rsplit('#', 1)[1]} "
                                          f"{copy_feats.shape[0]}\n")
             progress(1)
-            if fault_after and written >= fault_after:
-                writer.fark.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
+            kill_point("extract-feats:after-utt")  # the archive half-written
         flush_conversation()
         log.write(f"# done: {written} written, {len(failed_lines)} failed, {time.ctime()}\n")
 
@@ -210,6 +202,7 @@ def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Pa
     with open(tmp_ark, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp_ark, paths["ark"])
+    kill_point("extract-feats:after-ark")  # the archive in place, its index not
     atomic_write_text(paths["scp"], scp_text)
     tmp_scp.unlink(missing_ok=True)
     atomic_write_text(paths["vad"], "".join(vad_lines))
@@ -304,6 +297,7 @@ def _merge(feat_dir: Path, jobs: list[Job], skipped: int) -> ExtractResult:
         raise ExtractError(f"{feat_dir}: {len(table)} extracted + {len(failed)} failed "
                            f"!= {n_utts} utterances; rerun to redo the jobs")
     write_table(feat_dir / "feats.scp", table)
+    kill_point("extract-feats:after-feats-scp")  # feats.scp without utt2num_frames
     vad_rows = [line.split() for line in vad]
     write_table(feat_dir / "utt2num_frames", {r[0]: r[2] for r in vad_rows})
     write_table(feat_dir / "vad_stats", {r[0]: " ".join(r[1:]) for r in vad_rows})

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from sertool.errors import OutputError, SertoolError
+from sertool.faults import kill_point
 from sertool.io_utils import atomic_open
 
 FORMAT = "sertool-checkpoint-1"
@@ -97,9 +98,12 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     path = Path(path)
     try:
         # torch.save into our own file object: a failed write is Python's OSError (with its
-        # errno), not torch's "enforce fail at inline_container.cc" without a file name
+        # errno), not torch's "enforce fail at inline_container.cc" without a file name; and
+        # the bytes (a bundle's SHA-256 of them) do not depend on the temporary name, as they
+        # do when torch is given a path (it names the zip's folder after the file)
         with atomic_open(path, "wb") as handle:
             torch.save(payload, handle)
+            kill_point("checkpoint:before-rename")  # only the temporary file is complete
     except RuntimeError as err:
         failure = _write_failure(path, err)
         if failure is None:

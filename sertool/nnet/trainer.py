@@ -37,8 +37,8 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
-import signal
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +52,7 @@ from tqdm import tqdm
 from sertool.config import ConfigError, load_config, shipped_conf
 from sertool.datadir import read_table
 from sertool.errors import SertoolError
+from sertool.faults import kill_point
 from sertool.folds import speaker_heldout
 from sertool.io_utils import atomic_replace_file, atomic_write_json, output_errors
 from sertool.jobs import check_identity
@@ -113,7 +114,6 @@ LIMITS = {"epochs": (1, None), "batch_size": (1, None), "lr": (1e-12, None),
           "heldout_min_frames": (1, None), "trunk_lr_factor": (0.0, None),
           "num_workers": (0, None), "checkpoint_every_steps": (0, None),
           "keep_checkpoints": (0, None), "augment.copies": (0, None)}
-TEST_KILL_ENV = "SERTOOL_TEST_KILL_AT_STEP"  # tests: SIGKILL self after this global step
 log = logging.getLogger("sertool.train")
 
 
@@ -351,6 +351,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     seed = int(conf["seed"])
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+    random.seed(seed)  # its state is stored in every checkpoint: the same run, the same bytes
     model = build_model(conf["model"], len(labels), feat_dim)
     if init_model is not None:
         load_state_into(init_model, model, trunk_only=True)  # new FC layers (transfer)
@@ -383,6 +384,8 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             skip_sums = ckpt["extra"].get("epoch_sums", [0.0, 0.0, 0.0])
         else:
             start_epoch = int(ckpt["epoch"]) + 1
+            if is_main:  # killed right after saving model_N.pt: finish what followed it
+                _after_epoch_checkpoint(exp_dir, int(conf["keep_checkpoints"]), history)
         set_rng_state(ckpt["rng"])
         resumed_from = str(newest)
 
@@ -395,7 +398,6 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     meta = dict(labels=labels, fingerprint=fingerprint)
     epochs = int(conf["epochs"])
     every = int(conf["checkpoint_every_steps"])
-    kill_at = int(os.environ.get(TEST_KILL_ENV, "0"))
     n_batches = 0
 
     def batches(epoch: int) -> EpochBatches:
@@ -421,8 +423,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             save_checkpoint(exp_dir / "partial.pt", model, optimizer, scheduler, epoch,
                             {"history": history, "epoch_sums": sums.tolist()},
                             step=step, **meta)
-        if kill_at and (epoch - 1) * n_batches + step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+        kill_point("train:after-step")  # mid-epoch: resumes from partial.pt
 
     def reduce(sums: torch.Tensor) -> None:
         """Sum the epoch statistics over processes, in place; nccl reduces GPU tensors only."""
@@ -437,9 +438,8 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         if is_main:
             save_checkpoint(exp_dir / f"model_{row['epoch']}.pt", model, optimizer, scheduler,
                             row["epoch"], {"history": rows}, **meta)
-            (exp_dir / "partial.pt").unlink(missing_ok=True)
-            _prune(exp_dir, int(conf["keep_checkpoints"]), rows)
-            write_history(exp_dir, rows)
+            kill_point("train:after-epoch-checkpoint")  # model_N.pt newer than train_log.csv
+            _after_epoch_checkpoint(exp_dir, int(conf["keep_checkpoints"]), rows)
             if progress:
                 tqdm.write(row_text(row))
         if distributed:
@@ -476,6 +476,14 @@ def evaluate(model, items, feats, device) -> dict:
     return {"valid_loss": loss / len(items), "valid_acc": correct / len(items)}
 
 
+def _after_epoch_checkpoint(exp_dir: Path, keep: int, history: list[dict]) -> None:
+    """What follows an epoch's model_N.pt: the older partial.pt goes, old checkpoints are
+    pruned, train_log.csv and curves.png catch up."""
+    (exp_dir / "partial.pt").unlink(missing_ok=True)
+    _prune(exp_dir, keep, history)
+    write_history(exp_dir, history)
+
+
 def _prune(exp_dir: Path, keep: int, history: list[dict]) -> None:
     if keep <= 0:
         return
@@ -499,6 +507,7 @@ def _finish(exp_dir: Path, history: list[dict], labels: list[str], resumed_from:
     last = history[-1]["epoch"]
     final = exp_dir / "final.pt"
     if is_main:
+        kill_point("train:before-final")  # every epoch done, no final.pt
         tmp = exp_dir / ".final.pt.tmp"
         with output_errors(final, tmp):
             shutil.copyfile(exp_dir / f"model_{last}.pt", tmp)

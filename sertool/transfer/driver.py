@@ -49,6 +49,7 @@ from sertool.config import load_config, shipped_conf
 from sertool.datadir import DataDirError, read_folds, read_table
 from sertool.errors import SertoolError
 from sertool.expdir import write_experiment, write_posteriors
+from sertool.faults import kill_point
 from sertool.folds import HeldoutSplit, fold_seed, inner_speaker_folds, split_heldout
 from sertool.frontend.pipeline import check_model_frontend
 from sertool.io_utils import atomic_write_json, ensure_writable
@@ -316,6 +317,7 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             outcomes.append(FoldOutcome(f.name, "skipped"))
             continue
         outcomes.append(_run_fold(setup, f.name, f.train, f.test, fold_dir, embeddings))
+        kill_point("finetune:after-fold")  # some folds done, the others not started
     bundle = None
     if export_all:
         bundle = exp_dir / "final" / "bundle"
@@ -375,7 +377,8 @@ def _run_fold(setup: _Setup, name: str, train_utts: list[str], test_utts: list[s
         model, heldout, probs = _trainer_fold(setup, name, split, test_utts, fold_dir)
     meta = dict(model_conf=setup.model_conf, num_classes=len(setup.classes),
                 feat_dim=setup.feat_dim, labels=setup.classes)
-    save_checkpoint(fold_dir / "model.pt", model, **meta)
+    save_checkpoint(fold_dir / "model.pt", model, **meta, with_rng=False)  # not resumed from
+    kill_point("finetune:after-model")  # model.pt without its bundle
     export_bundle(fold_dir / "bundle", model, classes=setup.classes,
                   model_conf=setup.model_conf, feat_dim=setup.feat_dim,
                   frontend_json=setup.feat_dir / "frontend.json",
@@ -385,6 +388,7 @@ def _run_fold(setup: _Setup, name: str, train_utts: list[str], test_utts: list[s
                               "heldout_speakers": split.heldout_speakers})
     if test_utts:
         labels = [setup.utt2label[u] for u in test_utts]
+        kill_point("finetune:before-posteriors")  # posteriors.tsv marks the fold done
         write_posteriors(fold_dir / "posteriors.tsv", test_utts, labels, setup.classes, probs)
     return FoldOutcome(name, "trained", heldout)
 

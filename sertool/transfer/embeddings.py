@@ -43,6 +43,7 @@ import torch
 
 from sertool.datadir import read_table
 from sertool.errors import SertoolError
+from sertool.faults import kill_point
 from sertool.frontend.pipeline import check_model_frontend
 from sertool.io_utils import (
     atomic_replace_file,
@@ -131,9 +132,10 @@ def _run_job(index: int, entries: list[tuple[str, str]], model_path: str, out_di
                 writer(aug_key(utt, k), pooled[k].astype(np.float32))
             done += 1
             progress(1)
+            kill_point("extract-embeddings:after-utt")  # the archive half-written
     with open(ark, "rb") as handle:
         os.fsync(handle.fileno())
-
+    kill_point("extract-embeddings:after-ark")  # the archive complete, no scp
     atomic_replace_file(scp_tmp, scp)
     log.write(f"# done: {done} utterances\n")
     return done
@@ -222,6 +224,7 @@ def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLik
     expected = len(wanted) * (1 + copies)
     if len(lines) != expected:
         raise EmbeddingError(f"{emb_dir}: {len(lines)} embeddings written, expected {expected}")
+    kill_point("extract-embeddings:before-emb-scp")  # every job done, the set not complete
     atomic_write_text(emb_dir / EMB_SCP, "\n".join(sorted(lines)) + "\n")
     return EmbeddingSet(emb_dir, meta, written * (1 + copies))
 

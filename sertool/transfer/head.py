@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sertool.faults import kill_point
 from sertool.metrics import confusion_matrix, unweighted_accuracy, weighted_accuracy
 from sertool.nnet.loop import EpochBatches, fit
 from sertool.nnet.schedule import paper_scheduler
@@ -48,6 +49,7 @@ def train_head(head: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tens
     size = int(conf["batch_size"])
 
     def batches(_epoch: int) -> EpochBatches:
+        kill_point("finetune:head-epoch")  # a fold's head half-trained (only in memory)
         order = torch.randperm(len(x_train), generator=gen)
         # a batch of one breaks batch norm in the head: dropped (unless it is all there is)
         chunks = [order[i:i + size] for i in range(0, len(order), size)
