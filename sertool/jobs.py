@@ -34,14 +34,18 @@ import pickle
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -319,31 +323,64 @@ def _limit_threads(threads: int | None) -> None:
             os.environ[name] = str(threads)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Make this worker end when ``parent`` (the sertool command) ends in any way: SIGTERM,
+    SIGKILL or a crash would otherwise leave it writing into the output directory, racing
+    the rerun. On Linux the kernel does it (PR_SET_PDEATHSIG), elsewhere a thread watches."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    else:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(1)
+
+
+def _init_worker(threads: int | None, parent: int) -> None:
+    _die_with_parent(parent)
+    _limit_threads(threads)
+
+
 def _run_pool(stage: str, out_dir: Path, func: Callable[..., Any], todo: Sequence[Job],
               args: tuple, bar: Any, threads: int | None) -> dict[int, Any]:
     # spawn, not fork: a forked child of a process that has used torch can deadlock
     context = get_context("spawn")
-    manager = context.Manager()
+    parent = os.getpid()
+    manager = SyncManager(ctx=context)  # the progress queue's process: it ends with us too
+    manager.start(_die_with_parent, (parent,))
     queue = manager.Queue()
     results: dict[int, Any] = {}
     failures: list[tuple[int, BaseException]] = []
+    pool = ProcessPoolExecutor(max_workers=len(todo), mp_context=context,
+                               initializer=_init_worker, initargs=(threads, parent))
     try:
-        with ProcessPoolExecutor(max_workers=len(todo), mp_context=context,
-                                 initializer=_limit_threads, initargs=(threads,)) as pool:
-            futures = {job.index: pool.submit(_execute, func, str(out_dir), stage, job, args,
-                                              queue) for job in todo}
-            while not all(f.done() for f in futures.values()):
-                _drain(queue, bar)
-                time.sleep(0.05)
+        futures = {job.index: pool.submit(_execute, func, str(out_dir), stage, job, args,
+                                          queue) for job in todo}
+        while not all(f.done() for f in futures.values()):
             _drain(queue, bar)
-            for index, future in futures.items():
-                error = future.exception()
-                if error is None:
-                    results[index] = future.result()
-                else:
-                    failures.append((index, error))
+            time.sleep(0.05)
+        _drain(queue, bar)
+        for index, future in futures.items():
+            error = future.exception()
+            if error is None:
+                results[index] = future.result()
+            else:
+                failures.append((index, error))
+    except BaseException:  # Ctrl-C or an error here: stop the jobs now, do not wait for them
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
+        raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         manager.shutdown()
+    if any(isinstance(error, BrokenProcessPool) for _, error in failures):
+        raise _died(stage, out_dir, [job.index for job in todo if not is_done(out_dir, job)])
     if failures:
         index, error = failures[0]
         raise _failure(stage, out_dir, index, error, len(failures)) from error
@@ -352,12 +389,17 @@ def _run_pool(stage: str, out_dir: Path, func: Callable[..., Any], todo: Sequenc
 
 def _failure(stage: str, out_dir: Path, index: int, error: BaseException,
              n_failed: int = 1) -> JobError:
-    # a killed worker breaks the pool: every job it had not finished reports that
-    reason = ("its process was killed" if type(error).__name__ == "BrokenProcessPool"
-              else str(error))
     more = f" ({n_failed} jobs failed)" if n_failed > 1 else ""
-    return JobError(f"{stage}: job {index} failed: {reason}; see "
+    return JobError(f"{stage}: job {index} failed: {error}; see "
                     f"{log_path(out_dir, stage, index)}{more}")
+
+
+def _died(stage: str, out_dir: Path, unfinished: Sequence[int]) -> JobError:
+    """A worker process was killed (the out-of-memory killer, kill -9): the pool is broken
+    and stops every job it had not finished; the finished ones keep their done markers."""
+    return JobError(f"{stage}: a job process was killed (by a signal, e.g. the out-of-memory "
+                    f"killer); {_name_logs(out_dir, stage, unfinished)}; the finished "
+                    "jobs are kept: rerun the same command to resume")
 
 
 def _drain(queue: Any, bar: Any) -> None:
