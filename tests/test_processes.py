@@ -14,12 +14,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from signals import voiced, with_noise
 from test_extract import make_corpus, read_all
 
 from sertool.cli import main
-from sertool.datadir import DataDir
-from sertool.frontend.extract import FAULT_ENV, extract_feats
+from sertool.frontend.extract import FAULT_ENV, SLOW_ENV, extract_feats
 from sertool.lock import LOCK_NAME
 
 SERTOOL = [sys.executable, "-m", "sertool"]
@@ -86,19 +84,6 @@ def test_prepare_locks_beside_the_directory_it_replaces(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "emodb"]
 
 
-def _long_corpus(root: Path, n: int, seconds: float) -> Path:
-    rng = np.random.default_rng(0)
-    wav_scp, utt2spk = {}, {}
-    for i in range(n):
-        utt = f"spk{i % 2}-utt{i:03d}"
-        path = root / "wav" / f"{utt}.flac"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, with_noise([voiced(seconds, rng, f0=100 + 7 * i)], rng), 16000)
-        wav_scp[utt], utt2spk[utt] = str(path), f"spk{i % 2}"
-    DataDir(wav_scp=wav_scp, utt2spk=utt2spk).save(root / "data")
-    return root / "data"
-
-
 def _children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -124,14 +109,24 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
             for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.mark.slow  # ~25 s: an interrupted and a resumed extraction of 2 x 4 minutes of audio
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """12 utterances and their features from an uninterrupted run."""
+    root = tmp_path_factory.mktemp("corpus")
+    data = make_corpus(root, n=12)
+    return data, read_all(extract_feats(data, root / "reference", progress=False).feat_dir)
+
+
+@pytest.mark.slow  # ~15 s: an interrupted and a resumed extraction with two workers each
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGINT])
-def test_workers_end_with_their_parent_and_the_rerun_matches(tmp_path, sig):
-    data = _long_corpus(tmp_path, n=16, seconds=30.0)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGINT],
+                         ids=["SIGTERM", "SIGKILL", "SIGINT"])
+def test_workers_end_with_their_parent_and_the_rerun_matches(tmp_path, corpus, sig):
+    data, reference = corpus
     feats = tmp_path / "feats"
+    slow = {**ENV, SLOW_ENV: "0.5"}  # each job would write for another ~2.5 s
     run = subprocess.Popen([*SERTOOL, "extract-feats", str(data), str(feats), "--nj", "2",
-                            "--no-progress"], env=ENV, stderr=subprocess.PIPE, text=True)
+                            "--no-progress"], env=slow, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     arks = [feats / f"feats.{i}.ark.tmp" for i in (1, 2)]
     while not all(a.exists() and a.stat().st_size > 0 for a in arks):  # both jobs writing
@@ -149,13 +144,12 @@ def test_workers_end_with_their_parent_and_the_rerun_matches(tmp_path, sig):
     time.sleep(1.5)
     assert _snapshot(feats) == before  # nobody writes any more
     assert not (feats / "feats.scp").exists()
+    assert not list(feats.glob(".done.*"))  # stopped, not waited for (Ctrl-C used to wait)
 
     again = subprocess.run([*SERTOOL, "extract-feats", str(data), str(feats), "--nj", "2",
                             "--no-progress"], env=ENV, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
-    assert "16 of 16 utterances extracted" in again.stdout
-    reference = read_all(extract_feats(data, tmp_path / "reference", nj=2, progress=False)
-                         .feat_dir)
+    assert "12 of 12 utterances extracted" in again.stdout
     resumed = read_all(feats)
     assert resumed.keys() == reference.keys()
     for key in reference:

@@ -50,6 +50,8 @@ STAGE = "extract"  # log/extract.JOB.log
 # Test hook: a job process kills itself (SIGKILL) after writing this many utterances,
 # leaving a half-written archive behind, exactly as a killed run would.
 FAULT_ENV = "SERTOOL_FAULT_AFTER_UTTS"
+# Test hook: a job sleeps this many seconds after each utterance (a long run in a short test).
+SLOW_ENV = "SERTOOL_SLOW_UTT_S"
 
 
 class ExtractError(SertoolError, RuntimeError):
@@ -118,6 +120,7 @@ def run_job(index: int, items: list[tuple], conf: dict, feat_dir: str, strict: b
     frontend = Frontend(conf)
     conversation_mode = frontend.conf["cmvn"]["mode"] == "conversation"
     fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
+    slow = float(os.environ.get(SLOW_ENV, "0") or 0)
     tmp_ark = paths["ark"].with_name(paths["ark"].name + ".tmp")
     tmp_scp = paths["scp"].with_name(paths["scp"].name + ".tmp")
     vad_lines, failed_lines, aug_lines = [], [], []
@@ -175,6 +178,9 @@ def run_job(index: int, items: list[tuple], conf: dict, feat_dir: str, strict: b
             if fault_after and written >= fault_after:
                 writer.fark.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
+            if slow:
+                writer.fark.flush()
+                time.sleep(slow)
         flush_conversation()
         log.write(f"# done: {written} written, {len(failed_lines)} failed, {time.ctime()}\n")
 
