@@ -52,6 +52,7 @@ from typing import Any, TypeVar
 from sertool.config import differing_keys
 from sertool.errors import SertoolError
 from sertool.io_utils import atomic_write_text
+from sertool.progress import progress_bar
 
 T = TypeVar("T")
 CMDS = ("local", "slurm")
@@ -244,8 +245,6 @@ def run_jobs(stage: str, out_dir: str | os.PathLike, func: Callable[..., Any],
     ``(index, items, *args, log=<open text log>, progress=<callable(n_items)>)``.
     ``threads_per_job`` caps the math libraries' threads in a job that runs beside others.
     """
-    from tqdm import tqdm
-
     cluster = cluster or Cluster()
     out_dir = Path(out_dir)
     result = RunResult(len(jobs))
@@ -253,8 +252,8 @@ def run_jobs(stage: str, out_dir: str | os.PathLike, func: Callable[..., Any],
     pending = {job.index for job in todo}
     result.skipped = [job.index for job in jobs if job.index not in pending]
     total = sum(len(job.items) for job in todo)
-    bar = tqdm(total=total, desc=desc or f"{stage} {out_dir.name}", unit=unit,
-               disable=not progress or total == 0, dynamic_ncols=True)
+    bar = progress_bar(total=total, desc=desc or f"{stage} {out_dir.name}", unit=unit,
+                       disable=not progress or total == 0)
     try:
         if cluster.cmd == "slurm" and todo:
             _run_slurm(stage, out_dir, func, todo, args, cluster, bar, threads_per_job)

@@ -227,18 +227,17 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
                   progress: bool = False) -> list[Prediction]:
     """Predict every file; a file that cannot be read or processed gets ``error`` set and the
     others are still predicted."""
-    from tqdm import tqdm
-
     from sertool.frontend.audio import load_audio
     from sertool.frontend.cmvn import segment_cmvn
     from sertool.frontend.pipeline import Frontend
+    from sertool.progress import progress_bar
 
     frontend = Frontend(bundle.frontend_conf)
     # A model trained with conversation-level CMVN sees each file as its own conversation.
     per_file_cmvn = frontend.conf["cmvn"]["mode"] == "conversation"  # "none": none at all
     sample_rate = int(frontend.sample_rate)
     out: list[Prediction] = []
-    for file in tqdm(files, desc="predict", unit="file", disable=not progress):
+    for file in progress_bar(files, desc="predict", unit="file", disable=not progress):
         name = str(file)
         try:
             wave = load_audio(file, target_sr=sample_rate)

@@ -47,7 +47,6 @@ import kaldiio
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from sertool.config import ConfigError, load_config, shipped_conf
 from sertool.datadir import read_table
@@ -84,6 +83,7 @@ from sertool.nnet.log import log_to_file, write_history
 from sertool.nnet.loop import EpochBatches, fit, row_text
 from sertool.nnet.schedule import paper_scheduler
 from sertool.nnet.specaugment import SpecAugment
+from sertool.progress import write_line
 
 DEFAULTS: dict = {
     "seed": 0,
@@ -297,8 +297,9 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
           exp_dir: str | os.PathLike, conf: Mapping, task: str = "speaker",
           train_utts: Sequence[str] | None = None, valid_utts: Sequence[str] | None = None,
           init_model: str | os.PathLike | None = None, device: str | None = None,
-          progress: bool = True) -> TrainResult:
-    """Train (or resume training) a model; see the module docstring."""
+          progress: bool = True, desc: str = "") -> TrainResult:
+    """Train (or resume training) a model; see the module docstring. ``desc`` names the run
+    in its progress and epoch lines (finetune: the fold)."""
     feat_dir, data_dir, exp_dir = Path(feat_dir), Path(data_dir), Path(exp_dir)
     full = copy.deepcopy(DEFAULTS)
     full.update(copy.deepcopy(dict(conf)))
@@ -436,7 +437,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             _prune(exp_dir, int(conf["keep_checkpoints"]), rows)
             write_history(exp_dir, rows)
             if progress:
-                tqdm.write(row_text(row))
+                write_line(row_text(row, epochs, desc))
         if distributed:
             dist.barrier()
 
@@ -450,7 +451,8 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             evaluate=evaluate_held_out, device=device, start_epoch=start_epoch,
             history=history, train_mode=train_mode,
             reduce=reduce if distributed else None, on_step=on_step,
-            on_epoch=on_epoch, progress=progress and is_main, autocast=autocast)
+            on_epoch=on_epoch, progress=progress and is_main, desc=desc,
+            autocast=autocast)
     return _finish(exp_dir, history, labels, resumed_from, is_main)
 
 
