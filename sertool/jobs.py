@@ -14,7 +14,10 @@ Dispatch (``Cluster.cmd``):
 
 ``local``  the pending jobs in a process pool on this machine (spawned, not forked: a forked
            child of a process that has used torch can deadlock in its thread pool), one
-           progress bar fed by the workers; one pending job runs in this process.
+           progress bar fed by the workers; one pending job runs in this process. The
+           workers end with the command (SIGTERM, SIGINT, SIGKILL, a crash: they must not go
+           on writing beside a rerun); a worker killed on its own breaks the pool and is
+           reported as a JobError naming the unfinished jobs (a rerun resumes).
 ``slurm``  one ``sbatch`` job array over the pending jobs only, the array index being the job
            number; each task runs ``python -m sertool.jobs OUT/log/<stage>.slurm.pkl``, i.e. the
            same job function as a local run, so the outputs are byte-identical. The command
