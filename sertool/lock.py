@@ -32,7 +32,11 @@ LOCK_NAME = ".sertool.lock"
 _HELD: set[Path] = set()  # locks this process holds: taking one again is a no-op
 
 
-class DirInUseError(SertoolError, RuntimeError):
+class LockError(SertoolError, OSError):
+    """The lock file cannot be made (a read-only place, a file where the directory should be)."""
+
+
+class DirInUseError(LockError):
     """Another live sertool run holds the directory's lock."""
 
 
@@ -54,8 +58,14 @@ def dir_lock(directory: str | os.PathLike, *, replaced: bool = False,
         yield path
         return
     made = not path.parent.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(path, Path(directory))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(path, Path(directory))
+    except DirInUseError:
+        raise
+    except OSError as err:
+        raise LockError(f"{directory}: cannot write there ({err.strerror or err}: "
+                        f"{err.filename or path})") from err
     _HELD.add(path)
     try:
         os.write(fd, json.dumps({

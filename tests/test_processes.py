@@ -63,6 +63,16 @@ def test_a_second_run_is_refused_and_a_dead_runs_lock_is_taken_over(tmp_path):
     assert not (feats / LOCK_NAME).exists()  # released at the end
 
 
+def test_an_output_directory_that_is_a_file_is_one_error_line(tmp_path):
+    data = make_corpus(tmp_path, n=2)
+    (tmp_path / "feats").write_text("mine\n")
+    result = _cli("extract-feats", data, tmp_path / "feats", "--no-progress")
+    assert result.exit_code == 1
+    assert result.output == (f"sertool: error: {tmp_path / 'feats'}: cannot write there (File "
+                             f"exists: {tmp_path / 'feats'})\n")
+    assert (tmp_path / "feats").read_text() == "mine\n"
+
+
 def test_prepare_locks_beside_the_directory_it_replaces(tmp_path):
     src = tmp_path / "emodb" / "wav"
     src.mkdir(parents=True)
