@@ -42,7 +42,7 @@ class DirInUseError(LockError):
 
 def lock_path(directory: str | os.PathLike, *, replaced: bool = False) -> Path:
     directory = Path(directory).absolute()
-    if replaced:  # a lock inside would be swapped out with the directory
+    if replaced and directory.name:  # a lock inside would be swapped out with the directory
         return directory.with_name(f".{directory.name}.lock")
     return directory / LOCK_NAME
 
