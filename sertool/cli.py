@@ -10,6 +10,7 @@ start in a fraction of a second.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shlex
@@ -36,6 +37,7 @@ from sertool.frontend.wave_augment import WaveAugment
 from sertool.io_utils import atomic_write_json, atomic_write_text
 from sertool.labels import CODES, read_label_map, read_utt2emo
 from sertool.labels import FORMAT as LABELS_FORMAT
+from sertool.lock import dir_lock
 from sertool.predict import (
     CHUNK_FRAMES,
     PredictError,
@@ -252,17 +254,20 @@ def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[s
         if wave_augment:
             fail("--wave-augment makes training copies of a data directory, not of "
                  "loose files")
-        result = extract_wavs(files, out_dir, progress=not no_progress,
-                              conf_path=conf_path, overrides=overrides)
+        with dir_lock(out_dir):
+            result = extract_wavs(files, out_dir, progress=not no_progress,
+                                  conf_path=conf_path, overrides=overrides)
     else:
         if len(paths) != 2:
             fail(f"give DATA_DIR and FEAT_DIR (got {len(paths)} argument(s)), or "
                  "-o OUT FILE... for loose audio files")
         data_dir, feat_dir = paths
         augment = WaveAugment.load(wave_augment) if wave_augment else None
-        result = extract_feats(data_dir, feat_dir, nj=nj, strict=strict,
-                               progress=not no_progress, conf_path=conf_path,
-                               overrides=overrides, wave_augment=augment, cluster=cluster)
+        with dir_lock(feat_dir):
+            result = extract_feats(data_dir, feat_dir, nj=nj, strict=strict,
+                                   progress=not no_progress, conf_path=conf_path,
+                                   overrides=overrides, wave_augment=augment,
+                                   cluster=cluster)
     for utt, source, reason in result.failed:
         click.echo(f"skipped {utt} ({source}): {reason}", err=True)
     click.echo(result.summary())
@@ -315,8 +320,9 @@ def prepare_cmd(corpus: str, src: str, data_dir: str, exp: int, protocol: str, k
     DATA_DIR/skipped with the reason.
     """
     try:
-        result = prepare(corpus, src, data_dir, exp=exp, protocol=protocol, k=k, seed=seed,
-                         wav_dir=wav_dir, strict=strict, labels=labels)
+        with dir_lock(data_dir, replaced=True):  # prepare replaces DATA_DIR as a whole
+            result = prepare(corpus, src, data_dir, exp=exp, protocol=protocol, k=k,
+                             seed=seed, wav_dir=wav_dir, strict=strict, labels=labels)
     except ValueError as err:  # folds.py reports impossible protocols as plain ValueError
         fail(str(err))
     click.echo(result.summary())
@@ -366,8 +372,9 @@ def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: 
     utt2label = (read_utt2emo(data_dir, read_label_map(labels, data_dir))
                  if task == "emotion" and (Path(data_dir) / "utt2emo").is_file() else None)
     conf = resolve_train_configs(conf_path, model_conf, overrides, init_model)
-    result = train(feat_dir, data_dir, exp_dir, conf, task=task, init_model=init_model,
-                   device=device, progress=not no_progress, utt2label=utt2label)
+    with dir_lock(exp_dir):  # rank 0 only under torchrun
+        result = train(feat_dir, data_dir, exp_dir, conf, task=task, init_model=init_model,
+                       device=device, progress=not no_progress, utt2label=utt2label)
     click.echo(result.summary())
 
 
@@ -393,8 +400,9 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
     copies, as Kaldi ark/scp in EMB_DIR (emb.scp). Resumable: finished jobs are kept."""
     from sertool.transfer.embeddings import extract_embeddings  # imports torch
 
-    result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
-                                seed=seed, nj=nj, device=device, cluster=cluster)
+    with dir_lock(emb_dir):
+        result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
+                                    seed=seed, nj=nj, device=device, cluster=cluster)
     click.echo(result.summary())
 
 
@@ -436,10 +444,15 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
     from sertool.transfer.driver import finetune, resolve_configs  # imports torch
 
     conf, mconf, tconf = resolve_configs(conf_path, model_conf, train_conf, overrides)
-    summary = finetune(feat_dir, data_dir, exp_dir, init=init, conf=conf, model_conf=mconf,
-                       train_conf=tconf, fold=fold, unfreeze=unfreeze,
-                       export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
-                       command=shlex.join(["sertool", *sys.argv[1:]]), labels=labels)
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(dir_lock(exp_dir))
+        if emb_dir is not None:
+            locks.enter_context(dir_lock(emb_dir))
+        summary = finetune(feat_dir, data_dir, exp_dir, init=init, conf=conf,
+                           model_conf=mconf, train_conf=tconf, fold=fold, unfreeze=unfreeze,
+                           export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
+                           command=shlex.join(["sertool", *sys.argv[1:]]),
+                           labels=labels)
     for f in summary.folds:
         metric = next((m for m in ("valid_ua", "valid_acc") if m in (f.heldout or {})), None)
         detail = (f"held-out {metric[6:].upper()} {f.heldout[metric]:.3f} "
@@ -560,6 +573,14 @@ def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str |
     confusion PNGs per experiment. With several EXP_DIRS also prints one side-by-side table,
     refused if their folds differ.
     """
+    with contextlib.ExitStack() as locks:
+        if out_dir is not None:
+            locks.enter_context(dir_lock(out_dir))
+        _score(exp_dirs, out_dir, compare_out, ablation_png, allow_different_folds, no_audio)
+
+
+def _score(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | None,
+           ablation_png: str | None, allow_different_folds: bool, no_audio: bool) -> None:
     scores = []
     for exp_dir in exp_dirs:
         score = score_experiment(exp_dir, audio_check=not no_audio, progress=True)
@@ -606,7 +627,8 @@ def import_wespeaker_cmd(model_dir: str, out: str) -> None:
     from sertool.transfer.import_model import import_wespeaker
 
     try:
-        result = import_wespeaker(model_dir, out)
+        with dir_lock(out):
+            result = import_wespeaker(model_dir, out)
     except SertoolError as err:
         fail(str(err))
     click.echo(result.summary())
@@ -620,7 +642,8 @@ def import_resemblyzer_cmd(out: str) -> None:
     from sertool.transfer.import_model import import_resemblyzer
 
     try:
-        result = import_resemblyzer(out)
+        with dir_lock(out):
+            result = import_resemblyzer(out)
     except SertoolError as err:
         fail(str(err))
     click.echo(result.summary())

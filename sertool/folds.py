@@ -485,7 +485,7 @@ def audio_hash(
 def hash_utterances(data: DataDir, utts: Iterable[str], cache_path: Path | None = None,
                     progress: bool = True) -> tuple[dict[str, str], list[str]]:
     """Content hashes of utterances, cached by (path, size, mtime, start, end)."""
-    from tqdm import tqdm
+    from sertool.progress import progress_bar
 
     cache: dict[str, list] = {}
     if cache_path is not None and cache_path.is_file():
@@ -497,8 +497,8 @@ def hash_utterances(data: DataDir, utts: Iterable[str], cache_path: Path | None 
     unhashed: list[str] = []
     changed = False
     utts = sorted(utts)
-    for utt in tqdm(utts, desc="hashing audio", unit="utt", disable=not progress or len(utts) < 200,
-                    file=None):
+    for utt in progress_bar(utts, desc="hashing audio", unit="utt",
+                            disable=not progress or len(utts) < 200):
         audio, start, end = data.audio_of(utt)
         if audio.endswith("|"):
             unhashed.append(utt)  # a pipe command: not run here

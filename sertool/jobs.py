@@ -14,7 +14,10 @@ Dispatch (``Cluster.cmd``):
 
 ``local``  the pending jobs in a process pool on this machine (spawned, not forked: a forked
            child of a process that has used torch can deadlock in its thread pool), one
-           progress bar fed by the workers; one pending job runs in this process.
+           progress bar fed by the workers; one pending job runs in this process. The
+           workers end with the command (SIGTERM, SIGINT, SIGKILL, a crash: they must not go
+           on writing beside a rerun); a worker killed on its own breaks the pool and is
+           reported as a JobError naming the unfinished jobs (a rerun resumes).
 ``slurm``  one ``sbatch`` job array over the pending jobs only, the array index being the job
            number; each task runs ``python -m sertool.jobs OUT/log/<stage>.slurm.pkl``, i.e. the
            same job function as a local run, so the outputs are byte-identical. The command
@@ -35,14 +38,18 @@ import pickle
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,6 +57,7 @@ from sertool.config import differing_keys
 from sertool.errors import SertoolError
 from sertool.faults import kill_point
 from sertool.io_utils import atomic_write_text
+from sertool.progress import progress_bar
 
 T = TypeVar("T")
 CMDS = ("local", "slurm")
@@ -249,8 +257,6 @@ def run_jobs(stage: str, out_dir: str | os.PathLike, func: Callable[..., Any],
     ``(index, items, *args, log=<open text log>, progress=<callable(n_items)>)``.
     ``threads_per_job`` caps the math libraries' threads in a job that runs beside others.
     """
-    from tqdm import tqdm
-
     cluster = cluster or Cluster()
     out_dir = Path(out_dir)
     result = RunResult(len(jobs))
@@ -258,8 +264,8 @@ def run_jobs(stage: str, out_dir: str | os.PathLike, func: Callable[..., Any],
     pending = {job.index for job in todo}
     result.skipped = [job.index for job in jobs if job.index not in pending]
     total = sum(len(job.items) for job in todo)
-    bar = tqdm(total=total, desc=desc or f"{stage} {out_dir.name}", unit=unit,
-               disable=not progress or total == 0, dynamic_ncols=True)
+    bar = progress_bar(total=total, desc=desc or f"{stage} {out_dir.name}", unit=unit,
+                       disable=not progress or total == 0)
     try:
         if cluster.cmd == "slurm" and todo:
             _run_slurm(stage, out_dir, func, todo, args, cluster, bar, threads_per_job)
@@ -328,31 +334,64 @@ def _limit_threads(threads: int | None) -> None:
             os.environ[name] = str(threads)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Make this worker end when ``parent`` (the sertool command) ends in any way: SIGTERM,
+    SIGKILL or a crash would otherwise leave it writing into the output directory, racing
+    the rerun. On Linux the kernel does it (PR_SET_PDEATHSIG), elsewhere a thread watches."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    else:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(1)
+
+
+def _init_worker(threads: int | None, parent: int) -> None:
+    _die_with_parent(parent)
+    _limit_threads(threads)
+
+
 def _run_pool(stage: str, out_dir: Path, func: Callable[..., Any], todo: Sequence[Job],
               args: tuple, bar: Any, threads: int | None) -> dict[int, Any]:
     # spawn, not fork: a forked child of a process that has used torch can deadlock
     context = get_context("spawn")
-    manager = context.Manager()
+    parent = os.getpid()
+    manager = SyncManager(ctx=context)  # the progress queue's process: it ends with us too
+    manager.start(_die_with_parent, (parent,))
     queue = manager.Queue()
     results: dict[int, Any] = {}
     failures: list[tuple[int, BaseException]] = []
+    pool = ProcessPoolExecutor(max_workers=len(todo), mp_context=context,
+                               initializer=_init_worker, initargs=(threads, parent))
     try:
-        with ProcessPoolExecutor(max_workers=len(todo), mp_context=context,
-                                 initializer=_limit_threads, initargs=(threads,)) as pool:
-            futures = {job.index: pool.submit(_execute, func, str(out_dir), stage, job, args,
-                                              queue) for job in todo}
-            while not all(f.done() for f in futures.values()):
-                _drain(queue, bar)
-                time.sleep(0.05)
+        futures = {job.index: pool.submit(_execute, func, str(out_dir), stage, job, args,
+                                          queue) for job in todo}
+        while not all(f.done() for f in futures.values()):
             _drain(queue, bar)
-            for index, future in futures.items():
-                error = future.exception()
-                if error is None:
-                    results[index] = future.result()
-                else:
-                    failures.append((index, error))
+            time.sleep(0.05)
+        _drain(queue, bar)
+        for index, future in futures.items():
+            error = future.exception()
+            if error is None:
+                results[index] = future.result()
+            else:
+                failures.append((index, error))
+    except BaseException:  # Ctrl-C or an error here: stop the jobs now, do not wait for them
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
+        raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         manager.shutdown()
+    if any(isinstance(error, BrokenProcessPool) for _, error in failures):
+        raise _died(stage, out_dir, [job.index for job in todo if not is_done(out_dir, job)])
     if failures:
         index, error = failures[0]
         raise _failure(stage, out_dir, index, error, len(failures)) from error
@@ -361,12 +400,17 @@ def _run_pool(stage: str, out_dir: Path, func: Callable[..., Any], todo: Sequenc
 
 def _failure(stage: str, out_dir: Path, index: int, error: BaseException,
              n_failed: int = 1) -> JobError:
-    # a killed worker breaks the pool: every job it had not finished reports that
-    reason = ("its process was killed" if type(error).__name__ == "BrokenProcessPool"
-              else str(error))
     more = f" ({n_failed} jobs failed)" if n_failed > 1 else ""
-    return JobError(f"{stage}: job {index} failed: {reason}; see "
+    return JobError(f"{stage}: job {index} failed: {error}; see "
                     f"{log_path(out_dir, stage, index)}{more}")
+
+
+def _died(stage: str, out_dir: Path, unfinished: Sequence[int]) -> JobError:
+    """A worker process was killed (the out-of-memory killer, kill -9): the pool is broken
+    and stops every job it had not finished; the finished ones keep their done markers."""
+    return JobError(f"{stage}: a job process was killed (by a signal, e.g. the out-of-memory "
+                    f"killer); {_name_logs(out_dir, stage, unfinished)}; the finished "
+                    "jobs are kept: rerun the same command to resume")
 
 
 def _drain(queue: Any, bar: Any) -> None:

@@ -256,18 +256,17 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
     """Predict every file; a file that cannot be read or processed gets ``error`` set and the
     others are still predicted. ``on_result`` is called with each prediction as it is made
     (the CLI writes it out at once, so an interrupted run keeps what was done)."""
-    from tqdm import tqdm
-
     from sertool.frontend.audio import load_audio
     from sertool.frontend.cmvn import segment_cmvn
     from sertool.frontend.pipeline import Frontend
+    from sertool.progress import progress_bar
 
     frontend = Frontend(bundle.frontend_conf)
     # A model trained with conversation-level CMVN sees each file as its own conversation.
     per_file_cmvn = frontend.conf["cmvn"]["mode"] == "conversation"  # "none": none at all
     sample_rate = int(frontend.sample_rate)
     out: list[Prediction] = []
-    for file in tqdm(files, desc="predict", unit="file", disable=not progress):
+    for file in progress_bar(files, desc="predict", unit="file", disable=not progress):
         kill_point("predict:before-file")  # some files predicted, nothing written yet
         out.append(_predict_one(bundle, frontend, str(file), sample_rate, per_file_cmvn,
                                 chunk_frames, load_audio, segment_cmvn))

@@ -334,22 +334,24 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], title: str,
 
 
 def write_report(score: ExperimentScore, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Write report.md, report.json, confusion_<fold>.png and confusion_all.png."""
+    """Write confusion_<fold>.png, confusion_all.png, report.json and report.md (returned with
+    report.md first). report.md comes last and an old one goes first: a report.md is there
+    only with every file of its own run beside it (a killed score leaves none)."""
     out = Path(out_dir) if out_dir is not None else score.exp_dir
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.md", report_markdown(score) + "\n")
-    atomic_write_json(out / "report.json", score.to_dict())
-    written = [out / "report.md", out / "report.json"]
+    (out / "report.md").unlink(missing_ok=True)
     pooled = score.pooled
+    pngs = [out / "confusion_all.png"]
     plot_confusion(pooled.confusion, score.classes,
-                   f"{score.name}: all folds pooled (n={pooled.n})", out / "confusion_all.png")
-    written.append(out / "confusion_all.png")
+                   f"{score.name}: all folds pooled (n={pooled.n})", pngs[0])
     for fold in score.folds:
         png = out / f"confusion_{_fold_file_name(fold.name)}.png"
         plot_confusion(fold.confusion, score.classes, f"{score.name}: fold {fold.name} "
                        f"(n={fold.n})", png)
-        written.append(png)
-    return written
+        pngs.append(png)
+    atomic_write_json(out / "report.json", score.to_dict())
+    atomic_write_text(out / "report.md", report_markdown(score) + "\n")
+    return [out / "report.md", out / "report.json", *pngs]
 
 
 # ----------------------------------------------------------------------------- comparisons

@@ -58,8 +58,8 @@ def _run(root, exp, init, *extra_sets, **kwargs):
     conf, model_conf, train_conf = resolve_configs(None, kwargs.pop("model_conf", None),
                                                    None, [*FAST, *extra_sets])
     return finetune(root / "feats_emo", root / "data_emo", root / exp, init=init, conf=conf,
-                    model_conf=model_conf, train_conf=train_conf, progress=False,
-                    command=f"test {exp}", **kwargs)
+                    model_conf=model_conf, train_conf=train_conf,
+                    progress=kwargs.pop("progress", False), command=f"test {exp}", **kwargs)
 
 
 def test_embeddings_are_deterministic_across_jobs_and_resumable(demo, tmp_path):
@@ -157,13 +157,20 @@ def test_rerun_skips_finished_folds_and_refuses_another_conf(demo):
         _run(root, "other", speaker, fold="9")
 
 
-def test_transfer_and_no_transfer_side_by_side(demo):
+def test_transfer_and_no_transfer_side_by_side(demo, capfd):
     root, speaker = demo
     if not (root / "transfer" / "fold_5" / "posteriors.tsv").is_file():
         _run(root, "transfer", speaker)
+    capfd.readouterr()
     summary = _run(root, "no_transfer", None, "train.epochs=2", "train.num_workers=0",
-                   model_conf=TINY)
+                   model_conf=TINY, progress=True)
     assert summary.mode == "scratch"
+    # each epoch line names its fold (they were five runs of "epoch 1..2" alike); stderr is
+    # not a terminal here: plain lines, no carriage-return bar updates
+    err = capfd.readouterr().err
+    lines = [line.split(": lr")[0] for line in err.splitlines() if ": lr " in line]
+    assert lines == [f"fold {k} epoch {e}/2" for k in "12345" for e in (1, 2)]
+    assert "\r" not in err
     assert all((root / "no_transfer" / f"fold_{k}" / "posteriors.tsv").is_file()
                for k in "12345")
     meta = json.loads((root / "no_transfer" / "experiment.json").read_text())

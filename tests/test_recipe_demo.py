@@ -60,3 +60,18 @@ def test_demo_recipe_killed_in_stage_4_then_resumed(tmp_path):
         assert (recipe / "exp" / "emotion" / "no_transfer" / f"fold_{fold}" /
                 "posteriors.tsv").is_file()
     assert "SPEAKER-INDEPENDENT" in resumed.stdout  # the run ends by printing the report
+
+
+@pytest.mark.slow  # ~12 s: the demo corpus is synthesised
+def test_each_stage_is_also_logged_to_exp_log(tmp_path):
+    recipe = copy_recipe("demo", tmp_path)
+    first = run_recipe(recipe, "--stop-stage", "0")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "synthetic demo corpus (seed 0)" in first.stdout  # still on the terminal ...
+    log = (recipe / "exp" / "log" / "stage0.log").read_text().splitlines()  # ... and kept
+    assert log[0].startswith("==== stage 0: synthesise the demo corpus (")
+    assert "corpus: synthetic demo corpus (seed 0): 360 emotion utterances" in log[1]
+    assert log[2].startswith("==== stage 0 done in ")
+    assert run_recipe(recipe, "--stop-stage", "0").returncode == 0  # a rerun appends
+    log = (recipe / "exp" / "log" / "stage0.log").read_text()
+    assert log.count("==== stage 0: ") == 2 and not (recipe / "exp" / "log" / "stage1.log").exists()

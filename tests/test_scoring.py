@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
+from sertool import scoring
 from sertool.cli import main
 from sertool.datadir import DataDir, read_folds, write_folds
 from sertool.expdir import ExperimentError, read_posteriors, write_posteriors
@@ -204,6 +205,28 @@ def test_report_of_a_clean_experiment(tmp_path):
     shape = _is_png(exp / "confusion_all.png")
     assert len(shape) == 3 and shape[0] > 100 and shape[1] > 200
     _is_png(exp / "confusion_3.png")
+
+
+def test_a_score_killed_before_its_plots_leaves_no_report_md(tmp_path, monkeypatch):
+    data = _data_dir(tmp_path)
+    exp = _experiment(tmp_path, data)
+    write_report(score_experiment(exp))  # an earlier, complete report
+    calls = []
+
+    def plot_then_die(*args):
+        calls.append(args[-1])
+        if len(calls) == 3:  # as if killed while plotting fold 2
+            raise KeyboardInterrupt
+        plot(*args)
+
+    plot = scoring.plot_confusion
+    monkeypatch.setattr(scoring, "plot_confusion", plot_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(score_experiment(exp))
+    assert not (exp / "report.md").exists()  # not a complete-looking report without its PNGs
+    monkeypatch.setattr(scoring, "plot_confusion", plot)
+    write_report(score_experiment(exp))
+    assert (exp / "report.md").read_text().startswith("SPEAKER-INDEPENDENT")
 
 
 def test_leaking_folds_are_marked_in_line_one_and_missing_folds_listed(tmp_path):

@@ -45,7 +45,7 @@ fi
 
 if run_stage 3 "speaker pretraining"; then
   sertool train --task speaker feats/speaker data/speaker exp/speaker \
-    --conf "$speaker_conf" --model-conf "$model_conf" --device "$device" --no-progress
+    --conf "$speaker_conf" --model-conf "$model_conf" --device "$device"
   stage_done 3
 fi
 

@@ -216,11 +216,12 @@ def _drop_unreadable(scan: Scan, progress: bool) -> None:
     """Read each file's header: empty or unreadable audio becomes a listed skip now rather than
     a failure in feature extraction later (CREMA-D, for one, has a zero-length file)."""
     import soundfile as sf
-    from tqdm import tqdm
+
+    from sertool.progress import progress_bar
 
     kept = []
-    for utt in tqdm(scan.utts, desc="checking audio headers", unit="file",
-                    disable=not progress or len(scan.utts) < 2000):
+    for utt in progress_bar(scan.utts, desc="checking audio headers", unit="file",
+                            disable=not progress or len(scan.utts) < 2000):
         try:
             frames = sf.info(str(utt.path)).frames
         except (RuntimeError, sf.LibsndfileError) as err:

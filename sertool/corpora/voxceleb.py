@@ -73,10 +73,10 @@ def _convert(items: list[tuple[Path, Utt]], wav_dir: Path, scan: Scan,
             f"{items[0][0]}: {len(items)} VoxCeleb2 .m4a files need PyAV to decode: "
             "pip install 'sertool[voxceleb2]' (or convert them to .wav with ffmpeg first, "
             "keeping <idNNNNN>/<video>/<nnnnn>.wav, and prepare that tree)") from err
-    from tqdm import tqdm
+    from sertool.progress import progress_bar
 
     out = []
-    for path, utt in tqdm(items, desc="decoding m4a", unit="file", disable=not progress):
+    for path, utt in progress_bar(items, desc="decoding m4a", unit="file", disable=not progress):
         target = wav_dir / utt.spk / path.parent.name / f"{path.stem}.wav"
         try:
             if not target.is_file():

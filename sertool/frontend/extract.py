@@ -57,6 +57,10 @@ from sertool.jobs import Cluster, Job, check_identity, run_stage, split
 
 STAGE = "extract"  # log/extract.JOB.log
 
+# Test hook: a job sleeps this many seconds after each utterance (a long run in a short test).
+SLOW_ENV = "SERTOOL_SLOW_UTT_S"
+
+
 class ExtractError(SertoolError, RuntimeError):
     pass
 
@@ -138,6 +142,7 @@ def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Pa
                  log: TextIO, progress: Callable[[int], None]) -> int:
     frontend = Frontend(conf)
     conversation_mode = frontend.conf["cmvn"]["mode"] == "conversation"
+    slow = float(os.environ.get(SLOW_ENV, "0") or 0)
     vad_lines, failed_lines, aug_lines = [], [], []
     augment = WaveAugment.from_conf(wave_augment) if wave_augment else None
     written = 0
@@ -193,6 +198,9 @@ def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Pa
                                          f"{copy_feats.shape[0]}\n")
             progress(1)
             kill_point("extract-feats:after-utt")  # the archive half-written
+            if slow:
+                writer.fark.flush()
+                time.sleep(slow)
         flush_conversation()
         log.write(f"# done: {written} written, {len(failed_lines)} failed, {time.ctime()}\n")
 

@@ -21,9 +21,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from tqdm import tqdm
+
+from sertool.progress import progress_bar
 
 log = logging.getLogger("sertool.train")
 
@@ -58,7 +60,7 @@ class StepTimes:
 
 def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 epoch: EpochBatches, device: str | torch.device, *, number: int,
-                on_step: StepHook | None = None, bar: tqdm | None = None,
+                on_step: StepHook | None = None, bar: Any = None,
                 times: StepTimes | None = None,
                 autocast: torch.dtype | None = None) -> torch.Tensor:
     """SGD steps over one epoch's batches; returns (loss sum, correct, count) as float64.
@@ -122,8 +124,8 @@ def fit(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
         else:
             net.train()
         label = f"{desc} epoch {number}/{epochs}".strip()
-        with tqdm(total=epoch.total, initial=epoch.done, desc=label, disable=not progress,
-                  leave=False) as bar:
+        with progress_bar(total=epoch.total, initial=epoch.done, desc=label, unit="step",
+                          disable=not progress, leave=False) as bar:
             times = StepTimes()
             sums = train_steps(net, optimizer, epoch, device, number=number, on_step=on_step,
                                bar=bar, times=times, autocast=autocast)
@@ -138,15 +140,17 @@ def fit(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
         row["step_s"] = round(times.step_s, 3)
         history.append(row)
         scheduler.step()
-        log.info("%s%s", f"{desc}: " if desc else "", row_text(row))
+        log.info("%s", row_text(row, epochs, desc))
         if on_epoch is not None:
             on_epoch(row, history)
     return history
 
 
-def row_text(row: dict) -> str:
-    """One epoch's row as a log line."""
-    parts = [f"epoch {row['epoch']}: lr {row['lr']:.3g}",
+def row_text(row: dict, epochs: int | None = None, desc: str = "") -> str:
+    """One epoch's row as a log line: "fold 3 epoch 2/4: lr ... | train loss ..." (``desc``
+    names the run, e.g. its fold: a log of several runs must say which one an epoch is of)."""
+    of = f"/{epochs}" if epochs else ""
+    parts = [f"{desc} epoch {row['epoch']}{of}: lr {row['lr']:.3g}".lstrip(),
              f"train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}"]
     held = [f"{k[len('valid_'):]} {v:.3f}" for k, v in row.items() if k.startswith("valid_")]
     if held:

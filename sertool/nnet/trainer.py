@@ -47,7 +47,6 @@ import kaldiio
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from sertool.config import ConfigError, load_config, shipped_conf
 from sertool.datadir import read_table
@@ -85,6 +84,7 @@ from sertool.nnet.log import log_to_file, write_history
 from sertool.nnet.loop import EpochBatches, fit, row_text
 from sertool.nnet.schedule import paper_scheduler
 from sertool.nnet.specaugment import SpecAugment
+from sertool.progress import write_line
 
 DEFAULTS: dict = {
     "seed": 0,
@@ -298,11 +298,13 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
           exp_dir: str | os.PathLike, conf: Mapping, task: str = "speaker",
           train_utts: Sequence[str] | None = None, valid_utts: Sequence[str] | None = None,
           init_model: str | os.PathLike | None = None, device: str | None = None,
-          progress: bool = True, utt2label: Mapping[str, str] | None = None) -> TrainResult:
+          progress: bool = True, utt2label: Mapping[str, str] | None = None,
+          desc: str = "") -> TrainResult:
     """Train (or resume training) a model; see the module docstring.
 
     ``utt2label``: the labels already read and mapped to class codes (``finetune --labels``),
-    instead of DATA_DIR's utt2spk / utt2emo.
+    instead of DATA_DIR's utt2spk / utt2emo. ``desc`` names the run in its progress and epoch
+    lines (finetune: the fold).
     """
     feat_dir, data_dir, exp_dir = Path(feat_dir), Path(data_dir), Path(exp_dir)
     full = copy.deepcopy(DEFAULTS)
@@ -441,7 +443,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             kill_point("train:after-epoch-checkpoint")  # model_N.pt newer than train_log.csv
             _after_epoch_checkpoint(exp_dir, int(conf["keep_checkpoints"]), rows)
             if progress:
-                tqdm.write(row_text(row))
+                write_line(row_text(row, epochs, desc))
         if distributed:
             dist.barrier()
 
@@ -455,7 +457,8 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             evaluate=evaluate_held_out, device=device, start_epoch=start_epoch,
             history=history, train_mode=train_mode,
             reduce=reduce if distributed else None, on_step=on_step,
-            on_epoch=on_epoch, progress=progress and is_main, autocast=autocast)
+            on_epoch=on_epoch, progress=progress and is_main, desc=desc,
+            autocast=autocast)
     return _finish(exp_dir, history, labels, resumed_from, is_main)
 
 

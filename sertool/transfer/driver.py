@@ -471,7 +471,8 @@ def _trainer_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list
         conf["trunk_lr_factor"] = 1.0
     result = train(setup.feat_dir, setup.data_dir, fold_dir / "train", conf, task="emotion",
                    train_utts=split.train, valid_utts=split.heldout, init_model=setup.init,
-                   device=setup.device, progress=setup.progress, utt2label=setup.utt2label)
+                   device=setup.device, progress=setup.progress, utt2label=setup.utt2label,
+                   desc=f"fold {name}")
     model, meta = load_model(result.best_model, setup.device)
     # the trainer orders its outputs by the (sorted) labels of the fold's training list
     if list(meta["labels"]) != setup.classes:
