@@ -14,7 +14,9 @@ Dispatch (``Cluster.cmd``):
 
 ``local``  the pending jobs in a process pool on this machine (spawned, not forked: a forked
            child of a process that has used torch can deadlock in its thread pool), one
-           progress bar fed by the workers; one pending job runs in this process.
+           progress bar fed by the workers; one pending job runs in this process, and so do
+           all of them, one after another, with ``pool=False`` (jobs that each use every core,
+           such as training a fold).
 ``slurm``  one ``sbatch`` job array over the pending jobs only, the array index being the job
            number; each task runs ``python -m sertool.jobs OUT/log/<stage>.slurm.pkl``, i.e. the
            same job function as a local run, so the outputs are byte-identical. The command
@@ -232,13 +234,15 @@ def _execute(func: Callable[..., Any], out_dir: str, stage: str, job: Job, args:
 def run_jobs(stage: str, out_dir: str | os.PathLike, func: Callable[..., Any],
              jobs: Sequence[Job], args: tuple = (), *, cluster: Cluster | None = None,
              progress: bool = True, desc: str | None = None, unit: str = "utt",
-             threads_per_job: int | None = None) -> RunResult:
+             threads_per_job: int | None = None, pool: bool = True) -> RunResult:
     """Run the jobs of ``stage`` that are not done yet; raise JobError naming the failed
     jobs' logs unless every job has its done marker at the end.
 
     ``func`` must be a module-level function (it is pickled into other processes); it gets
     ``(index, items, *args, log=<open text log>, progress=<callable(n_items)>)``.
     ``threads_per_job`` caps the math libraries' threads in a job that runs beside others.
+    ``pool=False``: local jobs run one after another in this process (the first failure
+    stops the run), not side by side in a process pool.
     """
     from tqdm import tqdm
 
@@ -254,13 +258,13 @@ def run_jobs(stage: str, out_dir: str | os.PathLike, func: Callable[..., Any],
     try:
         if cluster.cmd == "slurm" and todo:
             _run_slurm(stage, out_dir, func, todo, args, cluster, bar, threads_per_job)
-        elif len(todo) == 1:
-            job = todo[0]
-            try:
-                result.results[job.index] = _execute(func, str(out_dir), stage, job, args,
-                                                      _BarQueue(bar))
-            except Exception as err:  # noqa: BLE001 - any job error: name its log
-                raise _failure(stage, out_dir, job.index, err) from err
+        elif len(todo) == 1 or not pool:
+            for job in todo:
+                try:
+                    result.results[job.index] = _execute(func, str(out_dir), stage, job, args,
+                                                          _BarQueue(bar))
+                except Exception as err:  # noqa: BLE001 - any job error: name its log
+                    raise _failure(stage, out_dir, job.index, err) from err
         elif todo:
             result.results = _run_pool(stage, out_dir, func, todo, args, bar, threads_per_job)
     finally:
