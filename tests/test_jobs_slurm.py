@@ -160,6 +160,8 @@ def test_finetune_folds_on_slurm_equal_local_and_a_cancelled_fold_is_redone(
     assert sorted(p.name for p in (cluster / "embeddings" / "log").glob("*.log")) == \
         ["extract-embeddings.1.log", "extract-embeddings.2.log"]
     assert "fold 2:" in (cluster / "log" / "finetune.2.log").read_text()
+    # the task spec holds paths and configurations (1.7 kB), not the vectors (2 x 109 kB here)
+    assert (cluster / "log" / "finetune.slurm.pkl").stat().st_size < 10_000
 
     finished = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for j in (1, 2)
                 for p in (cluster / f".done.{j}", cluster / "log" / f"finetune.{j}.log",
