@@ -427,19 +427,22 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
 @click.option("--emb-dir", type=click.Path(), default=None,
               help="Embedding directory for the frozen trunk (default EXP_DIR/embeddings).")
 @click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Parallel jobs for the embedding extraction.")
+              help="Parallel jobs for the embedding extraction (the folds are one job each).")
+@cluster_options
 @click.option("--device", default="cpu", show_default=True)
 @labels_option("utt2emo's names are read as their codes (the experiment's classes).")
 def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: str,
                  unfreeze: bool, model_conf: str | None, train_conf: str | None,
                  conf_path: str | None, overrides: tuple[str, ...], export_all: bool,
-                 emb_dir: str | None, nj: int, device: str, labels: str | None) -> None:
+                 emb_dir: str | None, nj: int, device: str, cluster: Cluster,
+                 labels: str | None) -> None:
     """Transfer to emotion on every fold of DATA_DIR/folds; posteriors per fold in EXP_DIR.
 
     Default (paper): the speaker model's trunk frozen, new FC layers trained on its pooled
     statistics of each segment and its SpecAugment-ed copies. Model selection on held-out
     TRAINING speakers only. Each fold exports a model bundle (EXP_DIR/fold_K/bundle) for
-    `sertool predict`. Finished folds are skipped on rerun. Then: `sertool score EXP_DIR`.
+    `sertool predict`. Finished folds are skipped on rerun. With --cmd slurm the embeddings'
+    jobs and then the folds (one array task each) run on Slurm. Then: `sertool score EXP_DIR`.
     """
     from sertool.transfer.driver import finetune, resolve_configs  # imports torch
 
@@ -452,7 +455,7 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
                            model_conf=mconf, train_conf=tconf, fold=fold, unfreeze=unfreeze,
                            export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
                            command=shlex.join(["sertool", *sys.argv[1:]]),
-                           labels=labels)
+                           labels=labels, cluster=cluster)
     for f in summary.folds:
         metric = next((m for m in ("valid_ua", "valid_acc") if m in (f.heldout or {})), None)
         detail = (f"held-out {metric[6:].upper()} {f.heldout[metric]:.3f} "

@@ -37,7 +37,7 @@ KILL_POINTS = (
     "finetune:head-epoch",          # mid-way through training a fold's head
     "finetune:after-model",         # a fold's model.pt written, its bundle not yet
     "finetune:before-posteriors",   # a fold's bundle written, posteriors.tsv (its marker) not
-    "finetune:after-fold",          # a fold finished, the next not started
+    "finetune:before-fold",         # at a fold job's start: the folds before it done
     "score:after-png",              # a confusion PNG written, the rest of the report not yet
     "predict:before-file",          # some files predicted, the output not written
 )

@@ -14,7 +14,9 @@ Dispatch (``Cluster.cmd``):
 
 ``local``  the pending jobs in a process pool on this machine (spawned, not forked: a forked
            child of a process that has used torch can deadlock in its thread pool), one
-           progress bar fed by the workers; one pending job runs in this process. The
+           progress bar fed by the workers; one pending job runs in this process, and so do
+           all of them, one after another, with ``pool=False`` (jobs that each use every core,
+           such as training a fold). The
            workers end with the command (SIGTERM, SIGINT, SIGKILL, a crash: they must not go
            on writing beside a rerun); a worker killed on its own breaks the pool and is
            reported as a JobError naming the unfinished jobs (a rerun resumes).
@@ -249,13 +251,15 @@ def _execute(func: Callable[..., Any], out_dir: str, stage: str, job: Job, args:
 def run_jobs(stage: str, out_dir: str | os.PathLike, func: Callable[..., Any],
              jobs: Sequence[Job], args: tuple = (), *, cluster: Cluster | None = None,
              progress: bool = True, desc: str | None = None, unit: str = "utt",
-             threads_per_job: int | None = None) -> RunResult:
+             threads_per_job: int | None = None, pool: bool = True) -> RunResult:
     """Run the jobs of ``stage`` that are not done yet; raise JobError naming the failed
     jobs' logs unless every job has its done marker at the end.
 
     ``func`` must be a module-level function (it is pickled into other processes); it gets
     ``(index, items, *args, log=<open text log>, progress=<callable(n_items)>)``.
     ``threads_per_job`` caps the math libraries' threads in a job that runs beside others.
+    ``pool=False``: local jobs run one after another in this process (the first failure
+    stops the run), not side by side in a process pool.
     """
     cluster = cluster or Cluster()
     out_dir = Path(out_dir)
@@ -269,13 +273,13 @@ def run_jobs(stage: str, out_dir: str | os.PathLike, func: Callable[..., Any],
     try:
         if cluster.cmd == "slurm" and todo:
             _run_slurm(stage, out_dir, func, todo, args, cluster, bar, threads_per_job)
-        elif len(todo) == 1:
-            job = todo[0]
-            try:
-                result.results[job.index] = _execute(func, str(out_dir), stage, job, args,
-                                                      _BarQueue(bar))
-            except Exception as err:  # noqa: BLE001 - any job error: name its log
-                raise _failure(stage, out_dir, job.index, err) from err
+        elif len(todo) == 1 or not pool:
+            for job in todo:
+                try:
+                    result.results[job.index] = _execute(func, str(out_dir), stage, job, args,
+                                                          _BarQueue(bar))
+                except Exception as err:  # noqa: BLE001 - any job error: name its log
+                    raise _failure(stage, out_dir, job.index, err) from err
         elif todo:
             result.results = _run_pool(stage, out_dir, func, todo, args, bar, threads_per_job)
     finally:

@@ -84,6 +84,23 @@ def test_rerun_redoes_only_failed_jobs(tmp_path, monkeypatch):
     assert (tmp_path / "part.1").read_text() == "0 1 99"
 
 
+def test_pool_false_runs_jobs_in_this_process_one_after_another(tmp_path, monkeypatch):
+    """finetune's folds: each uses every core, so they run here in order, not side by side;
+    the first failure stops the run and names its log, the rerun does the rest."""
+    jobs = make_jobs(list(range(6)), 3)
+    args = (str(tmp_path),)
+    monkeypatch.setenv(FAIL_ENV, "2")
+    with pytest.raises(JobError, match=r"job 2 failed: job 2 told to fail; see .*toy\.2\.log"):
+        run_jobs("toy", tmp_path, write_items, jobs, args, progress=False, pool=False)
+    assert [is_done(tmp_path, j) for j in jobs] == [True, False, False]
+    assert not (tmp_path / "log" / "toy.3.log").exists()  # never started
+    monkeypatch.delenv(FAIL_ENV)
+    result = run_jobs("toy", tmp_path, write_items, jobs, args, progress=False, pool=False)
+    assert (result.skipped, result.ran, result.results) == ([1], [2, 3], {2: 2, 3: 2})
+    for j in (1, 2, 3):  # in this process, not a pool worker
+        assert (tmp_path / "log" / f"toy.{j}.log").read_text() == f"job {j} pid {os.getpid()}\n"
+
+
 def test_identity_check_names_the_keys_that_differ(tmp_path):
     record = tmp_path / "made.json"
     assert check_identity(tmp_path, record, {"a": 1}) is None  # nothing recorded yet

@@ -31,7 +31,7 @@ def demo(tmp_path_factory) -> Path:
 
 def sertool(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*SERTOOL, *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(env or {})}, timeout=600)  # a hang fails
 
 
 def assert_same_outputs(a: Path, b: Path, pattern: str, index: str) -> None:
@@ -112,3 +112,75 @@ def test_extract_embeddings_on_slurm_equals_local(slurm, demo, tmp_path):  # noq
                   "--cmd", "slurm")
     assert run.returncode == 0, run.stderr
     assert_same_outputs(local, cluster, "emb.*.ark", "emb.scp")
+
+
+def test_finetune_folds_on_slurm_equal_local_and_a_cancelled_fold_is_redone(
+        slurm, demo, tmp_path):  # noqa: F811
+    """One array task per fold (the frozen random trunk's embeddings first, on Slurm too);
+    fold 3's task is held and cancelled: the command names its log, the rerun redoes fold 3
+    only, and every fold's posteriors.tsv is byte-identical to a --cmd local run's."""
+    import torch
+
+    from sertool.datadir import read_table, subset_data_dir
+    from sertool.frontend.extract import extract_feats
+    from sertool.nnet.checkpoint import load_model
+
+    # three sessions (three folds: two array tasks run at once on this 2-CPU node, the third
+    # is held), half of their utterances: 84
+    utts = sorted(u for u in read_table(demo / "data" / "utt2spk") if u < "Ses04")
+    (tmp_path / "keep").write_text("".join(u + "\n" for u in utts[::2]))
+    subset_data_dir(demo / "data", tmp_path / "data", utt_list=tmp_path / "keep")
+    extract_feats(tmp_path / "data", tmp_path / "feats", {"mel": {"num_bins": 40}}, nj=1,
+                  progress=False)
+    common = [str(tmp_path / "feats"), str(tmp_path / "data"), "--init", "random",
+              "--model-conf", "model_resnet_tiny.toml", "--set", "augment.policy=none",
+              "--set", "head.epochs=3"]
+    local, cluster = tmp_path / "local", tmp_path / "slurm"
+    run = sertool("finetune", *common[:2], str(local), *common[2:])
+    assert run.returncode == 0, run.stderr
+
+    args = ["finetune", *common[:2], str(cluster), *common[2:], "--cmd", "slurm", "--nj", "2"]
+    # job 3 is held in every stage: the embeddings have 2 jobs, so only fold 3's task waits
+    first = subprocess.Popen([*SERTOOL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, HOLD_ENV: "3"})
+    deadline = time.monotonic() + 300
+    try:  # cancel the held task whatever happens: it would hold a CPU of the node forever
+        while not all((cluster / f".done.{j}").exists() for j in (1, 2)):
+            if first.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        subprocess.run(["scancel", "--name=sertool-finetune"], check=True)
+    _, stderr = first.communicate(timeout=120)
+    assert all((cluster / f".done.{j}").exists() for j in (1, 2)), stderr
+    assert first.returncode != 0
+    assert str(cluster / "log" / "finetune.3.log") in stderr, stderr
+    assert not (cluster / "fold_3" / "posteriors.tsv").exists()
+    # the embeddings were two array tasks, the folds one each
+    assert sorted(p.name for p in (cluster / "embeddings" / "log").glob("*.log")) == \
+        ["extract-embeddings.1.log", "extract-embeddings.2.log"]
+    assert "fold 2:" in (cluster / "log" / "finetune.2.log").read_text()
+    # the task spec holds paths and configurations (1.7 kB), not the vectors (2 x 109 kB here)
+    assert (cluster / "log" / "finetune.slurm.pkl").stat().st_size < 10_000
+
+    finished = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for j in (1, 2)
+                for p in (cluster / f".done.{j}", cluster / "log" / f"finetune.{j}.log",
+                          cluster / f"fold_{j}" / "posteriors.tsv",
+                          cluster / f"fold_{j}" / "model.pt")}
+    again = sertool(*args)
+    assert again.returncode == 0, again.stderr
+    assert [line for line in again.stderr.splitlines() if line.startswith("fold ")] == \
+        ["fold 1: skipped", "fold 2: skipped", "fold 3: trained"]
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished} == finished
+
+    # Byte-identical files: the same job function on the same float32 embeddings with the same
+    # seeds and thread count is deterministic; and the heads' weights are exactly equal, so the
+    # equality is not an artefact of the 6 decimals written.
+    for k in range(1, 4):
+        name = f"fold_{k}"
+        assert (cluster / name / "posteriors.tsv").read_bytes() == \
+            (local / name / "posteriors.tsv").read_bytes(), name
+        a, _ = load_model(local / name / "model.pt")
+        b, _ = load_model(cluster / name / "model.pt")
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                       b.state_dict().values(), strict=True))

@@ -104,7 +104,7 @@ CASES = [
     ("finetune", "finetune:head-epoch:3", False),
     ("finetune", "finetune:after-model:2", False),
     ("finetune", "finetune:before-posteriors", False),
-    ("finetune", "finetune:after-fold:1", False),
+    ("finetune", "finetune:before-fold:2", False),
     # killed twice: first before a fold's posteriors, then while its rerun replaces the bundle
     ("finetune", "finetune:before-posteriors,atomic-dir:between-renames", False),
     ("score", "score:after-png:2", False),

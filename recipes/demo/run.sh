@@ -10,8 +10,9 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=5
 nj=2
-cmd=local                        # where the extract-feats jobs run: local, or slurm (one
-                                 # sbatch job array; README "Running on a cluster")
+cmd=local                        # where the jobs of extract-feats and finetune (its
+                                 # embeddings, one job per fold) run: local, or slurm (one
+                                 # sbatch job array a stage; README "Running on a cluster")
 device=cpu
 seed=0
 corpus=corpus                     # where the synthetic corpus is written
@@ -51,10 +52,10 @@ fi
 
 if run_stage 4 "transfer to emotion, per fold; and the no-transfer baseline"; then
   sertool finetune feats/emotion data/emotion exp/emotion/transfer \
-    --init exp/speaker/final.pt --conf "$finetune_conf" --nj "$nj" --device "$device"
+    --init exp/speaker/final.pt --conf "$finetune_conf" --nj "$nj" --cmd "$cmd" --device "$device"
   sertool finetune feats/emotion data/emotion exp/emotion/no_transfer \
     --init none --model-conf "$model_conf" --train-conf "$emotion_conf" \
-    --conf "$finetune_conf" --device "$device"
+    --conf "$finetune_conf" --cmd "$cmd" --device "$device"
   stage_done 4
 fi
 

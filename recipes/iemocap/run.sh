@@ -18,8 +18,9 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=5
 nj=16                            # parallel feature-extraction jobs
-cmd=local                        # where the extract-feats jobs run: local, or slurm (one
-                                 # sbatch job array; README "Running on a cluster")
+cmd=local                        # where the jobs of extract-feats and finetune (its
+                                 # embeddings, one job per fold) run: local, or slurm (one
+                                 # sbatch job array a stage; README "Running on a cluster")
 ngpu=1                           # >1: torchrun --nproc_per_node=$ngpu for speaker pretraining
 device=cuda
 seed=0
@@ -63,10 +64,11 @@ speaker_pretrain() {
     "$exp_dir" --conf "$speaker_conf" --model-conf "$model_conf" --device "$device" "$@"
 }
 
-# finetune ARGS...: sertool finetune over $folds (all of them, or the listed ones). A fold with
-# posteriors is finished and skipped, so a rerun continues where a killed one stopped.
+# finetune ARGS...: sertool finetune over $folds (all of them, or the listed ones). A finished fold
+# (posteriors and done marker) is skipped, so a rerun continues where a killed one stopped.
 finetune() {
-  local common=(--conf "$finetune_conf" --train-conf "$train_conf" --device "$device")
+  local common=(--conf "$finetune_conf" --train-conf "$train_conf" --device "$device"
+    --cmd "$cmd")
   if [ "$folds" = all ]; then
     sertool finetune "$@" "${common[@]}"
   else

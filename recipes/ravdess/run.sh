@@ -23,8 +23,9 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=6
 nj=2
-cmd=local                        # where the extract-feats jobs run: local, or slurm (one
-                                 # sbatch job array; README "Running on a cluster")
+cmd=local                        # where the jobs of extract-feats and finetune (its
+                                 # embeddings, one job per fold) run: local, or slurm (one
+                                 # sbatch job array a stage; README "Running on a cluster")
 device=cpu
 seed=0
 ravdess=../../../shared/data/ravdess
@@ -74,11 +75,11 @@ speaker_pretrain() {
     --model-conf "$model_conf" --device "$device" "$@"
 }
 
-# finetune EXP_DIR ARGS...: every fold; a fold with posteriors is finished and skipped on rerun.
+# finetune EXP_DIR ARGS...: every fold (one job each, --cmd); a finished fold is skipped on rerun.
 finetune() {
   local exp_dir=$1; shift
   sertool finetune "${emotion[@]}" "$exp_dir" --conf "$finetune_conf" --train-conf "$train_conf" \
-    --device "$device" --set selection="$selection" "$@"
+    --device "$device" --cmd "$cmd" --set selection="$selection" "$@"
 }
 
 # logmel COMMAND...: run COMMAND on the 128 log-mel features (the ResNet rows without transfer)
@@ -170,7 +171,7 @@ fi
 if run_stage 5 "MFCC + 1D-CNN with attention, same folds"; then
   sertool finetune feats/ravdess_mfcc_waug data/ravdess exp/emotion/cnn1d --init none \
     --model-conf "$cnn1d_model_conf" --conf "$finetune_conf" --train-conf "$cnn1d_train_conf" \
-    --set augment.policy=none --device "$device"    # its augmentation: the waveform copies
+    --set augment.policy=none --device "$device" --cmd "$cmd"  # its augmentation: wave copies
   stage_done 5
 fi
 

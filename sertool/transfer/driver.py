@@ -26,8 +26,15 @@ For every fold of ``DATA_DIR/folds`` (or one, ``--fold``):
 3. The fold's test list is scored with whole segments (variable length, eval mode) and written
    to ``fold_<k>/posteriors.tsv`` (the :mod:`sertool.expdir` contract), after the fold model
    (``fold_<k>/model.pt``) and its model bundle (``fold_<k>/bundle``, see
-   :mod:`sertool.predict`). Posteriors are written last: a fold that has them is finished and a
-   rerun skips it; a killed fold is redone (the trainer resumes from its own checkpoints).
+   :mod:`sertool.predict`). Posteriors are written last.
+
+Each fold is one job of :mod:`sertool.jobs` (stage ``finetune``; job N is the N-th fold of
+``DATA_DIR/folds``, its log ``EXP_DIR/log/finetune.N.log``, its done marker ``EXP_DIR/.done.N``):
+with ``--cmd local`` the folds run one after another in this process, with ``--cmd slurm`` as
+one array task each. A fold with its marker and posteriors is finished and a rerun skips it; a
+killed fold is redone (the trainer resumes from its own checkpoints). The frozen trunk's
+embeddings are extracted first (jobs too, with the same ``--cmd``); a fold job reads them, and
+the data tables, from disk itself, so only paths and configurations travel to a cluster task.
 
 ``EXP_DIR/experiment.json`` describes the experiment for ``sertool score``; a rerun with another
 configuration is refused instead of mixing two experiments in one directory.
@@ -37,9 +44,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TextIO
 
 import kaldiio
 import numpy as np
@@ -53,7 +62,7 @@ from sertool.faults import kill_point
 from sertool.folds import HeldoutSplit, fold_seed, inner_speaker_folds, split_heldout
 from sertool.frontend.pipeline import check_model_frontend
 from sertool.io_utils import atomic_write_json, ensure_writable
-from sertool.jobs import check_identity
+from sertool.jobs import Cluster, Job, check_identity, digest, run_jobs
 from sertool.labels import read_label_map, read_utt2emo
 from sertool.models import build_model, load_model_conf
 from sertool.nnet.checkpoint import load_model, save_checkpoint
@@ -62,6 +71,8 @@ from sertool.nnet.trainer import load_train_conf, train
 from sertool.predict import class_probabilities, export_bundle
 from sertool.transfer.embeddings import aug_key, extract_embeddings, read_embeddings
 from sertool.transfer.head import train_head
+
+STAGE = "finetune"  # log/finetune.N.log, N = the fold's position in DATA_DIR/folds
 
 # The finetune schema with its defaults, the one source (the shipped conf/finetune.toml
 # changes nothing; recipe files hold only what they change).
@@ -127,23 +138,47 @@ class FinetuneSummary:
 
 @dataclass
 class _Setup:
-    """What every fold shares."""
+    """What every fold shares: paths and configurations only (it is pickled into the Slurm
+    task spec); the tables and embeddings are read from disk where the fold runs."""
     feat_dir: Path
     data_dir: Path
     exp_dir: Path
+    emb_dir: Path | None  # the frozen trunk's embeddings
     mode: str
     init: Path | None
     conf: dict
     model_conf: dict
     train_conf: dict | None
     classes: list[str]
-    utt2spk: dict[str, str]
-    utt2label: dict[str, str]
-    feats_table: dict[str, str]
     feat_dim: int
     device: str
     provenance: dict
     progress: bool
+    labels: Path | None  # the --labels map, if given (utt2emo names read as codes)
+
+    @cached_property
+    def utt2spk(self) -> dict[str, str]:
+        return read_table(self.data_dir / "utt2spk")
+
+    @cached_property
+    def utt2label(self) -> dict[str, str]:
+        return read_utt2emo(self.data_dir, read_label_map(self.labels, self.data_dir))
+
+    @cached_property
+    def feats_table(self) -> dict[str, str]:
+        return read_table(self.feat_dir / "feats.scp")
+
+    @cached_property
+    def embeddings(self) -> dict[str, np.ndarray]:
+        return read_embeddings(self.emb_dir)[0]
+
+    def __getstate__(self) -> dict:
+        # what was read from disk stays here (folds run one after another in this process
+        # share it); a Slurm task reads it again
+        return {k: v for k, v in self.__dict__.items() if k not in _LOADED}
+
+
+_LOADED = ("utt2spk", "utt2label", "feats_table", "embeddings")
 
 
 def _frontend_summary(frontend: Mapping) -> dict:
@@ -172,7 +207,8 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
              train_conf: Mapping | None = None, fold: str = "all", unfreeze: bool = False,
              export_all: bool = False, emb_dir: str | os.PathLike | None = None, nj: int = 1,
              device: str = "cpu", command: str = "", progress: bool = True,
-             labels: str | os.PathLike | None = None) -> FinetuneSummary:
+             labels: str | os.PathLike | None = None,
+             cluster: Cluster | None = None) -> FinetuneSummary:
     """Train and score every fold (or ``fold``) of ``data_dir/folds``; see the module docstring.
 
     ``utt2emo`` labels must be class codes (sertool.labels) or names that the ``labels`` file
@@ -181,16 +217,19 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     ``init`` is the speaker model (a checkpoint of sertool.nnet.checkpoint) or None for the
     no-transfer baseline; ``conf`` is the resolved :data:`DEFAULTS`; ``model_conf`` the network
     for ``init=None``; ``train_conf`` the sertool.nnet.trainer configuration for the modes that go
-    through the trainer (``unfreeze``, ``init=None``).
+    through the trainer (``unfreeze``, ``init=None``). ``nj`` is the embedding extraction's
+    jobs; ``cluster`` says where those and the folds run (default: here, folds in this process).
     """
     feat_dir, data_dir, exp_dir = Path(feat_dir), Path(data_dir), Path(exp_dir)
-    device = resolve_device(device)
+    cluster = cluster or Cluster()
+    if cluster.cmd == "local":  # a cluster's nodes check their own devices (_fold_job)
+        device = resolve_device(device)
     conf = dict(conf)
     folds, protocol = read_folds(data_dir)
     if fold != "all" and fold not in [f.name for f in folds]:
         raise FinetuneError(f"{data_dir}/folds: no fold {fold!r} (folds: "
                             f"{', '.join(f.name for f in folds)})")
-    utt2spk = read_table(data_dir / "utt2spk")
+    read_table(data_dir / "utt2spk")  # checked before any fold starts (a fold reads it again)
     if not (data_dir / "utt2emo").is_file():
         raise DataDirError(data_dir / "utt2emo", None, "not found (an emotion data directory "
                            "has one)")
@@ -291,38 +330,40 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
                                                "fallback_fraction": conf["heldout_fraction"]},
     }
     write_experiment(exp_dir, experiment, command)
-    setup = _Setup(feat_dir, data_dir, exp_dir, mode, init_path, conf, dict(model_conf),
-                   dict(train_conf) if train_conf is not None else None, classes, utt2spk,
-                   utt2label, feats_table, feat_dim, device,
-                   {"corpus": corpus, "data_dir": data_dir.name, "protocol": protocol.get("name"),
-                    "init": ("none" if init_path is None else "random" if random_trunk
-                             else init_path.name), "mode": mode,
-                    "augmentation": {"policy": policy, "copies": copies}, "command": command},
-                   progress)
-
-    embeddings = None
+    target = None
     if mode == "frozen":
         target = Path(emb_dir) if emb_dir is not None else exp_dir / "embeddings"
         extract_embeddings(feat_dir, init_path, target, copies=copies, policy=policy,
                            seed=int(conf["seed"]), nj=nj, device=device, utts=used,
-                           progress=progress)
-        embeddings, _ = read_embeddings(target)
+                           progress=progress, cluster=cluster)
+    local = cluster.cmd == "local"
+    # relative paths stay relative: a Slurm task starts in this working directory
+    setup = _Setup(feat_dir, data_dir, exp_dir, target, mode, init_path, conf, dict(model_conf),
+                   dict(train_conf) if train_conf is not None else None, classes, feat_dim, device,
+                   {"corpus": corpus, "data_dir": data_dir.name, "protocol": protocol.get("name"),
+                    "init": ("none" if init_path is None else "random" if random_trunk
+                             else init_path.name), "mode": mode,
+                    "augmentation": {"policy": policy, "copies": copies}, "command": command},
+                   progress and local,  # a task's bars would only fill its log
+                   Path(labels) if labels is not None else None)
 
-    outcomes = []
-    for f in folds:
-        if fold != "all" and f.name != fold:
-            continue
-        fold_dir = exp_dir / f"fold_{f.name}"
-        if (fold_dir / "posteriors.tsv").is_file():
-            outcomes.append(FoldOutcome(f.name, "skipped"))
-            continue
-        outcomes.append(_run_fold(setup, f.name, f.train, f.test, fold_dir, embeddings))
-        kill_point("finetune:after-fold")  # some folds done, the others not started
+    # one job per fold, numbered by its place in DATA_DIR/folds (the same job and log
+    # whether one fold or all run); its digest covers the fold's lists and the configuration
+    identity = json.loads(json.dumps(identity))
+    jobs = [Job(index, [f.name], digest(f.name, sorted(f.train), sorted(f.test), identity),
+                (f"fold_{f.name}/posteriors.tsv",))
+            for index, f in enumerate(folds, start=1) if fold in ("all", f.name)]
+    run = run_jobs(STAGE, exp_dir, _fold_job, jobs, (setup,), cluster=cluster,
+                   progress=progress and not local, desc=f"finetune {exp_dir.name}",
+                   unit="fold", pool=False)
+    outcomes = [run.results.get(job.index) or FoldOutcome(
+        job.items[0], "skipped" if job.index in run.skipped else "trained") for job in jobs]
     bundle = None
     if export_all:
         bundle = exp_dir / "final" / "bundle"
         if not (bundle / "bundle.json").is_file():
-            _run_fold(setup, "all", used, [], exp_dir / "final", embeddings)
+            setup.device = resolve_device(setup.device)
+            _run_fold(setup, "all", used, [], exp_dir / "final")
     return FinetuneSummary(exp_dir, mode, outcomes, bundle)
 
 
@@ -347,6 +388,22 @@ def _require_every_class(data_dir: Path, folds: Sequence, used: Sequence[str],
                 "(sertool subset-data-dir --utt-list)")
 
 
+def _fold_job(index: int, names: list[str], setup: _Setup, *, log: TextIO,
+              progress: Callable[[int], None]) -> FoldOutcome:
+    """Job ``index`` of the finetune stage: the one fold ``names[0]``. Run by sertool.jobs, in
+    this process or as a Slurm array task; reads its fold lists from DATA_DIR/folds."""
+    (name,) = names
+    kill_point("finetune:before-fold")  # at its 2nd hit: one fold done, the others not started
+    fold = next(f for f in read_folds(setup.data_dir)[0] if f.name == name)
+    setup.device = resolve_device(setup.device)
+    log.write(f"# fold {name}: {len(fold.train)} training and {len(fold.test)} test "
+              f"utterances, mode {setup.mode}, device {setup.device}\n")
+    outcome = _run_fold(setup, name, fold.train, fold.test, setup.exp_dir / f"fold_{name}")
+    log.write(f"# done: held-out {json.dumps(outcome.heldout, default=str)}\n")
+    progress(1)
+    return outcome
+
+
 def _random_trunk(path: Path, model_conf: Mapping, feat_dim: int, seed: int) -> Path:
     """A checkpoint of the untrained network ``model_conf`` (seeded), made once per EXP_DIR."""
     if not path.is_file():
@@ -357,7 +414,7 @@ def _random_trunk(path: Path, model_conf: Mapping, feat_dim: int, seed: int) -> 
 
 
 def _run_fold(setup: _Setup, name: str, train_utts: list[str], test_utts: list[str],
-              fold_dir: Path, embeddings: dict | None) -> FoldOutcome:
+              fold_dir: Path) -> FoldOutcome:
     """Train one fold, save its model and bundle, then (last) its test posteriors."""
     conf = setup.conf
     if conf["selection"] == "inner_cv":
@@ -372,7 +429,7 @@ def _run_fold(setup: _Setup, name: str, train_utts: list[str], test_utts: list[s
     fold_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(fold_dir / "split.json", split.to_dict())
     if setup.mode == "frozen":
-        model, heldout, probs = _frozen_fold(setup, name, split, test_utts, fold_dir, embeddings)
+        model, heldout, probs = _frozen_fold(setup, name, split, test_utts, fold_dir)
     else:
         model, heldout, probs = _trainer_fold(setup, name, split, test_utts, fold_dir)
     meta = dict(model_conf=setup.model_conf, num_classes=len(setup.classes),
@@ -398,8 +455,9 @@ def _seed_for(setup: _Setup, name: str) -> int:
 
 
 def _frozen_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list[str],
-                 fold_dir: Path, embeddings: dict):
+                 fold_dir: Path):
     """Paper default: new FC layers on the frozen trunk's stored pooled statistics."""
+    embeddings = setup.embeddings
     index = {c: i for i, c in enumerate(setup.classes)}
     copies = 0 if setup.conf["augment"]["policy"] == "none" else int(
         setup.conf["augment"]["copies"])
