@@ -243,7 +243,8 @@ def class_probabilities(model: Any, feats: Any, device: str = "cpu",
     allows it (``SERModel.forward_long``)."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).to(device).unsqueeze(0)
+    # np.require: a writable copy only when needed (kaldiio hands out read-only arrays)
+    x = torch.from_numpy(np.require(feats, np.float32, ["C", "W"])).to(device).unsqueeze(0)
     with torch.inference_mode():
         forward_long = getattr(model, "forward_long", None)
         logits = forward_long(x, chunk_frames) if forward_long else model(x)
