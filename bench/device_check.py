@@ -12,8 +12,8 @@ One run, at most 8 minutes on one GPU, answers what needs a GPU to answer:
   and the share of step time spent waiting for the next batch;
 * amp: ``amp = "bf16"`` refused on the CPU; on the GPU one short ``train`` under it;
 * torchrun: ``torchrun --nproc_per_node=1 sertool train`` (nccl, DDP of one process);
-* resume: a ``train`` SIGKILLed mid-epoch (``TEST_KILL_ENV``) and resumed against an
-  uninterrupted one: largest weight difference against a stated tolerance;
+* resume: a ``train`` SIGKILLed mid-epoch (the ``train:after-step`` kill point) and resumed
+  against an uninterrupted one: largest weight difference against a stated tolerance;
 * embeddings_predict: ``extract-embeddings`` and ``predict`` on cuda vs the CPU.
 
 Without a GPU the CPU-sized parts run on tiny sizes (tiny ResNet, a few steps) and both outputs
@@ -319,8 +319,9 @@ CHILD = textwrap.dedent("""
 
 
 def part_resume(sizes: Sizes, device: str, clock: Clock, results: dict) -> dict:
+    from sertool.faults import KILL_ENV
     from sertool.nnet.checkpoint import load_checkpoint
-    from sertool.nnet.trainer import TEST_KILL_ENV, train
+    from sertool.nnet.trainer import train
 
     kill_at = 7  # epoch 2, batch 3: after the partial.pt of batch 2, batch 3's update lost
     workers = sizes.workers[-1]
@@ -330,7 +331,7 @@ def part_resume(sizes: Sizes, device: str, clock: Clock, results: dict) -> dict:
     torch.set_num_threads(1)
     try:
         return _resume(sizes, device, clock, kill_at, workers, train, load_checkpoint,
-                       TEST_KILL_ENV)
+                       KILL_ENV)
     finally:
         torch.set_num_threads(threads)
 
@@ -344,7 +345,8 @@ def _resume(sizes: Sizes, device: str, clock: Clock, kill_at: int, workers: int,
         cut = Path(tmp) / "cut"
         clock.check()
         args = json.dumps([str(feat_dir), str(data_dir), str(cut), conf, device, 1])
-        proc = _run([sys.executable, "-c", CHILD, args], clock, {kill_env: str(kill_at)})
+        proc = _run([sys.executable, "-c", CHILD, args], clock,
+                    {kill_env: f"train:after-step:{kill_at}"})
         killed = proc.returncode == -9
         partial = load_checkpoint(cut / "partial.pt") if (cut / "partial.pt").is_file() else None
         resumed = train(feat_dir, data_dir, cut, conf, device=device, progress=False)

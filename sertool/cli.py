@@ -513,8 +513,9 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
 
     def emit(p: Prediction) -> None:  # each result goes out as soon as it is made
         done.append(p)
-        if p.error:
-            click.echo(f"sertool: {p.file}: {p.error}", err=True)
+        if p.error:  # the message names the file unless it is about the file's content
+            named = p.error if p.error.startswith(p.file) else f"{p.file}: {p.error}"
+            click.echo(f"sertool: {named}", err=True)
         elif p.warnings:
             click.echo(f"sertool: warning: {warning_line(p)}", err=True)
         if writer is not None:

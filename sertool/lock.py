@@ -26,17 +26,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sertool.errors import SertoolError
+from sertool.errors import OutputError, SertoolError
 
 LOCK_NAME = ".sertool.lock"
 _HELD: set[Path] = set()  # locks this process holds: taking one again is a no-op
 
 
-class LockError(SertoolError, OSError):
-    """The lock file cannot be made (a read-only place, a file where the directory should be)."""
-
-
-class DirInUseError(LockError):
+class DirInUseError(SertoolError, OSError):
     """Another live sertool run holds the directory's lock."""
 
 
@@ -63,9 +59,10 @@ def dir_lock(directory: str | os.PathLike, *, replaced: bool = False,
         fd = _acquire(path, Path(directory))
     except DirInUseError:
         raise
-    except OSError as err:
-        raise LockError(f"{directory}: cannot write there ({err.strerror or err}: "
-                        f"{err.filename or path})") from err
+    except (FileExistsError, NotADirectoryError) as err:  # a file where the directory goes
+        raise OutputError(directory, err, reason="not a directory") from err
+    except OSError as err:  # read-only, no permission: one error line naming the directory
+        raise OutputError(directory, err) from err
     _HELD.add(path)
     try:
         os.write(fd, json.dumps({

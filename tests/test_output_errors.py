@@ -192,7 +192,7 @@ def test_score_to_a_read_only_folder(tmpfs, shared):  # noqa: F811
     _read_only(disk)
     before = _snapshot(disk, shared.exp)
     done = _sertool("score", shared.exp, "-o", disk / "report", "--no-audio")
-    _assert_contained(done, f"{_e(disk / 'report')}/report.md: Read-only file system", before,
+    _assert_contained(done, f"{_e(disk / 'report')}: Read-only file system", before,
                       disk, shared.exp)
 
 

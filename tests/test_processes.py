@@ -69,8 +69,7 @@ def test_an_output_directory_that_is_a_file_is_one_error_line(tmp_path):
     (tmp_path / "feats").write_text("mine\n")
     result = _cli("extract-feats", data, tmp_path / "feats", "--no-progress")
     assert result.exit_code == 1
-    assert result.output == (f"sertool: error: {tmp_path / 'feats'}: cannot write there (File "
-                             f"exists: {tmp_path / 'feats'})\n")
+    assert result.output == f"sertool: error: {tmp_path / 'feats'}: not a directory\n"
     assert (tmp_path / "feats").read_text() == "mine\n"
 
 
