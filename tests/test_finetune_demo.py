@@ -151,6 +151,17 @@ def test_rerun_skips_finished_folds_and_refuses_another_conf(demo):
     assert [f.status for f in summary.folds] == ["skipped", "skipped", "trained", "skipped",
                                                  "skipped"]
     assert (exp / "fold_3" / "posteriors.tsv").read_text() == before  # deterministic
+    # an EXP_DIR from before folds were jobs has posteriors but no done markers: its finished
+    # folds are adopted, not trained again
+    for marker in exp.glob(".done.*"):
+        marker.unlink()
+    (exp / "fold_2" / "posteriors.tsv").unlink()
+    mtime = (exp / "fold_4" / "model.pt").stat().st_mtime_ns
+    summary = _run(root, "transfer", speaker)
+    assert [f.status for f in summary.folds] == ["skipped", "trained", "skipped", "skipped",
+                                                 "skipped"]
+    assert (exp / "fold_4" / "model.pt").stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in exp.glob(".done.*")) == [f".done.{k}" for k in range(1, 6)]
     with pytest.raises(FinetuneError, match="another configuration"):
         _run(root, "transfer", speaker, "head.lr=0.1")
     with pytest.raises(FinetuneError, match="no fold '9'"):

@@ -61,8 +61,8 @@ from sertool.expdir import write_experiment, write_posteriors
 from sertool.faults import kill_point
 from sertool.folds import HeldoutSplit, fold_seed, inner_speaker_folds, split_heldout
 from sertool.frontend.pipeline import check_model_frontend
-from sertool.io_utils import atomic_write_json, ensure_writable
-from sertool.jobs import Cluster, Job, check_identity, digest, run_jobs
+from sertool.io_utils import atomic_write_json, atomic_write_text, ensure_writable
+from sertool.jobs import Cluster, Job, check_identity, digest, marker_path, run_jobs
 from sertool.labels import read_label_map, read_utt2emo
 from sertool.models import build_model, load_model_conf
 from sertool.nnet.checkpoint import load_model, save_checkpoint
@@ -353,6 +353,7 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     jobs = [Job(index, [f.name], digest(f.name, sorted(f.train), sorted(f.test), identity),
                 (f"fold_{f.name}/posteriors.tsv",))
             for index, f in enumerate(folds, start=1) if fold in ("all", f.name)]
+    _adopt_unmarked_folds(exp_dir, jobs)
     run = run_jobs(STAGE, exp_dir, _fold_job, jobs, (setup,), cluster=cluster,
                    progress=progress and not local, desc=f"finetune {exp_dir.name}",
                    unit="fold", pool=False)
@@ -365,6 +366,18 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             setup.device = resolve_device(setup.device)
             _run_fold(setup, "all", used, [], exp_dir / "final")
     return FinetuneSummary(exp_dir, mode, outcomes, bundle)
+
+
+def _adopt_unmarked_folds(exp_dir: Path, jobs: Sequence[Job]) -> None:
+    """An EXP_DIR without any done marker was made before folds were jobs (or its first fold
+    was killed between its posteriors and its marker): a fold with its posteriors is finished,
+    since they are written last and the configuration was checked (finetune.json), so it is
+    marked done instead of being trained again."""
+    if any(exp_dir.glob(".done.*")):
+        return
+    for job in jobs:
+        if all((exp_dir / name).is_file() for name in job.outputs):
+            atomic_write_text(marker_path(exp_dir, job.index), job.digest + "\n")
 
 
 def _require_every_class(data_dir: Path, folds: Sequence, used: Sequence[str],
