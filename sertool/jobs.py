@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -460,25 +460,9 @@ def _run_slurm(stage: str, out_dir: Path, func: Callable[..., Any], todo: Sequen
                        + " ".join(command))
     array_id = submitted.stdout.strip().split(";")[0]
     waiting = {job.index: job for job in todo}
-    errors = 0
     try:
-        while True:
-            for index in [i for i, job in waiting.items() if is_done(out_dir, job)]:
-                bar.update(len(waiting.pop(index).items))
-            queued = subprocess.run([squeue, "-h", "-r", "-j", array_id, "-o", "%i"],
-                                    capture_output=True, text=True)
-            if queued.returncode == 0 and not queued.stdout.strip():
-                break  # no task left in the queue
-            if queued.returncode != 0:
-                if "invalid job id" in queued.stderr.lower():
-                    break  # slurm has already forgotten the array: it is over
-                errors += 1  # a busy controller times out now and then: keep asking
-                if errors > SQUEUE_RETRIES:
-                    raise JobError(f"{stage}: squeue keeps failing ({queued.stderr.strip()});"
-                                   f" array job {array_id} may still be running")
-            else:
-                errors = 0
-            time.sleep(POLL_S)
+        with _sigterm_as_interrupt():  # a stopped command cancels its array, as Ctrl-C does
+            _wait_for_array(stage, out_dir, array_id, waiting, squeue, bar)
     except KeyboardInterrupt:
         subprocess.run([_slurm_binary("scancel"), array_id], check=False)
         raise
@@ -487,6 +471,47 @@ def _run_slurm(stage: str, out_dir: Path, func: Callable[..., Any], todo: Sequen
     if waiting:
         raise JobError(f"{stage}: slurm array job {array_id}: "
                        f"{_name_logs(out_dir, stage, sorted(waiting))}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler stopping the submitting job) raises KeyboardInterrupt
+    here, so that the caller's cleanup runs; the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_for_array(stage: str, out_dir: Path, array_id: str, waiting: dict[int, Job],
+                    squeue: str, bar: Any) -> None:
+    """Poll squeue until no task of the array is left; done jobs leave ``waiting``."""
+    errors = 0
+    while True:
+        for index in [i for i, job in waiting.items() if is_done(out_dir, job)]:
+            bar.update(len(waiting.pop(index).items))
+        queued = subprocess.run([squeue, "-h", "-r", "-j", array_id, "-o", "%i"],
+                                capture_output=True, text=True)
+        if queued.returncode == 0 and not queued.stdout.strip():
+            break  # no task left in the queue
+        if queued.returncode != 0:
+            if "invalid job id" in queued.stderr.lower():
+                break  # slurm has already forgotten the array: it is over
+            errors += 1  # a busy controller times out now and then: keep asking
+            if errors > SQUEUE_RETRIES:
+                raise JobError(f"{stage}: squeue keeps failing ({queued.stderr.strip()});"
+                               f" array job {array_id} may still be running")
+        else:
+            errors = 0
+        time.sleep(POLL_S)
 
 
 def task_main(argv: Sequence[str]) -> int:

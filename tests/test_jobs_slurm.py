@@ -4,6 +4,7 @@ a local run, and a rerun that resubmits only the jobs that did not finish."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -89,6 +90,30 @@ def test_scancelled_job_is_redone_and_finished_ones_are_not(slurm, demo, tmp_pat
     run = sertool("extract-feats", str(demo / "data"), str(reference), "--nj", "4", *SMALL)
     assert run.returncode == 0, run.stderr
     assert_same_outputs(reference, feats, "feats.*.ark", "feats.scp")
+
+
+def test_a_stopped_command_cancels_its_array(slurm, demo, tmp_path):  # noqa: F811
+    feats = tmp_path / "feats"
+    args = ["extract-feats", str(demo / "data"), str(feats), "--nj", "2", "--cmd", "slurm",
+            *SMALL]
+    # job 2's task waits forever: without a cancel it would outlive the command
+    first = subprocess.Popen([*SERTOOL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, HOLD_ENV: "2"})
+    deadline = time.monotonic() + 300
+    while not (feats / ".done.1").exists():
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.5)
+    try:
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=60)
+        assert first.returncode != 0 and "Traceback" not in stderr, stderr
+        deadline = time.monotonic() + 30
+        while subprocess.run(["squeue", "-h", "--name=sertool-extract"], capture_output=True,
+                             text=True).stdout.strip():
+            assert time.monotonic() < deadline, "the array outlived the stopped command"
+            time.sleep(0.5)
+    finally:
+        subprocess.run(["scancel", "--name=sertool-extract"], check=False)
 
 
 def test_extract_embeddings_on_slurm_equals_local(slurm, demo, tmp_path):  # noqa: F811
