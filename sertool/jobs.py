@@ -16,10 +16,10 @@ Dispatch (``Cluster.cmd``):
            child of a process that has used torch can deadlock in its thread pool), one
            progress bar fed by the workers; one pending job runs in this process, and so do
            all of them, one after another, with ``pool=False`` (jobs that each use every core,
-           such as training a fold). The
-           workers end with the command (SIGTERM, SIGINT, SIGKILL, a crash: they must not go
-           on writing beside a rerun); a worker killed on its own breaks the pool and is
-           reported as a JobError naming the unfinished jobs (a rerun resumes).
+           such as training a fold). The workers end with the command (SIGTERM, SIGINT,
+           SIGKILL, a crash: they must not go on writing beside a rerun); a worker killed on
+           its own breaks the pool and is reported as a JobError naming the unfinished jobs
+           (a rerun resumes).
 ``slurm``  one ``sbatch`` job array over the pending jobs only, the array index being the job
            number; each task runs ``python -m sertool.jobs OUT/log/<stage>.slurm.pkl``, i.e. the
            same job function as a local run, so the outputs are byte-identical. The command
@@ -239,8 +239,7 @@ def _execute(func: Callable[..., Any], out_dir: str, stage: str, job: Job, args:
             # second failure must not replace the job's own error
             with contextlib.suppress(OSError):
                 handle.write(traceback.format_exc())
-                handle.close()
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # its flush may fail too: not at `with`'s exit
                 handle.close()
             raise
     kill_point("job:before-marker")  # outputs in place, the job not yet marked done

@@ -257,8 +257,6 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
     """Predict every file; a file that cannot be read or processed gets ``error`` set and the
     others are still predicted. ``on_result`` is called with each prediction as it is made
     (the CLI writes it out at once, so an interrupted run keeps what was done)."""
-    from sertool.frontend.audio import load_audio
-    from sertool.frontend.cmvn import segment_cmvn
     from sertool.frontend.pipeline import Frontend
     from sertool.progress import progress_bar
 
@@ -270,15 +268,17 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
     for file in progress_bar(files, desc="predict", unit="file", disable=not progress):
         kill_point("predict:before-file")  # some files predicted, nothing written yet
         out.append(_predict_one(bundle, frontend, str(file), sample_rate, per_file_cmvn,
-                                chunk_frames, load_audio, segment_cmvn))
+                                chunk_frames))
         if on_result is not None:
             on_result(out[-1])
     return out
 
 
 def _predict_one(bundle: Bundle, frontend: Any, name: str, sample_rate: int,
-                 per_file_cmvn: bool, chunk_frames: int, load_audio: Callable,
-                 segment_cmvn: Callable) -> Prediction:
+                 per_file_cmvn: bool, chunk_frames: int) -> Prediction:
+    from sertool.frontend.audio import load_audio  # scipy: only where audio is read
+    from sertool.frontend.cmvn import segment_cmvn
+
     try:
         wave = load_audio(name, target_sr=sample_rate)
     except Exception as err:  # noqa: BLE001 - reported per file, the rest go on

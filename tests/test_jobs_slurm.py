@@ -35,6 +35,22 @@ def sertool(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})}, timeout=600)  # a hang fails
 
 
+def start_held(args: list[str], hold: int) -> subprocess.Popen:
+    """``sertool ARGS`` in the background, the array task of job ``hold`` held before it
+    starts (sertool.jobs.HOLD_ENV), so that a test can stop or cancel it."""
+    return subprocess.Popen([*SERTOOL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, HOLD_ENV: str(hold)})
+
+
+def wait_for_markers(proc: subprocess.Popen, out: Path, jobs: tuple[int, ...]) -> None:
+    """Wait until the done markers of ``jobs`` are in ``out``; fail if ``proc`` ends first or
+    after 300 s."""
+    deadline = time.monotonic() + 300
+    while not all((out / f".done.{j}").exists() for j in jobs):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.5)
+
+
 def assert_same_outputs(a: Path, b: Path, pattern: str, index: str) -> None:
     """Every job archive byte-identical; the index identical up to the directory's name."""
     arks = sorted(p.name for p in a.glob(pattern))
@@ -64,12 +80,8 @@ def test_scancelled_job_is_redone_and_finished_ones_are_not(slurm, demo, tmp_pat
     args = ["extract-feats", str(demo / "data"), str(feats), "--nj", "4", "--cmd", "slurm",
             *SMALL]
     # job 3's array task waits before starting: cancel it once the other three are done
-    first = subprocess.Popen([*SERTOOL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env={**os.environ, HOLD_ENV: "3"})
-    deadline = time.monotonic() + 300
-    while not all((feats / f".done.{j}").exists() for j in (1, 2, 4)):
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-        time.sleep(0.5)
+    first = start_held(args, hold=3)
+    wait_for_markers(first, feats, (1, 2, 4))
     assert not (feats / ".done.3").exists()
     subprocess.run(["scancel", "--name=sertool-extract"], check=True)
     _, stderr = first.communicate(timeout=120)
@@ -97,12 +109,8 @@ def test_a_stopped_command_cancels_its_array(slurm, demo, tmp_path):  # noqa: F8
     args = ["extract-feats", str(demo / "data"), str(feats), "--nj", "2", "--cmd", "slurm",
             *SMALL]
     # job 2's task waits forever: without a cancel it would outlive the command
-    first = subprocess.Popen([*SERTOOL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env={**os.environ, HOLD_ENV: "2"})
-    deadline = time.monotonic() + 300
-    while not (feats / ".done.1").exists():
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-        time.sleep(0.5)
+    first = start_held(args, hold=2)
+    wait_for_markers(first, feats, (1,))
     try:
         first.send_signal(signal.SIGTERM)
         _, stderr = first.communicate(timeout=60)
@@ -166,8 +174,7 @@ def test_finetune_folds_on_slurm_equal_local_and_a_cancelled_fold_is_redone(
 
     args = ["finetune", *common[:2], str(cluster), *common[2:], "--cmd", "slurm", "--nj", "2"]
     # job 3 is held in every stage: the embeddings have 2 jobs, so only fold 3's task waits
-    first = subprocess.Popen([*SERTOOL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env={**os.environ, HOLD_ENV: "3"})
+    first = start_held(args, hold=3)
     deadline = time.monotonic() + 300
     try:  # cancel the held task whatever happens: it would hold a CPU of the node forever
         while not all((cluster / f".done.{j}").exists() for j in (1, 2)):
