@@ -265,6 +265,20 @@ class Fold:
     test: list[str]
 
 
+def fold_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a fold name, or None. The one rule, for folds written and read:
+    a fold name becomes the folders ``folds/<name>`` and ``EXP_DIR/fold_<name>``, so it must be
+    one path component (no separator, not ``.`` or ``..``, not absolute) without spaces; a data
+    dir is something users download, and its names must not steer writes elsewhere."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty string"
+    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        return "must be one path component (no '/', '\\', '.' or '..')"
+    if any(c.isspace() or not c.isprintable() for c in name):
+        return "must not hold spaces or control characters"
+    return None
+
+
 def write_folds(
     data_dir: str | os.PathLike, folds: Iterable[Fold], protocol: Mapping[str, object]
 ) -> None:
@@ -278,8 +292,9 @@ def write_folds(
     folds = list(folds)
     names = [fold.name for fold in folds]
     for name in names:
-        if not name or name != Path(name).name or any(c.isspace() for c in name):
-            raise ValueError(f"fold name {name!r} must be one path component without spaces")
+        problem = fold_name_problem(name)
+        if problem:
+            raise ValueError(f"fold name {name!r} {problem}")
     if len(set(names)) != len(names):
         raise ValueError(f"fold names repeat: {names}")
     for fold in folds:
@@ -309,11 +324,27 @@ def read_folds(data_dir: str | os.PathLike) -> tuple[list[Fold], dict]:
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise DataDirError(proto_path, None, "'folds' must list the fold names (the folders "
                            f"beside it), got {names!r}")
+    text = proto_path.read_text(encoding="utf-8")
+    for name in names:
+        problem = fold_name_problem(name)
+        if problem:
+            raise DataDirError(proto_path, _json_line_of(text, name),
+                               f"fold name {name!r} {problem}")
+    if len(set(names)) != len(names):
+        raise DataDirError(proto_path, None, f"fold names repeat: {names}")
     folds = [
         Fold(name, read_list(root / name / "train"), read_list(root / name / "test"))
         for name in names
     ]
     return folds, protocol
+
+
+def _json_line_of(text: str, value: str) -> int | None:
+    """The line of ``text`` (a JSON file) where the string ``value`` is written, if any."""
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if json.dumps(value) in line or json.dumps(value, ensure_ascii=False) in line:
+            return lineno
+    return None
 
 
 # ---------------------------------------------------------------------------- validation

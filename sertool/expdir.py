@@ -154,6 +154,25 @@ def read_posteriors(path: str | os.PathLike,
                       file_classes, np.array(rows, dtype=np.float64))
 
 
+def fold_dir(exp_dir: str | os.PathLike, fold: str) -> Path:
+    """``EXP_DIR/fold_<fold>``, refused (ExperimentError) unless it stays inside EXP_DIR: the
+    fold names come from a data dir's protocol.json, and every writer and reader of an
+    experiment's folds goes through here, so no name (or symlinked folder) can lead outside."""
+    from sertool.datadir import fold_name_problem  # lazy: datadir is a heavier module
+
+    root = Path(exp_dir)
+    problem = fold_name_problem(fold)
+    if problem:
+        raise ExperimentError(f"{root}: fold name {fold!r} {problem}")
+    path = root / f"fold_{fold}"
+    inside = os.path.realpath(root)
+    if os.path.commonpath([inside, os.path.realpath(path)]) != inside:
+        raise ExperimentError(f"{path}: leads outside the experiment directory {root} "
+                              f"(to {os.path.realpath(path)}); remove it or choose another "
+                              "EXP_DIR")
+    return path
+
+
 def load_experiment(exp_dir: str | os.PathLike) -> dict:
     """Read and check ``EXP_DIR/experiment.json`` (see the module docstring)."""
     path = Path(exp_dir) / EXPERIMENT_JSON

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sertool.errors import SertoolError
-from sertool.expdir import POSTERIORS, load_experiment, read_posteriors
+from sertool.expdir import POSTERIORS, fold_dir, load_experiment, read_posteriors
 from sertool.faults import kill_point
 from sertool.io_utils import atomic_open, atomic_write_json, atomic_write_text
 from sertool.metrics import FoldMetrics, confusion_matrix, mean_std, row_normalise
@@ -130,7 +130,7 @@ def score_experiment(exp_dir: str | os.PathLike, *, audio_check: bool = True,
     scored: list[FoldMetrics] = []
     missing: list[str] = []
     for fold in fold_names:
-        path = exp_dir / f"fold_{fold}" / POSTERIORS
+        path = fold_dir(exp_dir, fold) / POSTERIORS
         if not path.is_file():
             missing.append(fold)
             continue

@@ -57,7 +57,7 @@ import torch
 from sertool.config import load_config, shipped_conf
 from sertool.datadir import DataDirError, read_folds, read_table
 from sertool.errors import SertoolError
-from sertool.expdir import write_experiment, write_posteriors
+from sertool.expdir import fold_dir, write_experiment, write_posteriors
 from sertool.faults import kill_point
 from sertool.folds import HeldoutSplit, fold_seed, inner_speaker_folds, split_heldout
 from sertool.frontend.pipeline import check_model_frontend
@@ -317,6 +317,8 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
                 **({"label_map": {"names": dict(label_map.names),
                                   "new_codes": list(label_map.new_codes)}}
                    if labels is not None else {})}
+    for f in folds:  # before anything is written: no fold folder may lead out of EXP_DIR
+        fold_dir(exp_dir, f.name)
     _check_identity(exp_dir, identity)
     experiment = {
         "name": exp_dir.resolve().name, "corpus": corpus,
@@ -411,7 +413,7 @@ def _fold_job(index: int, names: list[str], setup: _Setup, *, log: TextIO,
     setup.device = resolve_device(setup.device)
     log.write(f"# fold {name}: {len(fold.train)} training and {len(fold.test)} test "
               f"utterances, mode {setup.mode}, device {setup.device}\n")
-    outcome = _run_fold(setup, name, fold.train, fold.test, setup.exp_dir / f"fold_{name}")
+    outcome = _run_fold(setup, name, fold.train, fold.test, fold_dir(setup.exp_dir, name))
     log.write(f"# done: held-out {json.dumps(outcome.heldout, default=str)}\n")
     progress(1)
     return outcome
