@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sertool.errors import SertoolError
-from sertool.io_utils import atomic_dir, atomic_open, atomic_write_json, atomic_write_text
+from sertool.io_utils import (
+    atomic_dir,
+    atomic_open,
+    atomic_write_json,
+    atomic_write_text,
+    refuse_output_over_inputs,
+)
 
 if TYPE_CHECKING:
     from sertool.labels import LabelMap
@@ -128,16 +134,20 @@ def write_table(path: str | os.PathLike, table: Mapping[str, str] | Iterable[tup
 
 
 def read_list(path: str | os.PathLike) -> list[str]:
-    """Read a file with one token per line (fold lists)."""
+    """Read a file with one utterance id per line (fold lists); an id on two lines is an
+    error naming both (a fold list is a set: a repeat would be trained or scored twice)."""
     path = _require_file(path)
-    items = []
+    first_line: dict[str, int] = {}
     with open(path, encoding="utf-8") as handle:
         for lineno, raw in enumerate(handle, start=1):
             token = raw.strip()
             if not token or len(token.split()) != 1:
                 raise DataDirError(path, lineno, f"expected one utterance id, got {raw.strip()!r}")
-            items.append(token)
-    return items
+            if token in first_line:
+                raise DataDirError(path, lineno, f"utterance {token!r} repeats line "
+                                   f"{first_line[token]} (a fold lists each utterance once)")
+            first_line[token] = lineno
+    return list(first_line)
 
 
 def write_list(path: str | os.PathLike, items: Iterable[str]) -> None:
@@ -154,6 +164,26 @@ def spk2utt_from_utt2spk(utt2spk: Mapping[str, str]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- the directory
+
+
+def is_pipe(value: str) -> bool:
+    """Whether a wav.scp value is a Kaldi pipe command (``cmd ... |``), not a path."""
+    return value.rstrip().endswith("|")
+
+
+def wav_entry(data_dir: str | os.PathLike, value: str) -> str:
+    """A wav.scp value as every reader opens it: the one rule for relative paths.
+
+    A relative path is relative to the data directory (as Kaldi users expect, whatever the
+    working directory), returned absolute; absolute paths and pipe commands are unchanged.
+    Symlinks and ``..`` are left for the system to follow, as it would from inside the data
+    directory. Loaded paths are absolute, so a subset or combination written elsewhere still
+    names the same audio.
+    """
+    if is_pipe(value) or os.path.isabs(value):
+        return value
+    return os.path.join(Path(data_dir).absolute(), value)
+
 
 
 @dataclass
@@ -184,7 +214,8 @@ class DataDir:
         return {s: u.split() for s, u in spk2utt_from_utt2spk(self.utt2spk).items()}
 
     def audio_of(self, utt: str) -> tuple[str, float | None, float | None]:
-        """(audio path or pipe, start s, end s) of an utterance; times None without segments."""
+        """(audio path or pipe, start s, end s) of an utterance; times None without segments.
+        A loaded directory's relative paths are already made absolute (``wav_entry``)."""
         if self.segments is not None:
             seg = self.segments[utt]
             return self.wav_scp[seg.recording], seg.start, seg.end
@@ -195,7 +226,8 @@ class DataDir:
         path = Path(path)
         if not path.is_dir():
             raise DataDirError(path, None, "data directory not found")
-        wav_scp = read_table(path / "wav.scp")
+        wav_scp = {rec: wav_entry(path, value)
+                   for rec, value in read_table(path / "wav.scp").items()}
         utt2spk = read_table(path / "utt2spk")
         utt2emo = read_table(path / "utt2emo") if (path / "utt2emo").exists() else None
         feats = read_table(path / "feats.scp") if (path / "feats.scp").exists() else None
@@ -330,13 +362,34 @@ def read_folds(data_dir: str | os.PathLike) -> tuple[list[Fold], dict]:
         if problem:
             raise DataDirError(proto_path, _json_line_of(text, name),
                                f"fold name {name!r} {problem}")
+    if not names:  # 'all folds' would then be none: a verdict over 0 folds, no experiment
+        raise DataDirError(proto_path, _json_line_of(text, "folds"),
+                           "'folds' is empty: list the fold names (the folders beside "
+                           "it), or prepare the data directory again")
     if len(set(names)) != len(names):
         raise DataDirError(proto_path, None, f"fold names repeat: {names}")
     folds = [
         Fold(name, read_list(root / name / "train"), read_list(root / name / "test"))
         for name in names
     ]
+    _refuse_overlapping_tests(root, folds)
     return folds, protocol
+
+
+def _refuse_overlapping_tests(root: Path, folds: Sequence[Fold]) -> None:
+    """The folds' test lists must be disjoint: an utterance tested by two folds is counted
+    twice in the pooled scores. (They need not cover every utterance: a protocol may test
+    only some, e.g. one random split.)"""
+    tested_in: dict[str, tuple[Fold, int]] = {}
+    for fold in folds:
+        for lineno, utt in enumerate(fold.test, start=1):
+            if utt in tested_in:
+                first, first_line = tested_in[utt]
+                raise DataDirError(root / fold.name / "test", lineno,
+                                   f"utterance {utt!r} is also tested by fold {first.name} "
+                                   f"({root / first.name / 'test'}:{first_line}); the test "
+                                   "lists of the folds must not overlap")
+            tested_in[utt] = (fold, lineno)
 
 
 def _json_line_of(text: str, value: str) -> int | None:
@@ -460,12 +513,9 @@ def validate_data_dir(
 
     if check_files:
         for rec, value in wav.items():
-            if value.endswith("|"):
+            if is_pipe(value):
                 continue  # a pipe command; it is checked when it runs
-            file = Path(value)
-            if not file.is_absolute():
-                file = path / file
-            if not file.is_file():
+            if not Path(wav_entry(path, value)).is_file():
                 problems.append(f"{path / 'wav.scp'}:{_line_of(path / 'wav.scp', rec)}: "
                                 f"audio file of {rec!r} not found: {value}")
 
@@ -507,8 +557,6 @@ def _validate_folds(path: Path, utts: set[str]) -> list[str]:
         if key not in protocol:
             problems.append(f"{path / 'folds' / 'protocol.json'}: no {key!r} field "
                             "(write folds with datadir.write_folds)")
-    if not folds:
-        problems.append(f"{path / 'folds' / 'protocol.json'}: lists no folds")
     for fold in folds:
         for part, items in (("train", fold.train), ("test", fold.test)):
             file = path / "folds" / fold.name / part
@@ -622,6 +670,7 @@ def combine_data_dirs(out: str | os.PathLike, inputs: Sequence[str | os.PathLike
     out, paths = Path(out), [Path(p) for p in inputs]
     if not paths:  # one input is a validated copy, as in Kaldi (a recipe's optional corpora)
         raise DataDirError(out, None, "no input directories to combine")
+    refuse_output_over_inputs(out, paths)
     dirs = [require_valid(p, check_files=False) for p in paths]
     _refuse_duplicates(paths, [d.utt2spk for d in dirs], "utt2spk", "utterance")
     with_segments = [d.segments is not None for d in dirs]
@@ -715,6 +764,7 @@ def subset_data_dir(src: str | os.PathLike, out: str | os.PathLike, *,
     src, out = Path(src), Path(out)
     if (speakers is None) == (utt_list is None):
         raise DataDirError(src, None, "give exactly one of a speaker list and an utterance list")
+    refuse_output_over_inputs(out, [src, speakers or utt_list])  # read, then replaced: kept
     data = require_valid(src, check_files=False)
     if speakers is not None:
         chosen = _first_fields(Path(speakers), "speaker", data.utt2spk.values())

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sertool.datadir import DataDir, DataDirError, Fold, read_folds
+from sertool.datadir import DataDir, DataDirError, Fold, is_pipe, read_folds
 from sertool.errors import SertoolError
 
 # The protocol names the CLI offers; "auto" is the corpus's default, "none" makes no folds.
@@ -500,12 +500,10 @@ def hash_utterances(data: DataDir, utts: Iterable[str], cache_path: Path | None 
     for utt in progress_bar(utts, desc="hashing audio", unit="utt",
                             disable=not progress or len(utts) < 200):
         audio, start, end = data.audio_of(utt)
-        if audio.endswith("|"):
+        if is_pipe(audio):
             unhashed.append(utt)  # a pipe command: not run here
             continue
-        path = Path(audio)
-        if not path.is_absolute() and data.path is not None:
-            path = data.path / path
+        path = Path(audio)  # relative wav.scp paths: made absolute by DataDir.load
         try:
             stat = path.stat()
         except OSError:

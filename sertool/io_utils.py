@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -85,6 +85,30 @@ def ensure_writable(directory: str | os.PathLike) -> Path:
     os.close(fd)
     os.unlink(probe)
     return directory
+
+
+def refuse_output_over_inputs(output: str | os.PathLike,
+                              inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse to write the directory ``output`` where it would destroy or change an input: the
+    same directory, one inside an input, or one containing an input (a directory written as a
+    whole replaces what it contains). Compared resolved, symlinks followed, before anything is
+    written; raises OutputError naming both."""
+    out = Path(output).resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if out == source:
+            how = "is the input"
+        elif source in out.parents:
+            how = "is inside the input"
+        elif out in source.parents:
+            how = "contains the input"
+        else:
+            continue
+        linked = Path(output).absolute() != out or Path(given).absolute() != source
+        resolved = f" (resolved: {out} and {source})" if linked else ""
+        raise OutputError(output, reason=f"the output directory {how} {given}{resolved}: "
+                          "writing it would change or destroy that input; give an output "
+                          "directory outside the inputs")
 
 
 def temp_prefix(path: Path) -> str:

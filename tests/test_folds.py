@@ -151,6 +151,7 @@ def test_planted_speaker_overlap_is_found(tmp_path):
     folds, protocol = read_folds(data)
     folds[1].train.remove("s1-0")  # move one of s1's utterances into fold 2's test set
     folds[1].test.append("s1-0")
+    folds[0].test.remove("s1-0")  # tested once: overlapping test lists are refused
     write_folds(data, folds, protocol)
     check = check_folds(data)
     assert not check.clean

@@ -31,7 +31,12 @@ from sertool.corpora import (
 from sertool.corpora.base import PrepareError, Scan, Skip, Utt
 from sertool.datadir import DataDir, Fold, validate_data_dir, write_folds
 from sertool.faults import kill_point
-from sertool.io_utils import atomic_dir, atomic_write_json, atomic_write_text
+from sertool.io_utils import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    refuse_output_over_inputs,
+)
 from sertool.labels import read_label_map
 
 CORPORA: dict[str, ModuleType] = {
@@ -151,8 +156,7 @@ def prepare(
         raise PrepareError(f"{src}: not found")
     if src.is_dir() and not any(src.iterdir()):
         raise PrepareError(f"{src}: empty directory (expected layout: {module.LAYOUT})")
-    if data_dir == src or src in data_dir.parents:
-        raise PrepareError(f"{data_dir}: the data directory must not be inside the corpus")
+    refuse_output_over_inputs(data_dir, [src])  # the corpus is never written
     wav_dir = Path(wav_dir) if wav_dir else data_dir.with_name(data_dir.name + "_wav")
     scan: Scan = module.scan(src, exp=exp, wav_dir=wav_dir.resolve(), progress=progress,
                              labels=label_map)
