@@ -2,7 +2,8 @@
 
 A data directory holds one ``key value`` table per file, sorted under ``LC_ALL=C``:
 
-``wav.scp``   recording id -> audio path (or a Kaldi pipe command ending in ``|``)
+``wav.scp``   recording id -> audio path, a relative one relative to the data directory (or
+              a Kaldi pipe command ending in ``|``)
 ``segments``  utterance id -> recording id, start and end in seconds (optional)
 ``utt2spk``   utterance id -> speaker id (the speaker id is a prefix of the utterance id)
 ``spk2utt``   speaker id -> its utterance ids

@@ -234,6 +234,7 @@ def test_leaking_folds_are_marked_in_line_one_and_missing_folds_listed(tmp_path)
     folds, protocol = read_folds(data)
     folds[1].train.remove("s1-0")  # s1 now on both sides of fold 2
     folds[1].test.append("s1-0")
+    folds[0].test.remove("s1-0")  # tested once: overlapping test lists are refused
     write_folds(data, folds, protocol)
     exp = _experiment(tmp_path, data)
     (exp / "fold_4" / "posteriors.tsv").unlink()
