@@ -186,7 +186,6 @@ def wav_entry(data_dir: str | os.PathLike, value: str) -> str:
     return os.path.join(Path(data_dir).absolute(), value)
 
 
-
 @dataclass
 class Segment:
     recording: str
