@@ -98,8 +98,8 @@ def _refused(tmp_path: Path, path: Path, args: list[str], message: str) -> None:
     option."""
     before = _files(tmp_path)
     proc = _run(path, *args)
-    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", f"{path}: {message}\n")
     assert _files(tmp_path) == before and not (Path.cwd() / "pwned").exists()
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", f"{path}: {message}\n")
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
