@@ -44,7 +44,11 @@ while IFS= read -r _opt_text && [ $((++_opt_line)) -lt "${BASH_LINENO[0]}" ]; do
   if [[ $_opt_text =~ $_opt_decl_re ]]; then
     _opt_last=${#_opt_names[@]}
     _opt_names+=("${BASH_REMATCH[1]}")
-    if [[ ${!BASH_REMATCH[1]-} =~ $_opt_integer_re ]]; then _opt_integer+=(1); else _opt_integer+=(""); fi
+    if [[ ${!BASH_REMATCH[1]-} =~ $_opt_integer_re ]]; then
+      _opt_integer+=(1)
+    else
+      _opt_integer+=("")
+    fi
     if [[ $_opt_text =~ $_opt_comment_re ]]; then
       _opt_comments+=("${BASH_REMATCH[2]}")
     else
