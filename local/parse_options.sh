@@ -36,8 +36,9 @@ _opt_fail() {
 _opt_names=() _opt_comments=() _opt_integer=()
 _opt_integer_re='^-?[0-9]+$'
 _opt_decl_re='^([A-Za-z_][A-Za-z0-9_]*)='
-# name=value (value: "...", '...' or one unquoted word), then perhaps # comment
-_opt_comment_re='^[A-Za-z0-9_]+=("[^"]*"|'\''[^'\'']*'\''|[^[:space:]]*)[[:space:]]*#[[:space:]]*(.*)$'
+# name=value # comment, the value "...", '...' or one unquoted word
+_opt_value_re='("[^"]*"|'\''[^'\'']*'\''|[^[:space:]]*)'
+_opt_comment_re="^[A-Za-z0-9_]+=${_opt_value_re}[[:space:]]*#[[:space:]]*(.*)$"
 _opt_continued_re='^[[:space:]]+#[[:space:]]*(.*)$'  # an indented comment line goes on
 _opt_line=0 _opt_last=-1
 while IFS= read -r _opt_text && [ $((++_opt_line)) -lt "${BASH_LINENO[0]}" ]; do
@@ -116,6 +117,6 @@ while [ $# -gt 0 ]; do
 done
 set -- "${_positional[@]+"${_positional[@]}"}"
 unset _opt_script _opt_names _opt_comments _opt_integer _opt_integer_re _opt_decl_re \
-  _opt_comment_re _opt_continued_re _opt_line _opt_last _opt_text _opt _val _name _i _known \
-  _positional
+  _opt_value_re _opt_comment_re _opt_continued_re _opt_line _opt_last _opt_text _opt _val _name \
+  _i _known _positional
 unset -f _opt_fail _opt_index _opt_word _opt_usage
