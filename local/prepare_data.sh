@@ -17,7 +17,6 @@ folds=5
 seed=0
 force=false
 labels=""
-option_names="exp protocol folds seed force labels"
 
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
 

@@ -20,7 +20,6 @@ model_conf=../../conf/model_resnet_tiny.toml
 speaker_conf=conf/train_speaker.toml
 emotion_conf=conf/train_emotion.toml     # the no-transfer baseline (trained from scratch)
 finetune_conf=conf/finetune.toml
-option_names="stage stop_stage nj cmd device seed corpus model_conf speaker_conf emotion_conf finetune_conf"
 . local/parse_options.sh
 . local/stage.sh
 

@@ -40,9 +40,6 @@ ablation_exp=1                    # class map of the ablation
 ablation_folds=5                  # its random CV (NOT speaker-independent)
 ablation_policy=conservative
 ablations="no_transfer no_augmentation no_pooling"
-option_names="stage stop_stage nj cmd ngpu device seed iemocap voxceleb1 voxceleb2 frontend_conf
-  model_conf speaker_conf finetune_conf train_conf exps policies folds ablation_exp ablation_folds
-  ablation_policy ablations"
 . local/parse_options.sh
 . local/stage.sh
 

@@ -48,10 +48,7 @@ selection=heldout_speakers               # model selection per fold: heldout_spe
 # The ablation rows. no_transfer trains the whole network from scratch on each fold (the paper's
 # "without transfer"; hours on this CPU, minutes on a GPU); random_trunk is the CPU-cheap
 # no-transfer row: the same frozen-trunk system on an untrained trunk.
-ablations="random_trunk no_augmentation no_pooling"
-option_names="stage stop_stage nj cmd device seed ravdess speaker_corpus speaker_corpus_type
-  frontend_conf mfcc_conf model_conf speaker_conf finetune_conf train_conf cnn1d_model_conf
-  cnn1d_train_conf wave_augment_conf policy ablations speaker_model selection"
+ablations="random_trunk no_augmentation no_pooling"  # stage 4 rows (see above)
 . local/parse_options.sh
 . local/stage.sh
 

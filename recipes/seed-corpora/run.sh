@@ -32,8 +32,6 @@ model_conf=../../conf/model_cnn1d.toml
 finetune_conf=../../conf/finetune.toml
 train_conf=../../conf/train_cnn1d.toml
 wave_augment_conf=../../conf/wave_augment.toml # waveform copies (noise, pitch) for training
-option_names="stage stop_stage nj device seed split corpora emodb cremad tess savee emovo ravdess
-  mfcc_conf model_conf finetune_conf train_conf wave_augment_conf"
 . local/parse_options.sh
 . local/stage.sh
 
