@@ -13,11 +13,12 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from matplotlib.colors import to_hex
 from test_scoring import _data_dir, _experiment
 
-from sertool import scoring
+from sertool import metrics, scoring
 from sertool.cli import main
 
 GOLDEN = Path(__file__).parent / "golden" / "metric_table"
@@ -83,3 +84,39 @@ def test_reports_comparison_and_chart_are_byte_identical_to_before_the_table(tmp
     for name, text in outputs.items():
         assert text == (GOLDEN / name).read_text(encoding="utf-8"), name
     assert sorted(p.name for p in GOLDEN.iterdir()) == sorted(outputs)
+
+
+def test_one_entry_in_the_table_adds_the_metric_to_every_output(tmp_path, monkeypatch):
+    error_rate = metrics.Metric("err", "error rate", lambda cm: 1 - metrics.weighted_accuracy(cm),
+                                "error rate = 1 - WA", chart=True)
+    monkeypatch.setattr(metrics, "METRICS", (*metrics.METRICS, error_rate))
+    outputs, chart = _score_two(tmp_path, monkeypatch)
+    # fold k of experiment a has k-1 errors in 6; 6 errors in 24 pooled
+    report = outputs["a.report.md"].splitlines()
+    for line in ("| fold | n test | WA | UA | macro-F1 | error rate |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: |",
+                 "| 1 | 6 | 100.00 | 100.00 | 100.00 | 0.00 |",
+                 "| 4 | 6 | 50.00 | 50.00 | 50.00 | 50.00 |",
+                 "| **mean ± std (4 of 4 folds)** | 24 | 75.00 ± 21.52 | 75.00 ± 21.52 | "
+                 "74.44 ± 21.53 | 25.00 ± 21.52 |",
+                 "| pooled confusion (all scored folds) | 24 | 75.00 | 75.00 | 74.79 | 25.00 |"):
+        assert line in report
+    assert ("(a 0/0 counts as 0); error rate = 1 - WA; ± is the sample std over folds "
+            "(ddof=1).") in outputs["a.report.md"]
+    result = json.loads(outputs["a.report.json"])
+    assert [f["err"] for f in result["folds"]] == pytest.approx([0, 1 / 6, 2 / 6, 3 / 6])
+    assert result["mean"]["err"] == pytest.approx(0.25)
+    assert result["std"]["err"] == pytest.approx(result["std"]["wa"])
+    assert result["pooled"]["err"] == pytest.approx(6 / 24)
+    table = outputs["cmp.md"].splitlines()
+    assert table[0].endswith("| folds | UA % | WA % | macro-F1 % | error rate % |")
+    assert table[1].endswith("| ---: | ---: | ---: | ---: | ---: |")
+    assert table[2].endswith("| 74.44 ± 21.53 | 25.00 ± 21.52 |")
+    assert table[3].endswith("| 95.56 ± 8.89 | 4.17 ± 8.33 |")
+    assert outputs["stdout.txt"] == outputs["cmp.md"]
+    rows = json.loads(outputs["cmp.json"])["experiments"]
+    assert [r["err_mean"] for r in rows] == pytest.approx([0.25, 1 / 24])
+    assert chart["legend"] == ["UA", "WA", "error rate"]
+    assert chart["bars"][2]["height"] == pytest.approx([25.0, 4.1667])
+    assert chart["bars"][2]["colour"] == ["#55a868"]
+    assert chart["title"] == "UA, WA and error rate, mean ± std over folds"
