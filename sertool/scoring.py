@@ -361,6 +361,24 @@ def write_report(score: ExperimentScore, out_dir: str | os.PathLike | None = Non
 # ----------------------------------------------------------------------------- comparisons
 
 
+def _class_set(score: ExperimentScore) -> str:
+    return f"{len(score.classes)} classes ({' '.join(score.classes)})"
+
+
+def check_same_classes(scores: Sequence[ExperimentScore]) -> list[str]:
+    """Experiments whose class set differs from the first one's (empty list: the same classes;
+    the order of the classes does not matter, no metric depends on it)."""
+    ref = scores[0]
+    return [f"{other.name} ({other.exp_dir}) has {_class_set(other)} but {ref.name} "
+            f"({ref.exp_dir}) has {_class_set(ref)}"
+            for other in scores[1:] if set(other.classes) != set(ref.classes)]
+
+
+def _and_list(words: Sequence[str]) -> str:
+    """"UA, WA and macro-F1"."""
+    return (", ".join(words[:-1]) + " and " if len(words) > 1 else "") + words[-1]
+
+
 def check_same_folds(scores: Sequence[ExperimentScore]) -> list[str]:
     """Problems that make the experiments' numbers incomparable (empty list: same folds)."""
     problems = []
@@ -391,9 +409,21 @@ def _short_verdict(score: ExperimentScore) -> str:
     return "yes" if score.fold_check.get("clean") else "NO"
 
 
-def compare(scores: Sequence[ExperimentScore], *,
-            allow_different_folds: bool = False) -> tuple[str, dict]:
-    """Side-by-side markdown table and its JSON form; ScoringError if the folds differ."""
+def compare(scores: Sequence[ExperimentScore], *, allow_different_folds: bool = False,
+            allow_different_classes: bool = False) -> tuple[str, dict]:
+    """Side-by-side markdown table and its JSON form, with the experiments' class sets;
+    ScoringError if the class sets or the folds differ (unless allowed: then marked)."""
+    columns = metrics.headline_first()
+    numbers = _and_list([m.label for m in columns])
+    # Refused unless asked, as different folds are: a UA over 4 classes and one over 3 are of
+    # different tasks with different chance levels (25 % and 33 %), yet side by side in one
+    # table they read as a ranking. Allowed, every row and the table say so.
+    class_problems = check_same_classes(scores)
+    if class_problems and not allow_different_classes:
+        raise ScoringError(
+            f"the experiments do not have the same classes, so their {numbers} are not "
+            f"comparable (--allow-different-classes to compare anyway, marked in the table): "
+            + "; ".join(class_problems))
     problems = check_same_folds(scores) if len(scores) > 1 else []
     if problems and not allow_different_folds:
         raise ScoringError("the experiments were not evaluated on the same folds, so their "
@@ -406,9 +436,9 @@ def compare(scores: Sequence[ExperimentScore], *,
             "unfreeze": bool(s.meta["unfreeze"]), "augmentation": _augmentation(s.meta),
             "pooling": _pooling(s.meta), "model": _model_type(s.meta),
             "speaker_independent": _short_verdict(s), "verdict": s.verdict,
-            "folds": len(s.folds), "folds_expected": len(s.fold_names), **s.summary_columns(),
+            "folds": len(s.folds), "folds_expected": len(s.fold_names), "classes": s.classes,
+            **s.summary_columns(),
         })
-    columns = metrics.headline_first()
     lines = [_row("experiment", "init", "augmentation", "pooling", "model", "speaker-indep.",
                   "folds", *(f"{m.label} %" for m in columns)),
              "| --- | --- | --- | --- | --- | --- |" + " ---: |" * (1 + len(columns))]
@@ -418,16 +448,25 @@ def compare(scores: Sequence[ExperimentScore], *,
                 else "speaker")
         folds = f"{r['folds']}/{r['folds_expected']}" + (
             " INCOMPLETE" if r["folds"] < r["folds_expected"] else "")
-        lines.append(_row(_cell(r["experiment"]), init, _cell(r["augmentation"]),
+        name = _cell(r["experiment"]) + (f" ({len(r['classes'])} classes)"
+                                           if class_problems else "")
+        lines.append(_row(name, init, _cell(r["augmentation"]),
                           _cell(r["pooling"]), _cell(r["model"]), r["speaker_independent"], folds,
                           *(_mean_std_text(m, r[f"{m.key}_mean"], r[f"{m.key}_std"])
                             for m in columns)))
     lines += ["", "mean ± sample std (ddof=1) over folds."]
+    if class_problems:
+        lines += ["", f"**WARNING: the experiments do NOT have the same classes, so their "
+                      f"{numbers} are not comparable:**"]
+        lines += [f"- {_cell(s.name)}: {_class_set(s)}" for s in scores]
+    else:
+        lines += ["", f"Classes: {' '.join(scores[0].classes)} (the same in every experiment)."]
     if problems:
         lines += ["", "**WARNING: the experiments were NOT evaluated on the same folds:**"]
         lines += [f"- {p}" for p in problems]
     return "\n".join(lines), {"experiments": rows, "same_folds": not problems,
-                              "fold_differences": problems}
+                              "fold_differences": problems, "same_classes": not class_problems,
+                              "class_differences": class_problems}
 
 
 # the chart's bar colours, in the order of its metrics (seaborn's "deep" palette)
@@ -446,15 +485,17 @@ def plot_ablation(results: Sequence[ExperimentScore | Mapping], out_png: str | o
 
     bars = [m for m in metrics.headline_first() if m.chart]
     if title is None:
-        labels = [m.label for m in bars]
-        title = (", ".join(labels[:-1]) + " and " if len(labels) > 1 else "") + labels[-1]
-        title += ", mean ± std over folds"
+        title = _and_list([m.label for m in bars]) + ", mean ± std over folds"
+    scored = [r for r in results if isinstance(r, ExperimentScore)]
+    # bars over different class sets (compare lets them through only when asked): say so
+    mark_classes = len(scored) > 1 and bool(check_same_classes(scored))
     names: list[str] = []
     means: dict[str, list[float]] = {m.key: [] for m in bars}
     stds: dict[str, list[float]] = {m.key: [] for m in bars}
     for r in results:
         if isinstance(r, ExperimentScore):
-            r = {"experiment": r.name, **r.summary_columns()}
+            suffix = f"\n({len(r.classes)} classes)" if mark_classes else ""
+            r = {"experiment": r.name + suffix, **r.summary_columns()}
         names.append(str(r.get("experiment", r.get("name", "?"))))
         for m in bars:
             means[m.key].append(100 * float(r[f"{m.key}_mean"]))
