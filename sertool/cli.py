@@ -567,25 +567,32 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
               help="Bar chart of UA and WA (mean ± std over folds) per experiment.")
 @click.option("--allow-different-folds", is_flag=True,
               help="Compare experiments even if their folds differ (marked in the table).")
+@click.option("--allow-different-classes", is_flag=True,
+              help="Compare experiments even if their class sets differ (marked in the table "
+              "and the chart): their numbers are then of different tasks.")
 @click.option("--no-audio", is_flag=True,
               help="Check only speakers, not identical audio, when re-checking the folds.")
 def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | None,
-              ablation_png: str | None, allow_different_folds: bool, no_audio: bool) -> None:
+              ablation_png: str | None, allow_different_folds: bool,
+              allow_different_classes: bool, no_audio: bool) -> None:
     """Score experiments: WA, UA, macro-F1 and confusions per fold and mean ± std over folds.
 
     Writes report.md (first line: the check-folds verdict, recomputed now), report.json and
-    confusion PNGs per experiment. With several EXP_DIRS also prints one side-by-side table,
-    refused if their folds differ.
+    confusion PNGs per experiment. With several EXP_DIRS also prints one side-by-side table
+    with their class sets, refused (before any report is written) if their folds or their
+    class sets differ.
     """
     with contextlib.ExitStack() as locks:
         if out_dir is not None:
             locks.enter_context(dir_lock(out_dir))
-        _score(exp_dirs, out_dir, compare_out, ablation_png, allow_different_folds, no_audio)
+        _score(exp_dirs, out_dir, compare_out, ablation_png, allow_different_folds,
+               allow_different_classes, no_audio)
 
 
 def _score(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | None,
-           ablation_png: str | None, allow_different_folds: bool, no_audio: bool) -> None:
-    scores = []
+           ablation_png: str | None, allow_different_folds: bool,
+           allow_different_classes: bool, no_audio: bool) -> None:
+    scores, outs = [], []
     for exp_dir in exp_dirs:
         score = score_experiment(exp_dir, audio_check=not no_audio, progress=True)
         out = out_dir
@@ -594,14 +601,20 @@ def _score(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | No
                 fail(f"two experiments are named {score.name}: their reports would "
                      f"overwrite each other in {out_dir} (score them one by one)")
             out = str(Path(out_dir) / score.name)
+        scores.append(score)
+        outs.append(out)
+    comparing = len(scores) > 1 or bool(compare_out) or bool(ablation_png)
+    table, as_json = "", {}
+    if comparing:  # before any report is written: a refused comparison leaves none behind
+        table, as_json = compare(scores, allow_different_folds=allow_different_folds,
+                                 allow_different_classes=allow_different_classes)
+    for score, out in zip(scores, outs, strict=True):
         written = write_report(score, out)
         click.echo(f"{score.verdict}\n{score.name}: {len(score.folds)} of "
                    f"{len(score.fold_names)} folds scored; wrote {written[0]}", err=True)
-        scores.append(score)
-    if len(scores) == 1 and not compare_out and not ablation_png:
-        click.echo((Path(out or exp_dirs[0]) / "report.md").read_text(encoding="utf-8"))
+    if not comparing:
+        click.echo(written[0].read_text(encoding="utf-8"))
         return
-    table, as_json = compare(scores, allow_different_folds=allow_different_folds)
     click.echo(table)
     if compare_out:
         atomic_write_text(compare_out, table + "\n")

@@ -16,12 +16,16 @@ Metric conventions (numpy only; they match scikit-learn)
 * Over folds: mean and **sample** standard deviation (ddof=1, as EmoBox and most SER papers
   report) of the per-fold values; with fewer than 2 folds the std is not defined and is
   reported as such. The pooled confusion (sum over folds) and its metrics are given as well.
+
+``METRICS`` is the one table of the metrics that are reported: report.md, report.json, the
+side-by-side comparison and the ablation chart are generated from it, so a metric is added to
+every report by adding one entry.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,15 +85,53 @@ def macro_f1(cm: np.ndarray) -> float:
     return float(np.nanmean(per_class_f1(cm)))
 
 
+@dataclass(frozen=True)
+class Metric:
+    """One entry of the metric table: how a metric is computed and shown."""
+
+    key: str  # in report.json ("ua"), and ua_mean / ua_std in the comparison's JSON
+    label: str  # column header and chart legend ("UA")
+    function: Callable[[np.ndarray], float]  # confusion matrix -> a fraction in [0, 1]
+    definition: str  # its sentence under report.md's table of results
+    format: str = ".2f"  # format spec of the percentage in tables
+    chart: bool = False  # a bar in the ablation chart
+
+    def show(self, value: float | None) -> str:
+        """The value as a percentage; "n/a" when there is none."""
+        return "n/a" if value is None or math.isnan(value) else f"{100 * value:{self.format}}"
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("wa", "WA", weighted_accuracy, "WA = accuracy", chart=True),
+    Metric("ua", "UA", unweighted_accuracy,
+           "UA = mean recall over the classes present in a fold's reference", chart=True),
+    Metric("f1", "macro-F1", macro_f1,
+           "macro-F1 over the classes in reference or decisions (a 0/0 counts as 0)"),
+)
+# UA is the headline of SER results (and what model selection keeps): the comparison's columns
+# and the chart's bars lead with it; reports list the metrics in table order.
+HEADLINE = "ua"
+
+
+def headline_first() -> tuple[Metric, ...]:
+    """The table with the headline metric first, the others in table order."""
+    return tuple(sorted(METRICS, key=lambda m: m.key != HEADLINE))
+
+
 @dataclass
 class FoldMetrics:
     """Metrics of one fold (or of the pooled confusion over all folds)."""
 
     name: str
     confusion: np.ndarray
-    wa: float
-    ua: float
-    f1: float
+    values: dict[str, float]  # metric key -> value, for every entry of METRICS
+
+    def __getattr__(self, key: str) -> float:
+        """``fold.ua``: a metric's key reads as an attribute."""
+        values = self.__dict__.get("values", {})
+        if key in values:
+            return values[key]
+        raise AttributeError(f"{type(self).__name__} has no attribute or metric {key!r}")
 
     @property
     def n(self) -> int:
@@ -100,12 +142,12 @@ class FoldMetrics:
         cm = np.asarray(cm, dtype=np.int64)
         if cm.sum() == 0:
             raise MetricsError(f"fold {name}: no utterances to score")
-        return cls(name, cm, weighted_accuracy(cm), unweighted_accuracy(cm), macro_f1(cm))
+        return cls(name, cm, {m.key: m.function(cm) for m in METRICS})
 
     def to_dict(self, classes: Sequence[str]) -> dict:
         recall, f1 = per_class_recall(self.confusion), per_class_f1(self.confusion)
         return {
-            "fold": self.name, "n": self.n, "wa": self.wa, "ua": self.ua, "f1": self.f1,
+            "fold": self.name, "n": self.n, **self.values,
             "confusion": self.confusion.tolist(),
             "confusion_normalised": row_normalise(self.confusion).round(6).tolist(),
             "per_class": {c: {"support": int(self.confusion[i].sum()),

@@ -7,7 +7,6 @@ contract; the metrics and their conventions are sertool.metrics'.
 from __future__ import annotations
 
 import io
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -16,14 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from sertool import metrics  # its METRICS table is read at call time: one table, every report
 from sertool.errors import SertoolError
 from sertool.expdir import POSTERIORS, fold_dir, load_experiment, read_posteriors
 from sertool.faults import kill_point
 from sertool.io_utils import atomic_open, atomic_write_json, atomic_write_text
-from sertool.metrics import FoldMetrics, confusion_matrix, mean_std, row_normalise
-
-METRICS = ("wa", "ua", "f1")
-METRIC_NAMES = {"wa": "WA", "ua": "UA", "f1": "macro-F1"}
+from sertool.metrics import FoldMetrics, Metric, confusion_matrix, mean_std, row_normalise
 
 
 class ScoringError(SertoolError, ValueError):
@@ -66,7 +63,14 @@ class ExperimentScore:
         return FoldMetrics.from_confusion("all", sum(f.confusion for f in self.folds))
 
     def summary(self) -> dict[str, tuple[float, float | None]]:
-        return {m: mean_std([getattr(f, m) for f in self.folds]) for m in METRICS}
+        """Metric key -> (mean, sample std) over the scored folds."""
+        return {m.key: mean_std([f.values[m.key] for f in self.folds]) for m in metrics.METRICS}
+
+    def summary_columns(self) -> dict[str, float | None]:
+        """``<key>_mean`` and ``<key>_std`` of every metric (the comparison's JSON columns)."""
+        summary = self.summary()
+        return {**{f"{key}_mean": mean for key, (mean, _) in summary.items()},
+                **{f"{key}_std": std for key, (_, std) in summary.items()}}
 
     def to_dict(self) -> dict:
         summary = self.summary()
@@ -82,8 +86,8 @@ class ExperimentScore:
             "folds_expected": self.fold_names,
             "folds_missing": self.missing,
             "folds": [f.to_dict(self.classes) for f in self.folds],
-            "mean": {m: summary[m][0] for m in METRICS},
-            "std": {m: summary[m][1] for m in METRICS},
+            "mean": {key: mean for key, (mean, _) in summary.items()},
+            "std": {key: std for key, (_, std) in summary.items()},
             "std_convention": "sample std over folds (ddof=1); null with fewer than 2 folds",
             "pooled": pooled.to_dict(self.classes),
             "notes": self.notes,
@@ -177,12 +181,15 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+def _mean_std_text(metric: Metric, mean: float, std: float | None) -> str:
+    if std is None:
+        return f"{metric.show(mean)} (1 fold, no std)"
+    return f"{metric.show(mean)} ± {metric.show(std)}"
 
 
-def _mean_std_text(mean: float, std: float | None) -> str:
-    return f"{_pct(mean)} ± {_pct(std)}" if std is not None else f"{_pct(mean)} (1 fold, no std)"
+def _row(*cells: object) -> str:
+    """One line of a markdown table."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def _frontend_text(frontend: object) -> str:
@@ -273,23 +280,20 @@ def report_markdown(score: ExperimentScore) -> str:
                   f"{n_done} present folds only.**", ""]
     std_note = ("sample std over folds (ddof=1)" if n_done >= 2
                 else "a single fold: no std")
-    lines += ["## Results per fold (%)", "",
-              "| fold | n test | WA | UA | macro-F1 |", "| --- | ---: | ---: | ---: | ---: |"]
+    table = metrics.METRICS
+    lines += ["## Results per fold (%)", "", _row("fold", "n test", *(m.label for m in table)),
+              "| --- | ---: |" + " ---: |" * len(table)]
     for fold in score.folds:
-        lines.append(f"| {fold.name} | {fold.n} | {_pct(fold.wa)} | {_pct(fold.ua)} | "
-                     f"{_pct(fold.f1)} |")
+        lines.append(_row(fold.name, fold.n, *(m.show(fold.values[m.key]) for m in table)))
     for fold in score.missing:
-        lines.append(f"| {fold} | missing | - | - | - |")
+        lines.append(_row(fold, "missing", *("-" for _ in table)))
     label = f"mean ± std ({n_done} of {n_all} folds{', INCOMPLETE' if score.missing else ''})"
-    lines.append(f"| **{label}** | {sum(f.n for f in score.folds)} | "
-                 + " | ".join(_mean_std_text(*summary[m]) for m in METRICS) + " |")
+    lines.append(_row(f"**{label}**", sum(f.n for f in score.folds),
+                      *(_mean_std_text(m, *summary[m.key]) for m in table)))
     pooled = score.pooled
-    lines.append(f"| pooled confusion (all scored folds) | {pooled.n} | {_pct(pooled.wa)} | "
-                 f"{_pct(pooled.ua)} | {_pct(pooled.f1)} |")
-    lines += ["",
-              f"WA = accuracy; UA = mean recall over the classes present in a fold's reference; "
-              f"macro-F1 over the classes in reference or decisions (a 0/0 counts as 0); "
-              f"± is the {std_note}.", "",
+    lines.append(_row("pooled confusion (all scored folds)", pooled.n,
+                      *(m.show(pooled.values[m.key]) for m in table)))
+    lines += ["", "; ".join(m.definition for m in table) + f"; ± is the {std_note}.", "",
               "## Confusion matrices (rows: reference, columns: decision)", "",
               "### All scored folds pooled", "", *_confusion_markdown(pooled.confusion,
                                                                        score.classes), ""]
@@ -357,6 +361,24 @@ def write_report(score: ExperimentScore, out_dir: str | os.PathLike | None = Non
 # ----------------------------------------------------------------------------- comparisons
 
 
+def _class_set(score: ExperimentScore) -> str:
+    return f"{len(score.classes)} classes ({' '.join(score.classes)})"
+
+
+def check_same_classes(scores: Sequence[ExperimentScore]) -> list[str]:
+    """Experiments whose class set differs from the first one's (empty list: the same classes;
+    the order of the classes does not matter, no metric depends on it)."""
+    ref = scores[0]
+    return [f"{other.name} ({other.exp_dir}) has {_class_set(other)} but {ref.name} "
+            f"({ref.exp_dir}) has {_class_set(ref)}"
+            for other in scores[1:] if set(other.classes) != set(ref.classes)]
+
+
+def _and_list(words: Sequence[str]) -> str:
+    """"UA, WA and macro-F1"."""
+    return (", ".join(words[:-1]) + " and " if len(words) > 1 else "") + words[-1]
+
+
 def check_same_folds(scores: Sequence[ExperimentScore]) -> list[str]:
     """Problems that make the experiments' numbers incomparable (empty list: same folds)."""
     problems = []
@@ -387,9 +409,21 @@ def _short_verdict(score: ExperimentScore) -> str:
     return "yes" if score.fold_check.get("clean") else "NO"
 
 
-def compare(scores: Sequence[ExperimentScore], *,
-            allow_different_folds: bool = False) -> tuple[str, dict]:
-    """Side-by-side markdown table and its JSON form; ScoringError if the folds differ."""
+def compare(scores: Sequence[ExperimentScore], *, allow_different_folds: bool = False,
+            allow_different_classes: bool = False) -> tuple[str, dict]:
+    """Side-by-side markdown table and its JSON form, with the experiments' class sets;
+    ScoringError if the class sets or the folds differ (unless allowed: then marked)."""
+    columns = metrics.headline_first()
+    numbers = _and_list([m.label for m in columns])
+    # Refused unless asked, as different folds are: a UA over 4 classes and one over 3 are of
+    # different tasks with different chance levels (25 % and 33 %), yet side by side in one
+    # table they read as a ranking. Allowed, every row and the table say so.
+    class_problems = check_same_classes(scores)
+    if class_problems and not allow_different_classes:
+        raise ScoringError(
+            f"the experiments do not have the same classes, so their {numbers} are not "
+            f"comparable (--allow-different-classes to compare anyway, marked in the table): "
+            + "; ".join(class_problems))
     problems = check_same_folds(scores) if len(scores) > 1 else []
     if problems and not allow_different_folds:
         raise ScoringError("the experiments were not evaluated on the same folds, so their "
@@ -397,73 +431,92 @@ def compare(scores: Sequence[ExperimentScore], *,
                            "anyway):\n  " + "\n  ".join(problems))
     rows = []
     for s in scores:
-        summary = s.summary()
         rows.append({
             "experiment": s.name, "exp_dir": str(s.exp_dir), "init": str(s.meta["init"]),
             "unfreeze": bool(s.meta["unfreeze"]), "augmentation": _augmentation(s.meta),
             "pooling": _pooling(s.meta), "model": _model_type(s.meta),
             "speaker_independent": _short_verdict(s), "verdict": s.verdict,
-            "folds": len(s.folds), "folds_expected": len(s.fold_names),
-            **{f"{m}_mean": summary[m][0] for m in METRICS},
-            **{f"{m}_std": summary[m][1] for m in METRICS},
+            "folds": len(s.folds), "folds_expected": len(s.fold_names), "classes": s.classes,
+            **s.summary_columns(),
         })
-    lines = ["| experiment | init | augmentation | pooling | model | speaker-indep. | folds | "
-             "UA % | WA % | macro-F1 % |",
-             "| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = [_row("experiment", "init", "augmentation", "pooling", "model", "speaker-indep.",
+                  "folds", *(f"{m.label} %" for m in columns)),
+             "| --- | --- | --- | --- | --- | --- |" + " ---: |" * (1 + len(columns))]
     for r in rows:
         init = ("none" if r["init"] == "none" else "random trunk (frozen)"
                 if r["init"].startswith("random") else "speaker (unfrozen)" if r["unfreeze"]
                 else "speaker")
         folds = f"{r['folds']}/{r['folds_expected']}" + (
             " INCOMPLETE" if r["folds"] < r["folds_expected"] else "")
-        lines.append(f"| {_cell(r['experiment'])} | {init} | {_cell(r['augmentation'])} | "
-                     f"{_cell(r['pooling'])} | {_cell(r['model'])} | "
-                     f"{r['speaker_independent']} | {folds} | "
-                     + " | ".join(_mean_std_text(r[f"{m}_mean"], r[f"{m}_std"])
-                                  for m in ("ua", "wa", "f1")) + " |")
+        name = _cell(r["experiment"]) + (f" ({len(r['classes'])} classes)"
+                                           if class_problems else "")
+        lines.append(_row(name, init, _cell(r["augmentation"]),
+                          _cell(r["pooling"]), _cell(r["model"]), r["speaker_independent"], folds,
+                          *(_mean_std_text(m, r[f"{m.key}_mean"], r[f"{m.key}_std"])
+                            for m in columns)))
     lines += ["", "mean ± sample std (ddof=1) over folds."]
+    if class_problems:
+        lines += ["", f"**WARNING: the experiments do NOT have the same classes, so their "
+                      f"{numbers} are not comparable:**"]
+        lines += [f"- {_cell(s.name)}: {_class_set(s)}" for s in scores]
+    else:
+        lines += ["", f"Classes: {' '.join(scores[0].classes)} (the same in every experiment)."]
     if problems:
         lines += ["", "**WARNING: the experiments were NOT evaluated on the same folds:**"]
         lines += [f"- {p}" for p in problems]
     return "\n".join(lines), {"experiments": rows, "same_folds": not problems,
-                              "fold_differences": problems}
+                              "fold_differences": problems, "same_classes": not class_problems,
+                              "class_differences": class_problems}
+
+
+# the chart's bar colours, in the order of its metrics (seaborn's "deep" palette)
+_BAR_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
 
 
 def plot_ablation(results: Sequence[ExperimentScore | Mapping], out_png: str | os.PathLike,
-                  title: str = "UA and WA, mean ± std over folds") -> None:
-    """Bar chart of UA and WA (mean ± std over folds) per experiment, like the paper's Fig. 4.
+                  title: str | None = None) -> None:
+    """Bar chart of the chart metrics of the table (UA and WA), mean ± std over folds, per
+    experiment, like the paper's Fig. 4.
 
-    ``results``: ExperimentScore objects or mappings with ``experiment`` (or ``name``),
-    ``ua_mean``, ``ua_std``, ``wa_mean``, ``wa_std`` (fractions; std may be None).
+    ``results``: ExperimentScore objects or mappings with ``experiment`` (or ``name``) and
+    ``<key>_mean``, ``<key>_std`` of each chart metric (fractions; std may be None).
     """
     from matplotlib.figure import Figure
 
-    names, means, stds = [], {"ua": [], "wa": []}, {"ua": [], "wa": []}
+    bars = [m for m in metrics.headline_first() if m.chart]
+    if title is None:
+        title = _and_list([m.label for m in bars]) + ", mean ± std over folds"
+    scored = [r for r in results if isinstance(r, ExperimentScore)]
+    # bars over different class sets (compare lets them through only when asked): say so
+    mark_classes = len(scored) > 1 and bool(check_same_classes(scored))
+    names: list[str] = []
+    means: dict[str, list[float]] = {m.key: [] for m in bars}
+    stds: dict[str, list[float]] = {m.key: [] for m in bars}
     for r in results:
         if isinstance(r, ExperimentScore):
-            summary = r.summary()
-            r = {"experiment": r.name, **{f"{m}_mean": summary[m][0] for m in METRICS},
-                 **{f"{m}_std": summary[m][1] for m in METRICS}}
+            suffix = f"\n({len(r.classes)} classes)" if mark_classes else ""
+            r = {"experiment": r.name + suffix, **r.summary_columns()}
         names.append(str(r.get("experiment", r.get("name", "?"))))
-        for m in ("ua", "wa"):
-            means[m].append(100 * float(r[f"{m}_mean"]))
-            stds[m].append(100 * float(r[f"{m}_std"] or 0.0))
+        for m in bars:
+            means[m.key].append(100 * float(r[f"{m.key}_mean"]))
+            stds[m.key].append(100 * float(r[f"{m.key}_std"] or 0.0))
     if not names:
         raise ValueError("plot_ablation: no results to plot")
     x = np.arange(len(names))
-    width = 0.38
+    width = 0.76 / len(bars)
     fig = Figure(figsize=(max(5.0, 1.3 * len(names) + 1.5), 4.0))
     ax = fig.subplots()
-    for offset, m, colour in ((-width / 2, "ua", "#4c72b0"), (width / 2, "wa", "#dd8452")):
-        bars = ax.bar(x + offset, means[m], width, yerr=stds[m], capsize=4, color=colour,
-                      label=METRIC_NAMES[m])
+    for i, m in enumerate(bars):
+        offset = (i - (len(bars) - 1) / 2) * width
+        drawn = ax.bar(x + offset, means[m.key], width, yerr=stds[m.key], capsize=4,
+                       color=_BAR_COLOURS[i % len(_BAR_COLOURS)], label=m.label)
         # inside the bars: above them the labels would collide with the error bars
-        ax.bar_label(bars, labels=[f"{v:.1f}" for v in means[m]], label_type="center",
+        ax.bar_label(drawn, labels=[f"{v:.1f}" for v in means[m.key]], label_type="center",
                      fontsize=8, color="white")
     ax.set_xticks(x, names, rotation=20, ha="right")
     ax.set_ylabel("%")
-    top = max(m + s for m, s in zip(means["ua"] + means["wa"], stds["ua"] + stds["wa"],
-                                    strict=True))
+    top = max(mean + std for m in bars for mean, std in zip(means[m.key], stds[m.key],
+                                                            strict=True))
     ax.set_ylim(0, min(100.0, top * 1.15 + 1))
     ax.legend()
     ax.set_title(title, fontsize=10)
