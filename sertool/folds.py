@@ -469,14 +469,14 @@ def audio_hash(
     Hashing samples rather than bytes makes a ``.wav`` and a ``.flac`` of the same audio equal.
     """
     import numpy as np
-    import soundfile as sf
 
-    with sf.SoundFile(str(path)) as snd:
+    from sertool.frontend.audio import open_audio, span
+
+    with open_audio(str(path)) as snd:  # the checks of every reader: a FIFO, a damaged header
         rate, channels = snd.samplerate, snd.channels
-        if start is not None:
-            snd.seek(int(round(start * rate)))
-        frames = -1 if end is None else int(round(end * rate)) - int(round((start or 0) * rate))
-        samples = snd.read(frames, dtype="int16", always_2d=True)
+        first, last = span(snd, str(path), start, end)
+        snd.seek(first)
+        samples = snd.read(last - first, dtype="int16", always_2d=True)
     digest = hashlib.sha1(f"{rate}:{channels}:".encode())
     digest.update(np.ascontiguousarray(samples).tobytes())
     return digest.hexdigest()

@@ -340,10 +340,13 @@ def predictions_json(preds: Sequence[Prediction], bundle: Bundle) -> dict:
 
 def check_output(path: str | os.PathLike) -> Path:
     """Refuse an output that cannot be written before any work is done: its suffix must be
-    .csv or .json and its folder writable (made if missing)."""
+    .csv or .json, it must not be a directory, and its folder must be writable (made if
+    missing)."""
     path = Path(path)
     if path.suffix.lower() not in (".csv", ".json"):
         raise PredictError(f"{path}: output must end in .csv or .json")
+    if path.is_dir():  # it would be found only when the finished output is renamed onto it
+        raise PredictError(f"{path}: is a directory; give the file to write the predictions to")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):
