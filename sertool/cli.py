@@ -38,6 +38,7 @@ from sertool.io_utils import atomic_write_json, atomic_write_text
 from sertool.labels import CODES, read_label_map, read_utt2emo
 from sertool.labels import FORMAT as LABELS_FORMAT
 from sertool.lock import dir_lock
+from sertool.nnet.device import DEVICE_NAMES, parse_device
 from sertool.predict import (
     CHUNK_FRAMES,
     PredictError,
@@ -123,6 +124,28 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
+
+
+def long_work_options(*, network: bool = True
+                      ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--device`` and ``--no-progress``, the same on every command that does long work, so
+    that a script can pass them to every stage. The device's spelling is checked here, before
+    any work (sertool.nnet.device); whether it exists is checked where the work runs (this
+    machine or a Slurm node). A command that runs no network (``network=False``: its work is
+    numpy on the CPU) checks the spelling and is not handed the device."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option("--no-progress", is_flag=True,
+                               help="No progress display on stderr (bars on a terminal, "
+                               "periodic lines in a log).")(command)
+        return click.option("--device", default="auto", show_default=True, metavar="DEVICE",
+                            expose_value=network,
+                            callback=lambda _ctx, _param, value: parse_device(value),
+                            help=f"Where networks run: {DEVICE_NAMES}; auto = cuda if this "
+                            "machine has a GPU, else cpu. extract-feats and score run no "
+                            "network (they use the CPU).")(command)
+
+    return decorate
 
 
 # ----------------------------------------------------------------- data directories
@@ -231,7 +254,7 @@ def fix_data_dir_cmd(data_dir: str, feat_dir: str | None) -> None:
               help="Also write waveform-augmented copies of each utterance (noise, pitch "
               "shift; e.g. conf/wave_augment.toml) to FEAT_DIR/wave_aug.scp; training uses "
               "the copies of its training utterances.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@long_work_options(network=False)
 def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[str, ...],
                       nj: int, conf_path: str | None, overrides: tuple[str, ...], strict: bool,
                       wave_augment: str | None, no_progress: bool, cluster: Cluster) -> None:
@@ -282,10 +305,7 @@ def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[s
 @click.option("--no-audio", is_flag=True, help="Only compare speakers, not audio content.")
 def check_folds_cmd(data_dir: str, as_json: bool, no_audio: bool) -> None:
     """Report speakers and identical recordings on both sides of each fold (verdict first)."""
-    try:
-        check = check_folds(data_dir, audio=not no_audio)
-    except ValueError as err:  # folds.py reports bad folds as plain ValueError too
-        fail(str(err))
+    check = check_folds(data_dir, audio=not no_audio)
     if as_json:
         click.echo(json.dumps(check.to_dict(), indent=2))
     else:
@@ -319,12 +339,9 @@ def prepare_cmd(corpus: str, src: str, data_dir: str, exp: int, protocol: str, k
     class codes or names --labels maps to them). Files that cannot be used are listed in
     DATA_DIR/skipped with the reason.
     """
-    try:
-        with dir_lock(data_dir, replaced=True):  # prepare replaces DATA_DIR as a whole
-            result = prepare(corpus, src, data_dir, exp=exp, protocol=protocol, k=k,
-                             seed=seed, wav_dir=wav_dir, strict=strict, labels=labels)
-    except ValueError as err:  # folds.py reports impossible protocols as plain ValueError
-        fail(str(err))
+    with dir_lock(data_dir, replaced=True):  # prepare replaces DATA_DIR as a whole
+        result = prepare(corpus, src, data_dir, exp=exp, protocol=protocol, k=k,
+                         seed=seed, wav_dir=wav_dir, strict=strict, labels=labels)
     click.echo(result.summary())
 
 
@@ -358,12 +375,11 @@ def make_demo_corpus_cmd(out: str, seed: int) -> None:
               help="Override: epochs=4, augment.policy=aggressive, model.channels=16, ...")
 @click.option("--init", "init_model", type=click.Path(), default=None,
               help="Start from this checkpoint's trunk (new FC layers).")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: best available).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@long_work_options()
 @labels_option("With --task emotion, utt2emo's names are read as their codes.")
 def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: str | None,
               model_conf: str | None, overrides: tuple[str, ...], init_model: str | None,
-              device: str | None, no_progress: bool, labels: str | None) -> None:
+              device: str, no_progress: bool, labels: str | None) -> None:
     """Train a network on feature chunks; a rerun resumes. Under torchrun: DDP."""
     from sertool.nnet.trainer import resolve_train_configs, train  # imports torch
 
@@ -393,16 +409,18 @@ def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: 
 @click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel jobs (one process and one thread each; at most one per utterance).")
 @cluster_options
-@click.option("--device", default="cpu", show_default=True)
+@long_work_options()
 def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int, policy: str,
-                           seed: int, nj: int, device: str, cluster: Cluster) -> None:
+                           seed: int, nj: int, device: str, no_progress: bool,
+                           cluster: Cluster) -> None:
     """Pooled trunk statistics of MODEL for every utterance of FEAT_DIR and its augmented
     copies, as Kaldi ark/scp in EMB_DIR (emb.scp). Resumable: finished jobs are kept."""
     from sertool.transfer.embeddings import extract_embeddings  # imports torch
 
     with dir_lock(emb_dir):
         result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
-                                    seed=seed, nj=nj, device=device, cluster=cluster)
+                                    seed=seed, nj=nj, device=device,
+                                    progress=not no_progress, cluster=cluster)
     click.echo(result.summary())
 
 
@@ -429,13 +447,13 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
 @click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel jobs for the embedding extraction (the folds are one job each).")
 @cluster_options
-@click.option("--device", default="cpu", show_default=True)
+@long_work_options()
 @labels_option("utt2emo's names are read as their codes (the experiment's classes).")
 def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: str,
                  unfreeze: bool, model_conf: str | None, train_conf: str | None,
                  conf_path: str | None, overrides: tuple[str, ...], export_all: bool,
-                 emb_dir: str | None, nj: int, device: str, cluster: Cluster,
-                 labels: str | None) -> None:
+                 emb_dir: str | None, nj: int, device: str, no_progress: bool,
+                 cluster: Cluster, labels: str | None) -> None:
     """Transfer to emotion on every fold of DATA_DIR/folds; posteriors per fold in EXP_DIR.
 
     Default (paper): the speaker model's trunk frozen, new FC layers trained on its pooled
@@ -454,6 +472,7 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
         summary = finetune(feat_dir, data_dir, exp_dir, init=init, conf=conf,
                            model_conf=mconf, train_conf=tconf, fold=fold, unfreeze=unfreeze,
                            export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
+                           progress=not no_progress,
                            command=shlex.join(["sertool", *sys.argv[1:]]),
                            labels=labels, cluster=cluster)
     for f in summary.folds:
@@ -482,7 +501,7 @@ def _predictions_to_stdout(preds: list, classes: list[str], err: Exception) -> N
 @click.argument("audio", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Write the predictions to this .csv or .json file (default: CSV on stdout).")
-@click.option("--device", default="cpu", show_default=True)
+@long_work_options()
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for the model (default: PyTorch's, one per core). 1 is "
               "fastest on a machine busy with other work.")
@@ -490,7 +509,7 @@ def _predictions_to_stdout(preds: list, classes: list[str], err: Exception) -> N
               show_default=True, help="Frames per pass of the network over a long file "
               "(memory does not grow with the file's length; same result up to rounding).")
 def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device: str,
-                threads: int | None, chunk_frames: int) -> None:
+                no_progress: bool, threads: int | None, chunk_frames: int) -> None:
     """Class probabilities for each AUDIO file (wav/flac, any sample rate or channel count)
     with the model BUNDLE that `sertool finetune` exported.
 
@@ -524,8 +543,8 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
             click.echo(prediction_csv_row(p, loaded.classes), nl=False)
 
     try:
-        preds = predict_files(loaded, audio, progress=len(audio) > 1, chunk_frames=chunk_frames,
-                              on_result=emit)
+        preds = predict_files(loaded, audio, progress=len(audio) > 1 and not no_progress,
+                              chunk_frames=chunk_frames, on_result=emit)
     except KeyboardInterrupt:
         if writer is None:
             fail(f"interrupted after {len(done)} of {len(audio)} files")
@@ -572,9 +591,10 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
               "and the chart): their numbers are then of different tasks.")
 @click.option("--no-audio", is_flag=True,
               help="Check only speakers, not identical audio, when re-checking the folds.")
+@long_work_options(network=False)
 def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | None,
               ablation_png: str | None, allow_different_folds: bool,
-              allow_different_classes: bool, no_audio: bool) -> None:
+              allow_different_classes: bool, no_audio: bool, no_progress: bool) -> None:
     """Score experiments: WA, UA, macro-F1 and confusions per fold and mean ± std over folds.
 
     Writes report.md (first line: the check-folds verdict, recomputed now), report.json and
@@ -586,15 +606,15 @@ def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str |
         if out_dir is not None:
             locks.enter_context(dir_lock(out_dir))
         _score(exp_dirs, out_dir, compare_out, ablation_png, allow_different_folds,
-               allow_different_classes, no_audio)
+               allow_different_classes, no_audio, progress=not no_progress)
 
 
 def _score(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | None,
            ablation_png: str | None, allow_different_folds: bool,
-           allow_different_classes: bool, no_audio: bool) -> None:
+           allow_different_classes: bool, no_audio: bool, progress: bool) -> None:
     scores, outs = [], []
     for exp_dir in exp_dirs:
-        score = score_experiment(exp_dir, audio_check=not no_audio, progress=True)
+        score = score_experiment(exp_dir, audio_check=not no_audio, progress=progress)
         out = out_dir
         if out_dir is not None and len(exp_dirs) > 1:
             if any(s.name == score.name for s in scores):
@@ -643,11 +663,8 @@ def import_wespeaker_cmd(model_dir: str, out: str) -> None:
     the WeSpeaker project's pretrained-model page) -> OUT."""
     from sertool.transfer.import_model import import_wespeaker
 
-    try:
-        with dir_lock(out):
-            result = import_wespeaker(model_dir, out)
-    except SertoolError as err:
-        fail(str(err))
+    with dir_lock(out):
+        result = import_wespeaker(model_dir, out)
     click.echo(result.summary())
 
 
@@ -658,9 +675,6 @@ def import_resemblyzer_cmd(out: str) -> None:
     'sertool[resemblyzer]') -> OUT."""
     from sertool.transfer.import_model import import_resemblyzer
 
-    try:
-        with dir_lock(out):
-            result = import_resemblyzer(out)
-    except SertoolError as err:
-        fail(str(err))
+    with dir_lock(out):
+        result = import_resemblyzer(out)
     click.echo(result.summary())

@@ -56,15 +56,15 @@ def leave_one_group_out(
     """One fold per group (session, speaker, ...): that group is the test set."""
     groups = list(order) if order is not None else sorted(set(utt2group.values()))
     unknown = set(utt2group.values()) - set(groups)
-    if unknown:
+    if unknown:  # ``order`` comes from code, not from the user: a bug keeps its traceback
         raise ValueError(f"groups not in the fold order: {sorted(unknown)}")
     if len(groups) < 2:
-        raise ValueError(f"{name}: need at least 2 groups, found {len(groups)}: {groups}")
+        raise SplitError(f"{name}: need at least 2 groups, found {len(groups)}: {groups}")
     folds, test_groups = [], {}
     for index, group in enumerate(groups):
         test = sorted(u for u, g in utt2group.items() if g == group)
         train = sorted(u for u, g in utt2group.items() if g != group)
-        if not test:
+        if not test:  # only an ``order`` (code) can name an empty group: a bug, as above
             raise ValueError(f"{name}: group {group!r} has no utterances")
         folds.append(Fold(_fold_name(index), train, test))
         test_groups[_fold_name(index)] = [group]
@@ -103,14 +103,14 @@ def speaker_groups(
     for index, group in enumerate(groups):
         for spk in group:
             if spk in seen:
-                raise ValueError(f"speaker {spk!r} is in groups {seen[spk] + 1} and {index + 1}")
+                raise SplitError(f"speaker {spk!r} is in groups {seen[spk] + 1} and {index + 1}")
             seen[spk] = index
     speakers = set(utt2spk.values())
     if set(seen) - speakers:
-        raise ValueError(
+        raise SplitError(
             f"speakers in the groups but not in the data: {sorted(set(seen) - speakers)}")
     if speakers - set(seen):
-        raise ValueError(f"speakers of the data in no group: {sorted(speakers - set(seen))}")
+        raise SplitError(f"speakers of the data in no group: {sorted(speakers - set(seen))}")
     folds, protocol = leave_one_group_out(
         {u: str(seen[s]) for u, s in utt2spk.items()}, name=name, speaker_independent=True,
         order=[str(i) for i in range(len(groups))],
@@ -132,7 +132,7 @@ def speaker_kfold(
     """
     speakers = sorted(set(utt2spk.values()))
     if not 2 <= k <= len(speakers):
-        raise ValueError(f"speaker k-fold needs 2 <= k <= {len(speakers)} speakers, got k={k}")
+        raise SplitError(f"speaker k-fold needs 2 <= k <= {len(speakers)} speakers, got k={k}")
     random.Random(seed).shuffle(speakers)
     count: dict[str, int] = {}
     for spk in utt2spk.values():
@@ -172,9 +172,9 @@ def kfold_random(
     NOT speaker-independent: a speaker's utterances fall on both sides of every fold.
     """
     if k < 2:
-        raise ValueError(f"k-fold needs k >= 2, got {k}")
+        raise SplitError(f"k-fold needs k >= 2, got {k}")
     if len(utt2label) < k:
-        raise ValueError(f"k-fold with k={k} needs at least {k} utterances, got {len(utt2label)}")
+        raise SplitError(f"k-fold with k={k} needs at least {k} utterances, got {len(utt2label)}")
     assign: dict[str, int] = {}
     offset = 0
     for utts in _stratified_shuffle(utt2label, seed).values():
@@ -201,7 +201,7 @@ def random_split(
     NOT speaker-independent; kept only to reproduce published numbers.
     """
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+        raise SplitError(f"test fraction must be in (0, 1), got {test_fraction}")
     by_label = _stratified_shuffle(utt2label, seed)
     # test size round(N * fraction), shared among labels by largest remainder
     n_test = round(len(utt2label) * test_fraction)
@@ -216,7 +216,7 @@ def random_split(
     test_set = set(test)
     train = sorted(u for u in utt2label if u not in test_set)
     if not test or not train:
-        raise ValueError(f"random split of {len(utt2label)} utterances leaves a side empty")
+        raise SplitError(f"random split of {len(utt2label)} utterances leaves a side empty")
     pct = round(test_fraction * 100)
     protocol = {"name": "random-split", "speaker_independent": False, "seed": seed,
                 "test_fraction": test_fraction,

@@ -25,7 +25,7 @@ every report by adding one entry.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,3 +163,20 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     if arr.size == 0:
         return math.nan, None
     return float(arr.mean()), (float(arr.std(ddof=1)) if arr.size >= 2 else None)
+
+
+# ----------------------------------------------------------------------------- model selection
+
+# Emotion models keep the epoch with the best held-out UA, whichever trainer made them: the
+# frozen-trunk head (sertool.transfer.head) and sertool train --task emotion (the unfreeze and
+# scratch rows of an ablation), so every row of a table is selected on the metric it reports.
+SELECTION_METRIC = "valid_ua"
+
+
+def best_epoch(history: Sequence[Mapping[str, float]], metric: str = SELECTION_METRIC
+               ) -> Mapping[str, float] | None:
+    """The epoch row model selection keeps: the highest held-out ``metric``, ties broken by the
+    lower held-out loss, then by the earlier epoch. Rows without the metric (or NaN: no held-out
+    set) are not candidates; None when no row is."""
+    scored = [row for row in history if not math.isnan(row.get(metric, math.nan))]
+    return max(scored, key=lambda row: (row[metric], -row["valid_loss"]), default=None)

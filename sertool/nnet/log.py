@@ -16,9 +16,10 @@ from pathlib import Path
 
 from sertool.io_utils import atomic_open, output_errors
 
-# data_wait_s and step_s (where the epoch's step time went, sertool.nnet.loop) came later: last
-CSV_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "time_s",
-               "data_wait_s", "step_s"]
+# data_wait_s and step_s (where the epoch's step time went, sertool.nnet.loop) came later: last;
+# valid_ua (what emotion training selects on, sertool.metrics.best_epoch) beside valid_acc
+CSV_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "valid_ua",
+               "time_s", "data_wait_s", "step_s"]
 
 
 def write_csv(path: Path, history: list[dict]) -> None:

@@ -6,7 +6,10 @@ other epoch; optional SpecAugment (policy, original + ``copies`` augmented versi
 
 Outputs in EXP_DIR: config.json (the resolved configuration; a directory made with another
 one is refused), model_<E>.pt after every epoch, final.pt (copy of the last), train_log.csv,
-curves.png. A held-out set is evaluated on whole segments after every epoch.
+curves.png. A held-out set is evaluated on whole segments after every epoch; the best model
+is the epoch with the best held-out UA for emotion (sertool.metrics.best_epoch, as for the
+frozen-trunk head) and with the best accuracy for speakers (as before: a speaker model is used
+for its trunk, and UA over thousands of speakers with a few held-out segments each is noise).
 
 Resume: a rerun continues from the newest checkpoint. Besides the per-epoch checkpoints,
 ``partial.pt`` is written every ``checkpoint_every_steps`` optimizer steps with the position in
@@ -35,7 +38,6 @@ import copy
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -55,6 +57,13 @@ from sertool.faults import kill_point
 from sertool.folds import speaker_heldout
 from sertool.io_utils import atomic_replace_file, atomic_write_json, output_errors
 from sertool.jobs import check_identity
+from sertool.metrics import (
+    SELECTION_METRIC,
+    best_epoch,
+    confusion_matrix,
+    unweighted_accuracy,
+    weighted_accuracy,
+)
 from sertool.models import (
     ModelConfigError,
     build_model,
@@ -130,11 +139,13 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     resumed_from: str | None = None
     labels: list[str] = field(default_factory=list)
+    selected_on: str = "valid_acc"  # the held-out metric of the best epoch (selection_metric)
 
     def summary(self) -> str:
-        acc = self.best.get("valid_acc", float("nan"))
+        value = self.best.get(self.selected_on, float("nan"))
+        name = {"valid_ua": "UA", "valid_acc": "accuracy"}[self.selected_on]
         return (f"{self.exp_dir}: {len(self.history)} epochs, {len(self.labels)} classes; "
-                f"best held-out accuracy {acc:.3f} at epoch {self.best['epoch']}; "
+                f"best held-out {name} {value:.3f} at epoch {self.best['epoch']}; "
                 f"final model {self.final_model}")
 
 
@@ -387,7 +398,8 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         else:
             start_epoch = int(ckpt["epoch"]) + 1
             if is_main:  # killed right after saving model_N.pt: finish what followed it
-                _after_epoch_checkpoint(exp_dir, int(conf["keep_checkpoints"]), history)
+                _after_epoch_checkpoint(exp_dir, int(conf["keep_checkpoints"]), history,
+                                        selection_metric(task, history))
         set_rng_state(ckpt["rng"])
         resumed_from = str(newest)
 
@@ -434,14 +446,15 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         sums.copy_(total.cpu())
 
     def evaluate_held_out() -> dict:
-        return evaluate(model, valid_items, feats, device) if is_main else {}
+        return evaluate(model, valid_items, feats, device, len(labels)) if is_main else {}
 
     def on_epoch(row: dict, rows: list[dict]) -> None:
         if is_main:
             save_checkpoint(exp_dir / f"model_{row['epoch']}.pt", model, optimizer, scheduler,
                             row["epoch"], {"history": rows}, **meta)
             kill_point("train:after-epoch-checkpoint")  # model_N.pt newer than train_log.csv
-            _after_epoch_checkpoint(exp_dir, int(conf["keep_checkpoints"]), rows)
+            _after_epoch_checkpoint(exp_dir, int(conf["keep_checkpoints"]), rows,
+                                    selection_metric(task, rows))
             if progress:
                 write_line(row_text(row, epochs, desc))
         if distributed:
@@ -459,38 +472,53 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             reduce=reduce if distributed else None, on_step=on_step,
             on_epoch=on_epoch, progress=progress and is_main, desc=desc,
             autocast=autocast)
-    return _finish(exp_dir, history, labels, resumed_from, is_main)
+    return _finish(exp_dir, history, labels, resumed_from, is_main,
+                   selection_metric(task, history))
 
 
-def evaluate(model, items, feats, device) -> dict:
-    """Held-out loss and accuracy on whole segments (batch 1, eval mode); NaN without items."""
+def evaluate(model, items, feats, device, n_classes: int) -> dict:
+    """Held-out loss, accuracy (WA) and UA (sertool.metrics) on whole segments (batch 1, eval
+    mode); NaN without items."""
     if not items:
-        return {"valid_loss": float("nan"), "valid_acc": float("nan")}
+        return {"valid_loss": float("nan"), "valid_acc": float("nan"),
+                "valid_ua": float("nan")}
     was = model.training
     model.eval()
-    loss, correct = 0.0, 0
+    loss, labels, decisions = 0.0, [], []
     with torch.inference_mode():
         for x, y in SegmentDataset(items, feats):
             logits = model(x.unsqueeze(0).to(device))
             target = torch.tensor([y], device=device)
             loss += float(torch.nn.functional.cross_entropy(logits, target))
-            correct += int(logits.argmax(1).item() == y)
+            labels.append(y)
+            decisions.append(int(logits.argmax(1).item()))
     model.train(was)
-    return {"valid_loss": loss / len(items), "valid_acc": correct / len(items)}
+    cm = confusion_matrix(labels, decisions, n_classes)
+    return {"valid_loss": loss / len(items), "valid_acc": weighted_accuracy(cm),
+            "valid_ua": unweighted_accuracy(cm)}
 
 
-def _after_epoch_checkpoint(exp_dir: Path, keep: int, history: list[dict]) -> None:
-    """What follows an epoch's model_N.pt: the older partial.pt goes, old checkpoints are
-    pruned, train_log.csv and curves.png catch up."""
+def selection_metric(task: str, history: Sequence[Mapping]) -> str:
+    """The held-out metric the best epoch is chosen on: UA for emotion (as every emotion model
+    of sertool), accuracy for speakers. A run resumed from epochs logged before UA was
+    (rows without valid_ua) keeps choosing on accuracy, so that all its epochs compare."""
+    if task == "emotion" and all("valid_ua" in row for row in history):
+        return SELECTION_METRIC
+    return "valid_acc"
+
+
+def _after_epoch_checkpoint(exp_dir: Path, keep: int, history: list[dict], metric: str) -> None:
+    """What follows an epoch's model_N.pt: the older partial.pt goes, old checkpoints but the
+    best (on ``metric``) are pruned, train_log.csv and curves.png catch up."""
     (exp_dir / "partial.pt").unlink(missing_ok=True)
-    _prune(exp_dir, keep, history)
+    _prune(exp_dir, keep, history, metric)
     write_history(exp_dir, history)
 
 
-def _prune(exp_dir: Path, keep: int, history: list[dict]) -> None:
+def _prune(exp_dir: Path, keep: int, history: list[dict], metric: str) -> None:
     if keep <= 0:
         return
-    best = _best_row(history)["epoch"]
+    best = _best_row(history, metric)["epoch"]
     epochs = sorted(int(p.stem.split("_")[1]) for p in exp_dir.glob("model_*.pt")
                     if p.stem.split("_")[1].isdigit())
     for e in epochs[:-keep]:
@@ -498,15 +526,13 @@ def _prune(exp_dir: Path, keep: int, history: list[dict]) -> None:
             (exp_dir / f"model_{e}.pt").unlink(missing_ok=True)
 
 
-def _best_row(history: list[dict]) -> dict:
-    scored = [h for h in history if not math.isnan(h.get("valid_acc", float("nan")))]
-    if not scored:
-        return history[-1]
-    return max(scored, key=lambda h: (h["valid_acc"], -h["valid_loss"], h["epoch"]))
+def _best_row(history: list[dict], metric: str) -> dict:
+    """The selected epoch's row; the last epoch's without a held-out set."""
+    return dict(best_epoch(history, metric) or history[-1])
 
 
 def _finish(exp_dir: Path, history: list[dict], labels: list[str], resumed_from: str | None,
-            is_main: bool) -> TrainResult:
+            is_main: bool, metric: str) -> TrainResult:
     last = history[-1]["epoch"]
     final = exp_dir / "final.pt"
     if is_main:
@@ -515,6 +541,6 @@ def _finish(exp_dir: Path, history: list[dict], labels: list[str], resumed_from:
         with output_errors(final, tmp):
             shutil.copyfile(exp_dir / f"model_{last}.pt", tmp)
             atomic_replace_file(tmp, final)
-    best = _best_row(history)
-    return TrainResult(exp_dir, final, exp_dir / f"model_{best['epoch']}.pt", dict(best),
-                       history, resumed_from, labels)
+    best = _best_row(history, metric)
+    return TrainResult(exp_dir, final, exp_dir / f"model_{best['epoch']}.pt", best,
+                       history, resumed_from, labels, metric)

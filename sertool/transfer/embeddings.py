@@ -54,6 +54,7 @@ from sertool.io_utils import (
 )
 from sertool.jobs import Cluster, check_identity, run_stage, split
 from sertool.nnet.checkpoint import load_model
+from sertool.nnet.device import resolve_device
 from sertool.nnet.specaugment import POLICIES, SpecAugment
 
 EMB_JSON = "emb.json"
@@ -106,6 +107,7 @@ def _run_job(index: int, entries: list[tuple[str, str]], model_path: str, out_di
     Run by sertool.jobs (here, in a pool worker or in a slurm task)."""
 
 
+    device = resolve_device(device)  # on the machine the job runs on (auto: its best)
     log.write(f"# job {index}: {len(entries)} utterances x {1 + copies}, model {model_path}, "
               f"device {device}, {torch.get_num_threads()} thread(s)\n")
     model, _ = load_model(model_path, device)
@@ -157,6 +159,8 @@ def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLik
     """
 
 
+    if cluster is None or cluster.cmd == "local":  # a Slurm node checks its own (_run_job)
+        device = resolve_device(device)
     if policy not in POLICIES:
         raise EmbeddingError(f"unknown augmentation policy {policy!r} (known: "
                              f"{', '.join(POLICIES)})")

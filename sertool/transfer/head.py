@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import torch
 
 from sertool.faults import kill_point
-from sertool.metrics import confusion_matrix, unweighted_accuracy, weighted_accuracy
+from sertool.metrics import (
+    best_epoch,
+    confusion_matrix,
+    unweighted_accuracy,
+    weighted_accuracy,
+)
 from sertool.nnet.loop import EpochBatches, fit
 from sertool.nnet.schedule import paper_scheduler
 
@@ -70,10 +75,10 @@ def train_head(head: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tens
 
     best: dict = {}
 
-    def keep_best(row: dict, _history: list[dict]) -> None:
-        key = (row["valid_ua"], -row["valid_loss"])
-        if not best or key > best["key"]:
-            best.update(key=key, epoch=row["epoch"],
+    def keep_best(row: dict, history: list[dict]) -> None:
+        chosen = best_epoch(history)
+        if not best or (chosen is not None and chosen["epoch"] == row["epoch"]):
+            best.update(epoch=row["epoch"],
                         state={k: v.detach().clone() for k, v in head.state_dict().items()})
 
     history = fit(head, optimizer, scheduler, epochs=int(conf["epochs"]), batches=batches,
