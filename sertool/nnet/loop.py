@@ -14,8 +14,9 @@ device every step, so on a GPU the two add up to the wall time of the steps.
 ``autocast`` (a dtype, e.g. ``torch.bfloat16``) runs the forward pass and the loss under
 ``torch.autocast``; ``None`` (the default) leaves the maths untouched.
 
-A loss that is NaN or infinite (checked every step, before its backward pass) or parameters that
-are (checked after each epoch's steps, before the epoch is evaluated or saved) stop the run with
+A loss that is NaN or infinite (checked every step, before its backward pass) or weights that are
+(parameters and batch-norm statistics: checked after each epoch's steps, before the epoch is
+evaluated or saved, and by ``train`` before each partial.pt) stop the run with
 :class:`DivergedError`, naming the epoch and step: nothing of the diverged model is saved, so the
 checkpoints before it stay the newest and a rerun resumes from them.
 """
