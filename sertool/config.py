@@ -109,16 +109,27 @@ def load_toml(path: str | Path) -> dict:
 
 Limits = Mapping[str, tuple[float | None, float | None]]  # dotted key -> (min, max), inclusive
 
+# The range of every configuration's seed (train, finetune: one rule): what numpy's legacy
+# seeding (np.random.seed) takes; numpy's Generator refuses a negative seed; torch and Python's
+# random take the whole range.
+SEED_RANGE = (0, 2**32 - 1)
+
 
 def load_config(
     default: Mapping, path: str | Path | None = None, overrides: Iterable[str] = (),
-    limits: Limits | None = None,
+    limits: Limits | None = None, *, stored: tuple[str, Mapping] | None = None,
 ) -> dict:
-    """Defaults, then the file (if any), then the overrides. Unknown keys, values of another
-    type than the default's and values outside ``limits`` are refused, naming where they came
-    from, before anything is run or written."""
+    """Defaults, then a stored configuration (``stored``: (where it was read from, what it
+    holds), e.g. a bundle's frontend.json), then the file (if any), then the overrides.
+    Unknown keys, values of another type than the default's and values outside ``limits`` are
+    refused, naming where they came from, before anything is run or written."""
     conf = copy.deepcopy(dict(default))
-    sources: list[tuple[str, dict]] = []  # (where, what it set), the later winning
+    sources: list[tuple[str, Mapping]] = []  # (where, what it set), the later winning
+    if stored is not None:
+        where, given = stored
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"{where}: expected a table of options, got {given!r}")
+        sources.append((where, given))
     if path is not None:
         sources.append((str(find_conf(path)), load_toml(path)))
     sources += [(f"--set {text}", apply_overrides({}, [text])) for text in overrides]
@@ -132,26 +143,51 @@ def load_config(
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
                list: "a list"}
+_PLURAL_NAMES = {bool: "true/false values", int: "integers", float: "numbers", str: "strings",
+                 list: "lists"}
 
 
-def check_types(default: Mapping, given: Mapping, where: str, prefix: str = "") -> None:
-    """Each given value has the type of its default (an integer is a number too)."""
+def _kind_of(value: object) -> type | None:
+    return next((t for t in (bool, int, float, str, list) if isinstance(value, t)), None)
+
+
+def _has_kind(value: object, kind: type) -> bool:
+    """``value`` is of ``kind`` (an integer is a number too, a bool is neither)."""
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, kind) or kind is float and isinstance(value, int)
+
+
+def type_problem(default: Mapping, given: Mapping, prefix: str = "") -> str | None:
+    """What is wrong with the types in ``given`` (each value of its default's type, a list's
+    items of the type of the default list's items), e.g. ``"mel.n_fft must be an integer, got
+    1e9"``; None when nothing is."""
     for key, value in given.items():
         want = default.get(key)
         if isinstance(want, Mapping):
             if want and not isinstance(value, Mapping):
-                raise ConfigError(f"{where}: {prefix}{key} is a table of options, got {value!r}")
+                return f"{prefix}{key} is a table of options, got {value!r}"
             if want:
-                check_types(want, value, where, f"{prefix}{key}.")
+                problem = type_problem(want, value, f"{prefix}{key}.")
+                if problem:
+                    return problem
             continue
-        kind = next((t for t in (bool, int, float, str, list) if isinstance(want, t)), None)
+        kind = _kind_of(want)
         if kind is None:
             continue
-        ok = (isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-              or kind is float and isinstance(value, int) and not isinstance(value, bool))
-        if not ok:
-            raise ConfigError(f"{where}: {prefix}{key} must be {_TYPE_NAMES[kind]}, "
-                              f"got {value!r}")
+        if not _has_kind(value, kind):
+            return f"{prefix}{key} must be {_TYPE_NAMES[kind]}, got {value!r}"
+        item_kind = _kind_of(want[0]) if kind is list and want else None
+        if item_kind is not None and not all(_has_kind(v, item_kind) for v in value):
+            return f"{prefix}{key} must be a list of {_PLURAL_NAMES[item_kind]}, got {value!r}"
+    return None
+
+
+def check_types(default: Mapping, given: Mapping, where: str, prefix: str = "") -> None:
+    """Each given value has the type of its default (see :func:`type_problem`)."""
+    problem = type_problem(default, given, prefix)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
 
 
 def lookup(conf: Mapping, dotted: str) -> Any:
@@ -164,21 +200,33 @@ def lookup(conf: Mapping, dotted: str) -> Any:
     return value
 
 
-def check_limits(conf: Mapping, limits: Limits, sources: list[tuple[str, dict]] = ()) -> None:
-    """Every limited value in range; the error names the file or --set that gave it."""
+def limit_problem(conf: Mapping, limits: Limits, prefix: str = "") -> tuple[str, str] | None:
+    """(dotted key, what is wrong) for the first value of ``conf`` outside its limits (a
+    list: any of its items), e.g. ``("epochs", "epochs = -1 is out of range (must be >=
+    1)")``; None when every value is in range. The types must have been checked."""
     for dotted, (low, high) in limits.items():
         value = lookup(conf, dotted)
         if value is None:
             continue
-        where = next((w for w, given in reversed(sources) if lookup(given, dotted) is not None),
-                     "the defaults")
         values = value if isinstance(value, list) else [value]
         for v in values:
             if (low is not None and v < low) or (high is not None and v > high):
                 bound = (f"between {low} and {high}" if low is not None and high is not None
                          else f">= {low}" if low is not None else f"<= {high}")
-                raise ConfigError(f"{where}: {dotted} = {value!r} is out of range (must be "
-                                  f"{bound})")
+                return dotted, (f"{prefix}{dotted} = {value!r} is out of range (must be "
+                                f"{bound})")
+    return None
+
+
+def check_limits(conf: Mapping, limits: Limits, sources: list[tuple[str, Mapping]] = ()) -> None:
+    """Every limited value in range; the error names the file or --set that gave it."""
+    found = limit_problem(conf, limits)
+    if found is None:
+        return
+    dotted, problem = found
+    where = next((w for w, given in reversed(sources) if lookup(given, dotted) is not None),
+                 "the defaults")
+    raise ConfigError(f"{where}: {problem}")
 
 
 def check_known(default: Mapping, given: Mapping, where: str, prefix: str = "") -> None:

@@ -77,6 +77,13 @@ def write_posteriors(path: str | os.PathLike, utts: Sequence[str], labels: Seque
                          f"shape {probs.shape} for {len(classes)} classes do not agree")
     if preds is None:
         preds = [classes[i] for i in probs.argmax(axis=1)] if len(utts) else []
+    finite = np.isfinite(probs).all(axis=1)
+    if not finite.all():  # a diverged model or overflowing logits: never scored as results
+        row = int(np.argmin(finite))
+        raise ExperimentError(f"{path}: not written: the posteriors of utterance {utts[row]} "
+                              f"are not finite ({', '.join(f'{p:g}' for p in probs[row])}); "
+                              f"{int((~finite).sum())} of {len(utts)} utterances have NaN or "
+                              "infinite posteriors")
     known = set(classes)
     for utt, label, pred in zip(utts, labels, preds, strict=True):
         if label not in known or pred not in known:

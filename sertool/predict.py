@@ -182,18 +182,24 @@ def read_bundle_meta(path: str | os.PathLike) -> dict:
 
 def load_bundle(path: str | os.PathLike, device: str = "cpu") -> Bundle:
     """Load a bundle: its checked metadata, front-end configuration and model (eval mode)."""
+    from sertool.frontend.pipeline import resolve_conf
     from sertool.nnet.checkpoint import load_model
     from sertool.nnet.device import resolve_device
 
     path = Path(path)
     device = resolve_device(device)
     meta = read_bundle_meta(path)
-    frontend_conf = read_json_object(path / FRONTEND_FILE, BundleError,
-                                     "a model bundle holds its front-end configuration")
+    frontend_json = path / FRONTEND_FILE
+    # through the front-end's schema, as extract-feats checks it: the error names the key
+    frontend_conf = resolve_conf(read_json_object(
+        frontend_json, BundleError, "a model bundle holds its front-end configuration"),
+        source=str(frontend_json))
     try:
         model, ckpt_meta = load_model(path / MODEL_FILE, device)
     except Exception as err:  # noqa: BLE001 - any failure here means an unusable bundle
-        raise BundleError(f"{path / MODEL_FILE}: cannot load the model: {err}") from err
+        named = str(err).startswith(str(path / MODEL_FILE))  # a CheckpointError names it
+        raise BundleError(str(err) if named else f"{path / MODEL_FILE}: cannot load the "
+                          f"model: {err}") from err
     labels = list(ckpt_meta.get("labels") or meta["classes"])
     if labels != list(meta["classes"]):
         raise BundleError(f"{path}: {MODEL_FILE} labels {labels} differ from {BUNDLE_JSON} "
@@ -292,6 +298,10 @@ def _predict_one(bundle: Bundle, frontend: Any, name: str, sample_rate: int,
         probs = class_probabilities(bundle.model, feats, bundle.device, chunk_frames).tolist()
     except Exception as err:  # noqa: BLE001
         return Prediction(name, duration_s=duration, error=f"cannot process: {err}")
+    if not all(math.isfinite(p) for p in probs):  # overflowing logits: no answer, not NaN
+        return Prediction(name, duration_s=duration, error=(
+            f"the model {bundle.path / MODEL_FILE} gives NaN or infinite probabilities for it "
+            f"({', '.join(f'{p:g}' for p in probs)})"))
     return Prediction(name, dict(zip(bundle.classes, probs, strict=True)), duration,
                       warnings=dict(sorted(stats.flags.items())))
 

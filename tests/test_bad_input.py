@@ -288,7 +288,7 @@ ROWS = [
         r"sertool: error: --set epochs: not of the form key=value"),
     Row("mel-bins-zero", lambda t, s: ["extract-feats", "-o", t / "out", s.audio / "a.wav",
                                        "--set", "mel.num_bins=0"],
-        r"--set mel.num_bins=0: mel.num_bins = 0 is out of range \(must be >= 1\)"),
+        r"--set mel.num_bins=0: mel.num_bins = 0 is out of range \(must be between 1 and 2048\)"),
     Row("hangover-negative", lambda t, s: ["extract-feats", "-o", t / "out", s.audio / "a.wav",
                                            "--set", "vad.hangover_ms=-5"],
         r"--set vad.hangover_ms=-5: vad.hangover_ms = -5 is out of range \(must be >= 0.0\)"),

@@ -22,8 +22,6 @@ from typing import Any
 import numpy as np
 
 from sertool.config import (
-    check_known,
-    deep_update,
     differing_keys,
     load_config,
     load_toml,
@@ -86,10 +84,12 @@ DEFAULTS_BY_KIND: dict[str, dict[str, Any]] = {
 PUBLISHED_KINDS = ("kaldi_fbank", "ge2e_mel")
 
 
-LIMITS = {"sample_rate": (1000, None), "frame.frame_length_ms": (1.0, 1000.0),
+# The upper bounds keep a configuration (a bundle's frontend.json, too) from asking for arrays
+# that fill the memory: n_fft as far as the automatic choice goes (choose_n_fft).
+LIMITS = {"sample_rate": (1000, 768000), "frame.frame_length_ms": (1.0, 1000.0),
           "frame.frame_shift_ms": (1.0, 1000.0), "frame.preemphasis": (0.0, 1.0),
-          "mel.num_bins": (1, None), "mel.low_freq": (0.0, None),
-          "mel.n_fft": (0, None), "mfcc.num_ceps": (1, None), "mfcc.lifter": (0.0, None),
+          "mel.num_bins": (1, 2048), "mel.low_freq": (0.0, None),
+          "mel.n_fft": (0, 1 << 16), "mfcc.num_ceps": (1, 2048), "mfcc.lifter": (0.0, None),
           "vad.alpha": (0.0, 1.0), "vad.a01": (0.0, 1.0), "vad.a10": (0.0, 1.0),
           "vad.noise_quantile": (0.0, 1.0), "vad.silence_floor_db": (0.0, None),
           "vad.bin_step": (1, None), "vad.hangover_ms": (0.0, None),
@@ -144,11 +144,11 @@ def default_frontend_conf(kind: str = "logmel") -> dict:
     return load_config(DEFAULTS, shipped_conf(name))
 
 
-def _kind_of(conf: Mapping | None, path: str | Path | None, overrides) -> str:
+def _kind_of(conf: Mapping | None, path: str | Path | None, overrides, where: str) -> str:
     """The front-end kind a configuration asks for (its option set depends on it)."""
     kind = None
     if conf is not None:
-        kind = conf.get("kind")
+        kind = conf.get("kind") if isinstance(conf, Mapping) else None
     elif path is not None:
         kind = load_toml(path).get("kind")
     for text in overrides:
@@ -156,41 +156,45 @@ def _kind_of(conf: Mapping | None, path: str | Path | None, overrides) -> str:
         if key == ["kind"]:
             kind = value
     kind = kind or "logmel"
-    if kind not in DEFAULTS_BY_KIND:
-        raise FrontendError(f"front-end kind must be one of {', '.join(DEFAULTS_BY_KIND)}, "
-                            f"got {kind!r}")
+    if not isinstance(kind, str) or kind not in DEFAULTS_BY_KIND:
+        raise FrontendError(f"{where}front-end kind must be one of "
+                            f"{', '.join(DEFAULTS_BY_KIND)}, got {kind!r}")
     return kind
 
 
 def resolve_conf(conf: dict | None = None, path: str | Path | None = None,
-                 overrides: tuple[str, ...] | list[str] = ()) -> dict:
-    """Defaults < file < overrides; then the FFT size is fixed (``n_fft = 0`` means auto)."""
-    kind = _kind_of(conf, path, overrides)
+                 overrides: tuple[str, ...] | list[str] = (),
+                 source: str = "front-end configuration") -> dict:
+    """Defaults < ``conf`` (a stored configuration, e.g. a frontend.json; ``source`` says
+    where it was read from) < file < overrides, each checked against the schema (known keys,
+    types, :data:`LIMITS`); then the FFT size is fixed (``n_fft = 0`` means auto)."""
+    where = f"{source}: " if conf is not None else ""  # in the errors about a stored one
+    kind = _kind_of(conf, path, overrides, where)
     defaults = DEFAULTS_BY_KIND[kind]
-    if conf is not None:  # e.g. a frontend.json: complete it with the defaults
-        check_known(defaults, conf, "front-end configuration")
-        start = deep_update(defaults, conf)
-    elif path is None and defaults is DEFAULTS:
-        start = default_frontend_conf()
-    else:
-        start = defaults
-    resolved = load_config(start, path, overrides, LIMITS)
+    stored = (source, conf) if conf is not None else None
+    if conf is None and path is None and defaults is DEFAULTS:
+        defaults = default_frontend_conf()
+    resolved = load_config(defaults, path, overrides, LIMITS, stored=stored)
     if resolved["cmvn"]["mode"] not in ("segment", "conversation", "none"):
-        raise FrontendError(f"cmvn.mode must be segment, conversation or none, "
+        raise FrontendError(f"{where}cmvn.mode must be segment, conversation or none, "
                             f"got {resolved['cmvn']['mode']!r}")
     if kind in PUBLISHED_KINDS:
         if resolved["vad"]["enabled"]:
-            raise FrontendError(f"front-end kind {kind} reproduces a published model's "
+            raise FrontendError(f"{where}front-end kind {kind} reproduces a published model's "
                                 "inference, which has no VAD: vad.enabled must be false")
         return resolved
     if resolved["vad"]["on_too_little"] not in ("keep_all", "fail"):
-        raise FrontendError("vad.on_too_little must be keep_all or fail")
+        raise FrontendError(f"{where}vad.on_too_little must be keep_all or fail")
     spec = SpectrumConfig(resolved["sample_rate"], **{
         k: resolved["frame"][k] for k in ("frame_length_ms", "frame_shift_ms", "preemphasis")})
     mel = resolved["mel"]
     if not mel["n_fft"]:
-        mel["n_fft"] = choose_n_fft(mel["num_bins"], spec.win_length, spec.sample_rate,
-                                    mel["low_freq"], mel["high_freq"])
+        try:
+            mel["n_fft"] = choose_n_fft(mel["num_bins"], spec.win_length, spec.sample_rate,
+                                        mel["low_freq"], mel["high_freq"])
+        except ValueError as err:
+            raise FrontendError(f"{where}{err} (mel.num_bins, mel.low_freq, mel.high_freq)"
+                                ) from err
     return resolved
 
 
@@ -354,10 +358,11 @@ def check_model_frontend(model_meta: Mapping, feat_dir_frontend_json: str | Path
     if not path.is_file():
         raise FrontendError(f"{path}: not found (make the feature directory with extract-feats)")
     try:
-        used = resolve_conf(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, SertoolError) as err:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
         raise FrontendError(f"{path}: not a front-end configuration ({err})") from err
-    wanted = resolve_conf(dict(recorded))
+    used = resolve_conf(stored, source=str(path))
+    wanted = resolve_conf(dict(recorded), source=f"{model_path or 'the model'}: extra.frontend")
     keys = differing_keys(used, wanted)
     if not keys:
         return

@@ -145,25 +145,60 @@ def _make_head(conf: Mapping, pooled_dim: int, num_classes: int) -> nn.Module:
     return dense_head(pooled_dim, int(conf["dense"]), num_classes)
 
 
-def resolve_model_conf(model_conf: Mapping) -> dict:
-    """Fill defaults of the model type; unknown types and keys are refused."""
+# The ranges of the options (a list: each of its items). The upper bounds keep a stored
+# configuration (a checkpoint's model_conf) from building a network that fills the memory
+# before its weights are even compared with it.
+WIDTH = (1, 1 << 16)
+DEPTH = (0, 1000)
+LIMITS_BY_TYPE: dict[str, dict] = {
+    "resnet": {"layers": (1, 1000), "channels": WIDTH, "fixed_frames": (1, 1 << 20),
+               "embed_dim": WIDTH, "fc_layers": DEPTH},
+    "cnn1d_attention": {"channels": WIDTH, "kernel": (1, 1001), "dropout": (0.0, 1.0),
+                        "reduction": WIDTH, "spatial_kernel": (1, 1001), "dense": WIDTH},
+    "ge2e_lstm": {"hidden_size": WIDTH, "num_layers": (1, 1000), "embedding_size": WIDTH,
+                  "partial_frames": (1, 1 << 20), "partial_rate": (1e-3, None),
+                  "min_coverage": (1e-6, 1.0), "tail_frames": (0, 1 << 20),
+                  "frame_shift_ms": (1e-3, None), "embed_dim": WIDTH, "fc_layers": DEPTH},
+}
+CHOICES: dict[str, tuple[str, ...]] = {"pooling": ("stats", "tstp", "none"),
+                                       "activation": ("prelu", "relu"),
+                                       "embedding_head": EMBEDDING_HEADS}
+
+
+def resolve_model_conf(model_conf: Mapping, prefix: str = "") -> dict:
+    """Fill defaults of the model type; unknown types and keys, values of another type than
+    the default's, out of range or not among the choices are refused (``prefix`` names the
+    table in the message, e.g. ``model_conf.`` of a checkpoint)."""
+    from sertool.config import limit_problem, type_problem
+
+    table = f"{prefix.rstrip('.')}: " if prefix else ""  # where table-level errors are
+    if not isinstance(model_conf, Mapping):
+        raise ModelConfigError(f"{table}a model configuration must be a table of options, got "
+                               f"{model_conf!r}")
     kind = model_conf.get("type", "resnet")
-    if kind not in DEFAULTS_BY_TYPE:
-        raise ModelConfigError(f"unknown model type {kind!r} (known: "
+    if not isinstance(kind, str) or kind not in DEFAULTS_BY_TYPE:
+        raise ModelConfigError(f"{table}unknown model type {kind!r} (known: "
                                f"{', '.join(DEFAULTS_BY_TYPE)})")
     defaults = DEFAULTS_BY_TYPE[kind]
-    known = set(defaults) | set(OPTIONAL_BY_TYPE.get(kind, {}))
-    unknown = sorted(set(model_conf) - known)
+    schema = {**defaults, **OPTIONAL_BY_TYPE.get(kind, {})}
+    unknown = sorted(set(model_conf) - set(schema))
     if unknown:
-        raise ModelConfigError(f"model type {kind!r}: unknown option(s) {unknown} "
-                               f"(known: {sorted(known)})")
+        raise ModelConfigError(f"{table}model type {kind!r}: unknown option(s) {unknown} "
+                               f"(known: {sorted(schema)})")
+    problem = type_problem(schema, model_conf, prefix)
+    if problem:
+        raise ModelConfigError(problem)
     conf = copy.deepcopy(defaults)
     conf.update(copy.deepcopy(dict(model_conf)))
-    if conf.get("activation", "prelu") not in ("prelu", "relu"):
-        raise ModelConfigError(f"activation must be prelu or relu, not {conf['activation']!r}")
-    if conf.get("embedding_head", "fc") not in EMBEDDING_HEADS:
-        raise ModelConfigError(f"embedding_head must be one of {EMBEDDING_HEADS}, "
-                               f"not {conf['embedding_head']!r}")
+    if kind == "resnet" and not conf["layers"]:
+        raise ModelConfigError(f"{prefix}layers must list at least one stage, got []")
+    found = limit_problem(conf, LIMITS_BY_TYPE[kind], prefix)
+    if found:
+        raise ModelConfigError(found[1])
+    for key, choices in CHOICES.items():
+        if key in conf and conf[key] not in choices:
+            raise ModelConfigError(f"{prefix}{key} must be one of {', '.join(choices)}, "
+                                   f"not {conf[key]!r}")
     return conf
 
 

@@ -77,9 +77,14 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     """Write ``path`` atomically. ``model`` may be DDP-wrapped. ``extra`` must hold only
     tensors and primitive containers (it is stored as-is under ``extra``)."""
     net = model.module if hasattr(model, "module") else model
+    path = Path(path)
+    weights = net.state_dict()
+    problem = weights_problem(weights)
+    if problem:  # a diverged model is never saved: a rerun resumes from the last good one
+        raise CheckpointError(f"{path}: not written: the model's {problem}")
     payload = {
         "format": FORMAT,
-        "model": net.state_dict(),
+        "model": weights,
         "model_conf": dict(model_conf if model_conf is not None else net.model_conf),
         "num_classes": int(num_classes if num_classes is not None else net.num_classes),
         "feat_dim": int(feat_dim if feat_dim is not None else net.feat_dim),
@@ -95,7 +100,6 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
         payload["scheduler"] = scheduler.state_dict()
     if with_rng:
         payload["rng"] = rng_state()
-    path = Path(path)
     try:
         # torch.save into our own file object: a failed write is Python's OSError (with its
         # errno), not torch's "enforce fail at inline_container.cc" without a file name; and
@@ -154,7 +158,72 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a sertool checkpoint (format "
                               f"{ckpt.get('format') if isinstance(ckpt, dict) else None!r})")
+    _check_contents(ckpt, path)
     return ckpt
+
+
+def weights_problem(state: Mapping) -> str | None:
+    """What makes a state dict unusable (an entry that is not a tensor, NaN or Inf in a
+    floating-point tensor), naming the tensor; None when nothing does."""
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            return f"entry {name!r} is not a tensor ({type(tensor).__name__})"
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+            return (f"tensor {name!r} holds {bad} NaN or infinite value(s) (of "
+                    f"{tensor.numel()})")
+    return None
+
+
+def _check_contents(ckpt: Mapping, path: Path) -> None:
+    """The stored configuration through the model schema (sertool.models) and the weights:
+    a checkpoint that would build another network than it says, or predict NaN, is refused
+    here, by every reader (resume, --init, extract-embeddings, bundles), naming the key."""
+    from sertool.models import ModelConfigError, resolve_model_conf
+
+    missing = [k for k in ("model", "model_conf", "num_classes", "feat_dim") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: not a complete sertool checkpoint (no "
+                              f"{', '.join(missing)})")
+    try:
+        resolve_model_conf(ckpt["model_conf"], prefix="model_conf.")
+    except ModelConfigError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    for key, low in (("num_classes", 0), ("feat_dim", 1)):
+        value = ckpt[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise CheckpointError(f"{path}: {key} must be an integer >= {low}, got {value!r}")
+    if not isinstance(ckpt["model"], Mapping):
+        raise CheckpointError(f"{path}: its weights ('model') are not a table of tensors")
+    problem = weights_problem(ckpt["model"])
+    if problem:
+        raise CheckpointError(f"{path}: {problem}: the model is unusable (did its training "
+                              "diverge?); use an earlier checkpoint or train it again")
+
+
+def load_weights(path: str | os.PathLike, model: torch.nn.Module, state: Mapping, *,
+                 trunk_only: bool = False) -> None:
+    """Put ``state`` (the weights of checkpoint ``path``) into ``model`` (all of it, or its
+    trunk). Integers where the model has floating-point weights (a converted file: loading
+    would truncate them silently) or weights that do not fit -> CheckpointError naming the
+    file and the tensor."""
+    net = model.module if hasattr(model, "module") else model
+    target, prefix = (net.trunk, "trunk.") if trunk_only else (net, "")
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    own = target.state_dict()
+    for name, tensor in state.items():
+        mine = own.get(name)
+        if mine is not None and mine.is_floating_point() and not tensor.is_floating_point():
+            raise CheckpointError(
+                f"{path}: tensor {prefix + name!r} holds {str(tensor.dtype)[6:]} values where "
+                f"the model's weights are {str(mine.dtype)[6:]} (a converted or damaged "
+                "file: its weights would be truncated); use the checkpoint as sertool wrote it")
+    try:
+        target.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit this model "
+                              f"{dict(getattr(net, 'model_conf', {}))}: "
+                              f"{str(err).splitlines()[0]}") from err
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
@@ -166,13 +235,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     ckpt = load_checkpoint(path, device)
     try:
         model = build_model(ckpt["model_conf"], ckpt["num_classes"], ckpt["feat_dim"])
-        model.load_state_dict(ckpt["model"])
-    except (KeyError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: checkpoint does not match its model configuration "
-                              f"{ckpt.get('model_conf')}: {err}") from err
+    except ValueError as err:  # options that are each fine but do not go together
+        raise CheckpointError(f"{path}: its model configuration {ckpt['model_conf']} makes "
+                              f"no network: {err}") from err
+    load_weights(path, model, ckpt["model"])
     model.to(device).eval()
-    meta = {k: ckpt[k] for k in ("model_conf", "num_classes", "feat_dim", "labels", "epoch",
-                                 "step", "fingerprint", "extra")}
+    meta = {k: ckpt.get(k) for k in ("model_conf", "num_classes", "feat_dim", "labels", "epoch",
+                                     "step", "fingerprint", "extra")}
     return model, meta
 
 
@@ -181,16 +250,5 @@ def load_state_into(path: str | os.PathLike, model: torch.nn.Module, *, trunk_on
     """Load a checkpoint's weights into an existing model (all, or the trunk only); a model of
     another architecture -> CheckpointError naming the file."""
     ckpt = load_checkpoint(path, device)
-    net = model.module if hasattr(model, "module") else model
-    state = ckpt["model"]
-    try:
-        if trunk_only:
-            trunk = {k[len("trunk."):]: v for k, v in state.items() if k.startswith("trunk.")}
-            net.trunk.load_state_dict(trunk)
-        else:
-            net.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit this model (checkpoint model "
-                              f"{ckpt.get('model_conf')}, this one {net.model_conf}): "
-                              f"{str(err).splitlines()[0]}") from err
+    load_weights(path, model, ckpt["model"], trunk_only=trunk_only)
     return ckpt

@@ -86,6 +86,10 @@ def read_num_frames(feat_dir: str | os.PathLike, feats: Mapping[str, str]) -> di
 
 
 def load_feats(rxfile: str, utt: str = "") -> np.ndarray:
+    """The (frames, dim) float32 matrix of ``utt`` at ``rxfile`` (a feats.scp entry, e.g.
+    ``feats.1.ark:1234``): the one reader of stored features for training, evaluation and
+    embedding extraction. Unreadable, not a matrix, or NaN / infinite values -> DataError
+    naming the utterance and its entry (NaN never reaches a model silently)."""
     import kaldiio
 
     try:
@@ -94,6 +98,13 @@ def load_feats(rxfile: str, utt: str = "") -> np.ndarray:
         raise DataError(f"utterance {utt}: cannot read features {rxfile}: {err}") from err
     if mat.ndim != 2 or mat.shape[0] == 0:
         raise DataError(f"utterance {utt}: features {rxfile} have shape {mat.shape}")
+    finite = np.isfinite(mat)
+    if not finite.all():
+        frame, dim = (int(i[0]) for i in np.nonzero(~finite))
+        raise DataError(f"utterance {utt}: features {rxfile} hold {int(mat.size - finite.sum())} "
+                        f"NaN or infinite value(s) (first at frame {frame}, dimension {dim}: "
+                        f"{mat[frame, dim]}); extract them again (sertool extract-feats) or "
+                        "drop the utterance")
     return mat
 
 

@@ -13,11 +13,18 @@ device every step, so on a GPU the two add up to the wall time of the steps.
 
 ``autocast`` (a dtype, e.g. ``torch.bfloat16``) runs the forward pass and the loss under
 ``torch.autocast``; ``None`` (the default) leaves the maths untouched.
+
+A loss that is NaN or infinite (checked every step, before its backward pass) or weights that are
+(parameters and batch-norm statistics: checked after each epoch's steps, before the epoch is
+evaluated or saved, and by ``train`` before each partial.pt) stop the run with
+:class:`DivergedError`, naming the epoch and step: nothing of the diverged model is saved, so the
+checkpoints before it stay the newest and a rerun resumes from them.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,9 +32,34 @@ from typing import Any
 
 import torch
 
+from sertool.errors import SertoolError
 from sertool.progress import progress_bar
 
 log = logging.getLogger("sertool.train")
+
+
+class DivergedError(SertoolError, RuntimeError):
+    """Training produced a NaN or infinite loss or parameters (the message says where)."""
+
+
+def diverged(desc: str, epoch: int, step: int, what: str,
+             optimizer: torch.optim.Optimizer) -> DivergedError:
+    """The error of a run that diverged at ``epoch``, ``step`` (``what`` went non-finite)."""
+    lr = optimizer.param_groups[-1]["lr"]
+    return DivergedError(f"{desc + ': ' if desc else ''}training diverged at epoch {epoch}, "
+                         f"step {step}: {what}; stopped before saving any of it: lower the "
+                         f"learning rate (it is {lr:.3g})")
+
+
+def check_finite_weights(net: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
+                         desc: str, epoch: int, step: int) -> None:
+    """DivergedError unless every parameter and floating-point buffer (batch-norm statistics)
+    of ``net`` is finite: checked before the weights are evaluated or saved."""
+    for kind, named in (("parameter", net.named_parameters()), ("buffer", net.named_buffers())):
+        for name, tensor in named:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise diverged(desc, epoch, step, f"{kind} {name} is no longer finite",
+                               optimizer)
 
 
 @dataclass
@@ -62,9 +94,10 @@ def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 epoch: EpochBatches, device: str | torch.device, *, number: int,
                 on_step: StepHook | None = None, bar: Any = None,
                 times: StepTimes | None = None,
-                autocast: torch.dtype | None = None) -> torch.Tensor:
+                autocast: torch.dtype | None = None, desc: str = "") -> torch.Tensor:
     """SGD steps over one epoch's batches; returns (loss sum, correct, count) as float64.
-    ``times`` (if given) accumulates the seconds spent waiting for batches and stepping."""
+    ``times`` (if given) accumulates the seconds spent waiting for batches and stepping.
+    A NaN or infinite loss raises DivergedError before its step is taken."""
     sums = torch.zeros(3, dtype=torch.float64)
     if epoch.sums is not None:
         sums += torch.tensor(epoch.sums, dtype=torch.float64)
@@ -85,11 +118,17 @@ def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
         with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
             logits = net(x)
             loss = torch.nn.functional.cross_entropy(logits, y)
+        # one transfer from the device for both numbers, before the backward pass: DDP
+        # processes hold the same weights, so when they diverge all stop at the same step
+        # instead of one waiting for the others in the gradients' all-reduce
+        value, correct = torch.stack([loss.detach().float(),
+                                      (logits.argmax(1) == y).sum().float()]).tolist()
+        if not math.isfinite(value):
+            raise diverged(desc, number, step, f"the loss is {value}", optimizer)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        sums += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(),
-                              len(y)], dtype=torch.float64)
+        sums += torch.tensor([value * len(y), correct, len(y)], dtype=torch.float64)
         if bar is not None:
             bar.update(1)
         if on_step is not None:
@@ -128,7 +167,8 @@ def fit(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                           disable=not progress, leave=False) as bar:
             times = StepTimes()
             sums = train_steps(net, optimizer, epoch, device, number=number, on_step=on_step,
-                               bar=bar, times=times, autocast=autocast)
+                               bar=bar, times=times, autocast=autocast, desc=desc)
+        check_finite_weights(net, optimizer, desc=desc, epoch=number, step=epoch.total)
         if reduce is not None:
             reduce(sums)
         row = {"epoch": number, "lr": optimizer.param_groups[-1]["lr"],

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from sertool.config import ConfigError, load_config, shipped_conf
+from sertool.config import SEED_RANGE, ConfigError, load_config, shipped_conf
 from sertool.datadir import read_table
 from sertool.errors import SertoolError
 from sertool.faults import kill_point
@@ -90,7 +90,7 @@ from sertool.nnet.data import (
 )
 from sertool.nnet.device import resolve_device
 from sertool.nnet.log import log_to_file, write_history
-from sertool.nnet.loop import EpochBatches, fit, row_text
+from sertool.nnet.loop import EpochBatches, check_finite_weights, fit, row_text
 from sertool.nnet.schedule import paper_scheduler
 from sertool.nnet.specaugment import SpecAugment
 from sertool.progress import write_line
@@ -117,7 +117,8 @@ DEFAULTS: dict = {
     "amp": "none",               # "bf16": autocast the training steps (CUDA only)
 }
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
-LIMITS = {"epochs": (1, None), "batch_size": (1, None), "lr": (1e-12, None),
+LIMITS = {"seed": SEED_RANGE,
+          "epochs": (1, None), "batch_size": (1, None), "lr": (1e-12, None),
           "momentum": (0.0, 1.0), "weight_decay": (0.0, None), "lr_constant_epochs": (0, None),
           "lr_halve_every": (1, None), "chunk_frames": (1, None), "heldout_fraction": (0.0, 0.9),
           "heldout_min_frames": (1, None), "trunk_lr_factor": (0.0, None),
@@ -434,6 +435,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
 
     def on_step(epoch: int, step: int, sums: torch.Tensor) -> None:
         if every and step % every == 0 and step < n_batches and is_main:
+            check_finite_weights(model, optimizer, desc=desc, epoch=epoch, step=step)
             save_checkpoint(exp_dir / "partial.pt", model, optimizer, scheduler, epoch,
                             {"history": history, "epoch_sums": sums.tolist()},
                             step=step, **meta)

@@ -54,7 +54,7 @@ import kaldiio
 import numpy as np
 import torch
 
-from sertool.config import load_config, shipped_conf
+from sertool.config import SEED_RANGE, load_config, shipped_conf
 from sertool.datadir import DataDirError, read_folds, read_table
 from sertool.errors import SertoolError
 from sertool.expdir import fold_dir, write_experiment, write_posteriors
@@ -107,7 +107,8 @@ DEFAULTS: dict = {
 
 
 SELECTIONS = ("heldout_speakers", "inner_cv")
-LIMITS = {"heldout_speakers": (0, None), "heldout_fraction": (0.0, 0.9), "inner_folds": (2, None),
+LIMITS = {"seed": SEED_RANGE,
+          "heldout_speakers": (0, None), "heldout_fraction": (0.0, 0.9), "inner_folds": (2, None),
           "augment.copies": (0, None), "head.epochs": (1, None), "head.batch_size": (2, None),
           "head.lr": (1e-12, None), "head.momentum": (0.0, 1.0), "head.weight_decay": (0.0, None),
           "head.lr_constant_epochs": (0, None), "head.lr_halve_every": (1, None),

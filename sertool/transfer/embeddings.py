@@ -54,6 +54,7 @@ from sertool.io_utils import (
 )
 from sertool.jobs import Cluster, check_identity, run_stage, split
 from sertool.nnet.checkpoint import load_model
+from sertool.nnet.data import load_feats
 from sertool.nnet.device import resolve_device
 from sertool.nnet.specaugment import POLICIES, SpecAugment
 
@@ -122,13 +123,16 @@ def _run_job(index: int, entries: list[tuple[str, str]], model_path: str, out_di
     with (output_errors(ark, ark, scp_tmp),
           kaldiio.WriteHelper(f"ark,scp:{ark},{scp_tmp}") as writer):
         for utt, rxfile in entries:
-            feats = torch.tensor(np.asarray(kaldiio.load_mat(rxfile)), dtype=torch.float32)
+            feats = torch.tensor(load_feats(rxfile, utt))  # a copy: kaldiio may share memory
             batch = [feats]
             for k in range(1, copies + 1):
                 gen = torch.Generator().manual_seed(copy_seed(seed, utt, k))
                 batch.append(augment(feats, generator=gen))
             with torch.inference_mode():
                 pooled = model.pooled(torch.stack(batch).to(device)).cpu().numpy()
+            if not np.isfinite(pooled).all():  # finite features, weights that overflow
+                raise EmbeddingError(f"utterance {utt} ({rxfile}): the model {model_path} "
+                                     "gives NaN or infinite embeddings for it")
             writer(utt, pooled[0].astype(np.float32))
             for k in range(1, copies + 1):
                 writer(aug_key(utt, k), pooled[k].astype(np.float32))
