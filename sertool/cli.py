@@ -260,7 +260,7 @@ def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[s
                       wave_augment: str | None, no_progress: bool, cluster: Cluster) -> None:
     """Log-mel (or MFCC) features with VAD and CMVN: DATA_DIR -> FEAT_DIR/feats.scp.
 
-    With -o OUT, the arguments are loose audio files instead (any rate, any channels):
+    With -o OUT, the arguments are loose audio files instead (8-384 kHz, any channels):
     `sertool extract-feats -o OUT a.wav b.flac` writes OUT/feats.scp.
 
     Resumable: a rerun redoes only jobs that did not finish. Utterances that cannot be
@@ -510,7 +510,7 @@ def _predictions_to_stdout(preds: list, classes: list[str], err: Exception) -> N
               "(memory does not grow with the file's length; same result up to rounding).")
 def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device: str,
                 no_progress: bool, threads: int | None, chunk_frames: int) -> None:
-    """Class probabilities for each AUDIO file (wav/flac, any sample rate or channel count)
+    """Class probabilities for each AUDIO file (wav/flac, 8-384 kHz, any channel count)
     with the model BUNDLE that `sertool finetune` exported.
 
     A file that cannot be read is named on stderr and in the output's error column; the others
