@@ -373,7 +373,7 @@ def _run_pool(stage: str, out_dir: Path, func: Callable[..., Any], todo: Sequenc
     results: dict[int, Any] = {}
     failures: list[tuple[int, BaseException]] = []
     # more processes than CPUs only wait for each other: the other jobs queue (same outputs)
-    workers = capped(len(todo), f"{stage}: {len(todo)} jobs (--nj)",
+    workers = capped(len(todo), f"{len(todo)} {stage} jobs (--nj)",
                      then="running {n} at a time, the others wait")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                initializer=_init_worker, initargs=(threads, parent))

@@ -43,7 +43,7 @@ SMALL_MODEL_PARAMS = 1_000_000
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
 
-_warned: set[tuple[str, int]] = set()
+_warned: set[str] = set()
 
 
 class ThreadsError(SertoolError, ValueError):
@@ -117,16 +117,17 @@ def _read_quota(directory: Path, names: tuple[str, ...]) -> float | None:
 
 def capped(requested: int, what: str, *, then: str = "using {n}") -> int:
     """``requested`` threads or processes, at most :func:`available_cpus`; a larger request
-    is capped with one warning line (once per ``what`` and value): "sertool: warning: WHAT is
-    more than the N CPU(s) this process may use (why); THEN". ``what`` names the option and
+    is capped with one warning line (said once): "sertool: warning: WHAT: more
+    than the N CPU(s) this process may use (why); THEN". ``what`` names the option and
     its value (``--threads 64``), ``then`` what happens instead, with ``{n}`` for the cap."""
     limit = available_cpus()
     if requested <= limit.cpus:
         return requested
-    if (what, requested) not in _warned:
-        _warned.add((what, requested))
-        write_line(f"sertool: warning: {what} is more than the {limit.cpus} CPU(s) this "
-                   f"process may use ({limit.source}); " + then.format(n=limit.cpus))
+    line = (f"sertool: warning: {what}: more than the {limit.cpus} CPU(s) this process may "
+            f"use ({limit.source}); " + then.format(n=limit.cpus))
+    if line not in _warned:  # once: a trainer asks every epoch
+        _warned.add(line)
+        write_line(line)
     return limit.cpus
 
 
