@@ -7,16 +7,21 @@ cpuset), its cgroup CPU quota (a container's or a Slurm job's ``cpu.max``, or cg
 sertool starts threads or processes by goes through :func:`capped`: ``--threads`` (torch's
 intra-op threads), the local pool's concurrent ``--nj`` jobs, DataLoader ``num_workers``. A
 larger request is capped with one warning line, not refused: the same recipe (``--nj 8``,
-``--threads 16``) then runs on a laptop, a 2-CPU container and a 64-core node, and its results
-do not depend on the count - more threads than cores only make every one of them wait (a
-request of 100000 started 100000 threads).
+``--threads 16``) then runs on a laptop, a 2-CPU container and a 64-core node; more threads
+than cores only make every one of them wait (torch starts a request of 100000 at once).
 
 A *small* model (:func:`is_small`) trains on one thread unless threads were asked for: its
 steps are a few small matrix products, and on cores shared with other jobs a second thread
 costs more in waiting for each other than it saves (the frozen-trunk head ran 0.3-0.8 s a
 step with 2 threads, 0.01 s with 1). The ask is ``--threads N`` or ``SERTOOL_THREADS=N``
-(the option puts it in the environment, so pool workers and Slurm tasks see it too); it is not
-part of any configuration, since it does not change what is computed.
+(the option puts it in the environment, so pool workers and Slurm tasks see it too).
+
+The thread count is no configuration key, although it changes a trained model's last bits
+(sums taken in another order, which SGD then carries on: a RAVDESS head's posteriors differed
+by up to 0.07 between 1 and 2 threads, docs/RESULTS.md); each count is reproducible run to
+run. It never was one - PyTorch's default, one thread per core, made results depend on the
+machine - and a new key would change every experiment's identity. One thread for small models
+makes the head's result the same whatever the core count.
 """
 
 from __future__ import annotations
