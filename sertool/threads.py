@@ -12,9 +12,10 @@ than cores only make every one of them wait (torch starts a request of 100000 at
 
 A *small* model (:func:`is_small`) trains on one thread unless threads were asked for: its
 steps are a few small matrix products, and on cores shared with other jobs a second thread
-costs more in waiting for each other than it saves (the frozen-trunk head ran 0.3-0.8 s a
-step with 2 threads, 0.01 s with 1). The ask is ``--threads N`` or ``SERTOOL_THREADS=N``
-(the option puts it in the environment, so pool workers and Slurm tasks see it too).
+costs more in waiting for each other than it saves (the RAVDESS frozen-trunk head: 0.04-0.17 s
+a step with 2 threads, 0.01 s with 1, docs/RESULTS.md). The ask is ``--threads N`` or
+``SERTOOL_THREADS=N`` (the option puts it in the environment, so pool workers and Slurm tasks
+see it too).
 
 The thread count is no configuration key, although it changes a trained model's last bits
 (sums taken in another order, which SGD then carries on: a RAVDESS head's posteriors differed
