@@ -52,6 +52,7 @@ from sertool.predict import (
     warning_line,
 )
 from sertool.scoring import compare, plot_ablation, score_experiment, write_report
+from sertool.threads import THREADS_ENV, torch_threads
 
 if TYPE_CHECKING:
     from sertool.jobs import Cluster
@@ -146,6 +147,23 @@ def long_work_options(*, network: bool = True
                             "network (they use the CPU).")(command)
 
     return decorate
+
+
+def threads_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--threads N`` (or SERTOOL_THREADS) of a command that runs torch: its CPU threads, at
+    most the CPUs this process may use (sertool.threads); torch's setting comes back after."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, threads: int | None, **kwargs: Any) -> Any:
+        with torch_threads(threads):  # imports torch, as the command does
+            return command(*args, **kwargs)
+
+    return click.option(
+        "--threads", type=click.IntRange(min=1), default=None, envvar=THREADS_ENV,
+        show_envvar=True, help="CPU threads for the model (default: PyTorch's, one per core, "
+        "at most the CPUs this process may use: affinity, cgroup quota, SLURM_CPUS_PER_TASK; "
+        "small models such as the frozen-trunk head train on 1 unless this is given). A "
+        "larger number is capped, with a warning.")(wrapper)
 
 
 # ----------------------------------------------------------------- data directories
@@ -376,6 +394,7 @@ def make_demo_corpus_cmd(out: str, seed: int) -> None:
 @click.option("--init", "init_model", type=click.Path(), default=None,
               help="Start from this checkpoint's trunk (new FC layers).")
 @long_work_options()
+@threads_option
 @labels_option("With --task emotion, utt2emo's names are read as their codes.")
 def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: str | None,
               model_conf: str | None, overrides: tuple[str, ...], init_model: str | None,
@@ -410,6 +429,7 @@ def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: 
               help="Parallel jobs (one process and one thread each; at most one per utterance).")
 @cluster_options
 @long_work_options()
+@threads_option
 def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int, policy: str,
                            seed: int, nj: int, device: str, no_progress: bool,
                            cluster: Cluster) -> None:
@@ -448,6 +468,7 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
               help="Parallel jobs for the embedding extraction (the folds are one job each).")
 @cluster_options
 @long_work_options()
+@threads_option
 @labels_option("utt2emo's names are read as their codes (the experiment's classes).")
 def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: str,
                  unfreeze: bool, model_conf: str | None, train_conf: str | None,
@@ -502,14 +523,12 @@ def _predictions_to_stdout(preds: list, classes: list[str], err: Exception) -> N
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Write the predictions to this .csv or .json file (default: CSV on stdout).")
 @long_work_options()
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for the model (default: PyTorch's, one per core). 1 is "
-              "fastest on a machine busy with other work.")
+@threads_option
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=CHUNK_FRAMES,
               show_default=True, help="Frames per pass of the network over a long file "
               "(memory does not grow with the file's length; same result up to rounding).")
 def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device: str,
-                no_progress: bool, threads: int | None, chunk_frames: int) -> None:
+                no_progress: bool, chunk_frames: int) -> None:
     """Class probabilities for each AUDIO file (wav/flac, 8-384 kHz, any channel count)
     with the model BUNDLE that `sertool finetune` exported.
 
@@ -520,10 +539,6 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
     OUT.partial). The exit status is non-zero only if every file failed.
     """
     out_path = check_output(output) if output is not None else None  # before any work
-    if threads is not None:
-        import torch  # only here: the other commands stay torch-free until they need it
-
-        torch.set_num_threads(threads)
     loaded = load_bundle(bundle, device)
     writer = PredictionWriter(out_path, loaded) if out_path is not None else None
     if writer is None:

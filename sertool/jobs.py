@@ -60,6 +60,7 @@ from sertool.errors import SertoolError
 from sertool.faults import kill_point
 from sertool.io_utils import atomic_write_text
 from sertool.progress import progress_bar
+from sertool.threads import capped
 
 T = TypeVar("T")
 CMDS = ("local", "slurm")
@@ -371,7 +372,10 @@ def _run_pool(stage: str, out_dir: Path, func: Callable[..., Any], todo: Sequenc
     queue = manager.Queue()
     results: dict[int, Any] = {}
     failures: list[tuple[int, BaseException]] = []
-    pool = ProcessPoolExecutor(max_workers=len(todo), mp_context=context,
+    # more processes than CPUs only wait for each other: the other jobs queue (same outputs)
+    workers = capped(len(todo), f"{len(todo)} {stage} jobs (--nj)",
+                     then="running {n} at a time, the others wait")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                initializer=_init_worker, initargs=(threads, parent))
     try:
         futures = {job.index: pool.submit(_execute, func, str(out_dir), stage, job, args,

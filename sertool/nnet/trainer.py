@@ -94,6 +94,7 @@ from sertool.nnet.loop import EpochBatches, check_finite_weights, fit, row_text
 from sertool.nnet.schedule import paper_scheduler
 from sertool.nnet.specaugment import SpecAugment
 from sertool.progress import write_line
+from sertool.threads import capped
 
 DEFAULTS: dict = {
     "seed": 0,
@@ -423,7 +424,9 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         if n_batches == 0:
             raise TrainError(f"{len(dataset)} training items give no full batch of "
                              f"{conf['batch_size']} per process")
-        loader = chunk_loader(dataset, sampler, int(conf["num_workers"]), device, seed)
+        workers = int(conf["num_workers"])
+        loader = chunk_loader(dataset, sampler, capped(workers, f"num_workers {workers}"),
+                              device, seed)
         out = EpochBatches(loader, n_batches, skip, skip_sums)
         skip, skip_sums = 0, None  # only the first epoch of a resumed run starts mid-way
         return out

@@ -21,6 +21,7 @@ from sertool.metrics import (
 )
 from sertool.nnet.loop import EpochBatches, fit
 from sertool.nnet.schedule import paper_scheduler
+from sertool.threads import training_threads
 
 
 @dataclass
@@ -42,7 +43,8 @@ def train_head(head: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tens
     epoch (then no held-out set is needed: ``x_valid`` None).
 
     ``x_*`` are float tensors (N, D), ``y_*`` long tensors (N,). ``conf`` is the ``head``
-    section of the finetune configuration. Deterministic for a given seed.
+    section of the finetune configuration. Deterministic for a given seed. Threads: see
+    sertool.threads.training_threads.
     """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout inside the head
@@ -81,9 +83,10 @@ def train_head(head: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tens
             best.update(epoch=row["epoch"],
                         state={k: v.detach().clone() for k, v in head.state_dict().items()})
 
-    history = fit(head, optimizer, scheduler, epochs=int(conf["epochs"]), batches=batches,
-                  evaluate=evaluate, on_epoch=keep_best if keep == "best" else None,
-                  progress=progress, desc=desc)
+    with training_threads(head):  # a small head: one thread unless more were asked for
+        history = fit(head, optimizer, scheduler, epochs=int(conf["epochs"]), batches=batches,
+                      evaluate=evaluate, on_epoch=keep_best if keep == "best" else None,
+                      progress=progress, desc=desc)
     if keep != "best":  # the last epoch's weights are the head as it stands
         best.update(epoch=history[-1]["epoch"],
                     state={k: v.detach().clone() for k, v in head.state_dict().items()})
