@@ -190,8 +190,8 @@ def read_ctranslate2(path: str | os.PathLike, keep: Callable[[str], bool] = lamb
         if version not in CT2_VERSIONS:
             raise SpeakerImportError(
                 f"{path}: CTranslate2 binary version {version} is not one sertool reads (it "
-                f"reads versions {CT2_VERSIONS[0]} to {CT2_VERSIONS[-1]}, written by "
-                "CTranslate2 2.x to 4.x): convert the model again with such a CTranslate2")
+                f"reads versions {CT2_VERSIONS[0]} to {CT2_VERSIONS[-1]}): convert the model "
+                "again with CTranslate2 4 (ct2-transformers-converter)")
         spec = reader.string("the spec name")
         revision = reader.number("I", "the spec revision")
         if spec != CT2_SPEC or revision > CT2_MAX_REVISION:
