@@ -148,6 +148,22 @@ def test_batched_inputs_of_different_lengths_equal_each_alone():
         encoder(torch.randn(1, 16, 41))
 
 
+def test_trunk_pools_a_long_input_over_consecutive_windows():
+    from sertool.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"type": "whisper", **SMALL, "layer": 2}, 0, SMALL["n_mels"]).eval()
+    feats = torch.randn(1, 95, SMALL["n_mels"])  # windows of 40, 40 and 15 frames
+    with torch.no_grad():
+        frames = torch.cat([model.trunk.encoder(feats[:, start:start + 40].transpose(1, 2),
+                                                hidden_states=True)[2]
+                            for start in (0, 40, 80)], dim=1)
+        pooled = model.pooled(feats)
+    assert frames.shape == (1, 20 + 20 + 8, SMALL["d_model"])
+    torch.testing.assert_close(pooled, torch.cat([frames.mean(1), frames.std(1, correction=0)], 1))
+    assert model.embedding(feats).shape == (1, 2 * SMALL["d_model"])
+
+
 # ----------------------------------------------------------------------------- Hugging Face
 
 

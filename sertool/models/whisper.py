@@ -133,7 +133,9 @@ class WhisperTrunk(nn.Module):
     """sertool trunk: features (B, T, n_mels) -> mean || std of one hidden state's frames.
 
     ``layer`` indexes :meth:`WhisperEncoder.forward`'s hidden states (-1, the default: the
-    output after ``ln_post``). Statistics pooling is the same as the ResNet's.
+    output after ``ln_post``). An input longer than the encoder's 30 s window is encoded in
+    consecutive windows of that length (the last one shorter), and the frames of all of them
+    are pooled together. Statistics pooling is the same as the ResNet's.
     """
 
     def __init__(self, feat_dim: int, n_mels: int, n_ctx: int, d_model: int, n_heads: int,
@@ -151,6 +153,11 @@ class WhisperTrunk(nn.Module):
         self.pooled_dim = 2 * d_model
         self.min_frames = 1
 
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_mels) -> hidden state ``layer`` of every window, (B, ~T / 2, d_model)."""
+        windows = x.transpose(1, 2).split(self.encoder.max_frames, dim=2)
+        return torch.cat([self.encoder(w, hidden_states=True)[self.layer] for w in windows],
+                         dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        states = self.encoder(x.transpose(1, 2), hidden_states=True)
-        return self.pool(states[self.layer].transpose(1, 2))
+        return self.pool(self.frames(x).transpose(1, 2))

@@ -34,8 +34,8 @@ from sertool.transfer.import_model import (
     FRONTEND_FILE,
     ImportResult,
     SpeakerImportError,
-    _write,
     load_tensors,
+    write_import,
 )
 
 # CTranslate2's model.bin (python/ctranslate2/specs/model_spec.py writes it, src/models/
@@ -393,7 +393,7 @@ def import_whisper(source: str | os.PathLike, out_dir: str | os.PathLike) -> Imp
     dropped = ([f"{len(skipped)} variable(s) outside the encoder (the text decoder)"]
                if skipped else [])
     size = f"{dims['n_layers']} blocks of {dims['d_model']}"
-    _write(out_dir, model, model_conf, dims["n_mels"], frontend,
+    write_import(out_dir, model, model_conf, dims["n_mels"], frontend,
            {"source": "whisper", **record}, dropped,
            f"Front-end of the Whisper encoder imported from {source.resolve()}:\n"
            f"{dims['n_mels']} log10 mels of 25 ms / 10 ms frames, clamped at the utterance's "
