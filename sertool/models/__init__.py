@@ -1,4 +1,5 @@
-"""Networks of sertool: the paper's ResNet (with/without statistics pooling) and the 1D-CNN.
+"""Networks of sertool: the paper's ResNet (with/without statistics pooling) and the 1D-CNN,
+and the trunks of imported models (Resemblyzer's GE2E LSTM, Whisper's encoder).
 
 Every model is a :class:`SERModel` taking features ``(B, T, F)`` (batch, frames, feature dim)
 and made of ``trunk`` (frame-level network + pooling -> ``(B, pooled_dim)``) and ``head``
