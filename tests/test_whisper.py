@@ -314,6 +314,12 @@ def test_missing_variable_wrong_shape_and_pickled_object_are_refused(tmp_path):
              f"{tmp_path}/shape.pt: variable encoder.blocks.0.attn.key.weight has shape "
              "(32, 31), the encoder its configuration describes needs (32, 32)")
 
+    ckpt = _openai_checkpoint(hf)
+    ckpt["dims"]["n_audio_head"] = 5
+    torch.save(ckpt, tmp_path / "heads.pt")
+    _refused(tmp_path / "heads.pt", tmp_path / "out",
+             f"{tmp_path}/heads.pt: d_model 32 is not a multiple of n_heads 5")
+
     torch.save(hf, tmp_path / "pickled.pt")  # a whole pickled model, as torch.save(model) does
     _refused(tmp_path / "pickled.pt", tmp_path / "out",
              f"{tmp_path}/pickled.pt: cannot be read as weights: it holds a pickled Python "

