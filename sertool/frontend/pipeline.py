@@ -4,10 +4,10 @@ The configuration (conf/frontend.toml, conf/mfcc.toml) is written as ``frontend.
 every feature directory and copied into model bundles, so prediction applies exactly the
 front-end a model was trained with.
 
-Kinds ``kaldi_fbank`` and ``ge2e_mel`` reproduce the front-ends of published speaker models
-(WeSpeaker, Resemblyzer; see :mod:`sertool.frontend.published`). They have their own, smaller
-set of options (:data:`DEFAULTS_BY_KIND`), so the resolved log-mel and MFCC configurations are
-unchanged by their existence. An imported model records its front-end, and
+Kinds ``kaldi_fbank``, ``ge2e_mel`` and ``whisper_mel`` reproduce the front-ends of published
+models (WeSpeaker, Resemblyzer, Whisper; see :mod:`sertool.frontend.published`). They have their
+own, smaller set of options (:data:`DEFAULTS_BY_KIND`), so the resolved log-mel and MFCC
+configurations are unchanged by their existence. An imported model records its front-end, and
 :func:`check_model_frontend` refuses features made with another one.
 """
 
@@ -77,18 +77,31 @@ GE2E_MEL_DEFAULTS: dict[str, Any] = {
     "vad": {"enabled": False},
     "cmvn": {"mode": "none", "norm_vars": False},
 }
+# Whisper's log-mel (whisper/audio.py, transformers' WhisperFeatureExtractor): 400-sample Hann
+# window, hop 160, Slaney mels, log10 clamped at the maximum - 8, (x + 4) / 4. ``pad_to_s`` 0:
+# the utterance as it is; 30: zero-padded to whole 30 s windows, the input Whisper was trained on.
+WHISPER_MEL_DEFAULTS: dict[str, Any] = {
+    "kind": "whisper_mel",
+    "sample_rate": 16000,
+    "pad_to_s": 0.0,
+    "frame": {"frame_length_ms": 25.0, "frame_shift_ms": 10.0},
+    "mel": {"num_bins": 80},
+    "vad": {"enabled": False},
+    "cmvn": {"mode": "none", "norm_vars": False},
+}
 DEFAULTS_BY_KIND: dict[str, dict[str, Any]] = {
     "logmel": DEFAULTS, "mfcc": DEFAULTS,
     "kaldi_fbank": KALDI_FBANK_DEFAULTS, "ge2e_mel": GE2E_MEL_DEFAULTS,
+    "whisper_mel": WHISPER_MEL_DEFAULTS,
 }
-PUBLISHED_KINDS = ("kaldi_fbank", "ge2e_mel")
+PUBLISHED_KINDS = ("kaldi_fbank", "ge2e_mel", "whisper_mel")
 
 
 # The upper bounds keep a configuration (a bundle's frontend.json, too) from asking for arrays
 # that fill the memory: n_fft as far as the automatic choice goes (choose_n_fft).
 LIMITS = {"sample_rate": (1000, 768000), "frame.frame_length_ms": (1.0, 1000.0),
           "frame.frame_shift_ms": (1.0, 1000.0), "frame.preemphasis": (0.0, 1.0),
-          "mel.num_bins": (1, 2048), "mel.low_freq": (0.0, None),
+          "mel.num_bins": (1, 2048), "mel.low_freq": (0.0, None), "pad_to_s": (0.0, 3600.0),
           "mel.n_fft": (0, 1 << 16), "mfcc.num_ceps": (1, 2048), "mfcc.lifter": (0.0, None),
           "vad.alpha": (0.0, 1.0), "vad.a01": (0.0, 1.0), "vad.a10": (0.0, 1.0),
           "vad.noise_quantile": (0.0, 1.0), "vad.silence_floor_db": (0.0, None),
@@ -267,7 +280,7 @@ class Frontend:
         return feats
 
     def published_features(self, wave: np.ndarray) -> np.ndarray:
-        """Features of the kinds kaldi_fbank and ge2e_mel, before CMVN."""
+        """Features of the kinds kaldi_fbank, ge2e_mel and whisper_mel, before CMVN."""
         from sertool.frontend import published
 
         c = self.conf
@@ -280,6 +293,14 @@ class Frontend:
             return published.kaldi_fbank(wave, c["sample_rate"], c["mel"]["num_bins"],
                                          frame["frame_length_ms"], frame["frame_shift_ms"],
                                          **c["fbank"])
+        if self.kind == "whisper_mel":
+            n_fft = int(c["sample_rate"] * frame["frame_length_ms"] / 1000)
+            hop = int(c["sample_rate"] * frame["frame_shift_ms"] / 1000)
+            if len(wave) < max(hop, n_fft // 2 + 1):  # no frame, or too short to reflect
+                raise FrontendError(f"signal of {len(wave)} samples is shorter than "
+                                    f"{max(hop, n_fft // 2 + 1)} samples")
+            return published.whisper_mel(wave, c["sample_rate"], c["mel"]["num_bins"], n_fft,
+                                         hop, c["pad_to_s"])
         if len(wave) == 0:
             raise FrontendError("empty signal")
         return published.ge2e_mel(wave, c["sample_rate"], c["mel"]["num_bins"],

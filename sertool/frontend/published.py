@@ -15,6 +15,16 @@ the zero-extended signal are appended (``GE2E_TAIL_FRAMES``): Resemblyzer zero-p
 waveform to cover its last partial window, and the two frames just past the end still overlap
 the signal. The ``ge2e_lstm`` model drops them before it places its windows and uses them as
 that padding (frames further out are exactly zero, as the model pads them).
+
+``whisper_mel`` (OpenAI's Whisper; whisper/audio.py's ``log_mel_spectrogram``, the same as
+transformers' ``WhisperFeatureExtractor``): power spectrum of 400-sample periodic Hann frames
+every 160 samples, centred (the signal reflected by half a window at both ends), the last frame
+dropped (so ``len // 160`` frames), the same Slaney filters as ``ge2e_mel`` (0 Hz to Nyquist),
+log10 floored at 1e-10, then clamped at the maximum over the input - 8 and mapped by
+(x + 4) / 4. The maximum is taken over what is passed: the utterance itself (``pad_to_s`` 0),
+or the utterance zero-padded to whole 30 s windows (``pad_to_s`` 30), which is what Whisper's
+``transcribe`` and transformers' extractor (with its default padding) give the encoder for a
+file of up to 30 s.
 """
 
 from __future__ import annotations
@@ -101,3 +111,22 @@ def ge2e_mel(wave: np.ndarray, sample_rate: int, num_bins: int, frame_length_ms:
     power = spectrum.real ** 2 + spectrum.imag ** 2
     mel = power @ slaney_mel_filterbank(num_bins, n_fft, sample_rate)
     return mel.astype(np.float32)
+
+
+def whisper_mel(wave: np.ndarray, sample_rate: int, num_bins: int, n_fft: int, hop: int,
+                pad_to_s: float = 0.0) -> np.ndarray:
+    """Whisper's normalised log-mel, shape (len(padded wave) // hop, num_bins); ``pad_to_s`` > 0
+    zero-pads the wave to a whole number (at least one) of windows of that many seconds."""
+    wave = np.asarray(wave, dtype=np.float64)
+    if pad_to_s > 0:
+        window = int(round(pad_to_s * sample_rate))
+        wave = np.pad(wave, (0, max(1, -(-len(wave) // window)) * window - len(wave)))
+    padded = np.pad(wave, n_fft // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:-1]
+    window_fn = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
+    spectrum = np.fft.rfft(frames * window_fn, axis=1)
+    mel = (spectrum.real ** 2 + spectrum.imag ** 2) @ slaney_mel_filterbank(num_bins, n_fft,
+                                                                           sample_rate)
+    log_mel = np.log10(np.maximum(mel, 1e-10))
+    log_mel = np.maximum(log_mel, log_mel.max() - 8.0)
+    return ((log_mel + 4.0) / 4.0).astype(np.float32)

@@ -1,4 +1,5 @@
-"""Networks of sertool: the paper's ResNet (with/without statistics pooling) and the 1D-CNN.
+"""Networks of sertool: the paper's ResNet (with/without statistics pooling) and the 1D-CNN,
+and the trunks of imported models (Resemblyzer's GE2E LSTM, Whisper's encoder).
 
 Every model is a :class:`SERModel` taking features ``(B, T, F)`` (batch, frames, feature dim)
 and made of ``trunk`` (frame-level network + pooling -> ``(B, pooled_dim)``) and ``head``
@@ -62,8 +63,20 @@ GE2E_DEFAULTS: dict = {
     "embed_dim": 256,         # the new FC layers of the transfer (as for the ResNet)
     "fc_layers": 2,
 }
+# Whisper's encoder (sertool.models.whisper); the sizes are tiny's, an import sets its own
+WHISPER_DEFAULTS: dict = {
+    "type": "whisper",
+    "n_mels": 80,             # 128 for large-v3
+    "n_ctx": 1500,            # positions after the stride-2 convolution (30 s)
+    "d_model": 384,
+    "n_heads": 6,
+    "n_layers": 4,
+    "layer": -1,              # hidden state pooled into the trunk's output (-1: after ln_post)
+    "embed_dim": 256,         # the new FC layers of the transfer (as for the ResNet)
+    "fc_layers": 2,
+}
 DEFAULTS_BY_TYPE = {"resnet": RESNET_DEFAULTS, "cnn1d_attention": CNN1D_DEFAULTS,
-                    "ge2e_lstm": GE2E_DEFAULTS}
+                    "ge2e_lstm": GE2E_DEFAULTS, "whisper": WHISPER_DEFAULTS}
 OPTIONAL_BY_TYPE = {"resnet": RESNET_OPTIONAL}
 EMBEDDING_HEADS = ("fc", "linear", "linear2")
 
@@ -121,7 +134,7 @@ class SERModel(nn.Module):
 def _encoder_head(conf: Mapping, pooled_dim: int) -> nn.Module:
     """The embedding layers of an encoder without classifier (num_classes 0); the last module
     (Identity) stands for the output layer, so ``SERModel.embedding`` gives their output."""
-    if conf["type"] != "resnet":  # the GE2E trunk's output is the embedding
+    if conf["type"] != "resnet":  # the GE2E and Whisper trunks' output is the embedding
         return nn.Sequential(nn.Identity())
     from sertool.models.resnet import fc_head, linear_embedding_head
 
@@ -136,7 +149,7 @@ def _encoder_head(conf: Mapping, pooled_dim: int) -> nn.Module:
 def _make_head(conf: Mapping, pooled_dim: int, num_classes: int) -> nn.Module:
     if num_classes == 0:
         return _encoder_head(conf, pooled_dim)
-    if conf["type"] in ("resnet", "ge2e_lstm"):
+    if conf["type"] in ("resnet", "ge2e_lstm", "whisper"):
         from sertool.models.resnet import fc_head
 
         return fc_head(pooled_dim, int(conf["embed_dim"]), int(conf["fc_layers"]), num_classes)
@@ -216,6 +229,11 @@ def build_model(model_conf: Mapping, num_classes: int, feat_dim: int) -> SERMode
 
         trunk = GE2ETrunk(feat_dim, **{k: conf[k] for k in GE2E_DEFAULTS
                                        if k not in ("type", "embed_dim", "fc_layers")})
+    elif conf["type"] == "whisper":
+        from sertool.models.whisper import WhisperTrunk
+
+        trunk = WhisperTrunk(feat_dim, **{k: int(conf[k]) for k in WHISPER_DEFAULTS
+                                          if k not in ("type", "embed_dim", "fc_layers")})
     else:
         from sertool.models.cnn1d_attention import CNN1DTrunk
 

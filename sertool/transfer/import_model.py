@@ -123,8 +123,10 @@ def map_state(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Ten
     return mapped, dropped
 
 
-def _write(out_dir: Path, model: torch.nn.Module, model_conf: dict, feat_dim: int,
-           frontend: dict, source: dict, dropped: list[str], header: str) -> None:
+def write_import(out_dir: Path, model: torch.nn.Module, model_conf: dict, feat_dim: int,
+                 frontend: dict, source: dict, dropped: list[str], header: str) -> None:
+    """OUT's model.pt, frontend.toml (``header`` its comment) and import.json (the module
+    docstring); every importer writes through this one function."""
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = {"frontend": frontend, "source": source}
     save_checkpoint(out_dir / MODEL_FILE, model, model_conf=model_conf, num_classes=0,
@@ -212,7 +214,7 @@ def import_wespeaker(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     source = {"source": "wespeaker", "model": str(model_dir.resolve()),
               "config_sha256": sha256_of(config_path), "weights": checkpoint,
               "weights_sha256": sha256_of(weights_path)}
-    _write(out_dir, model, model_conf, feat_dim, frontend, source, dropped,
+    write_import(out_dir, model, model_conf, feat_dim, frontend, source, dropped,
            f"Front-end of the WeSpeaker model imported from {model_dir.resolve()}:\n"
            "Kaldi fbank of int16-range samples, Hamming window, no dither, minus the utterance\n"
            f"mean, no VAD. Use: sertool extract-feats DATA FEAT --conf {out_dir / FRONTEND_FILE}")
@@ -287,7 +289,7 @@ def import_resemblyzer(out_dir: str | os.PathLike, package: str | os.PathLike | 
     version = _installed_version()
     source = {"source": "resemblyzer", "version": version, "weights": str(weights_path),
               "weights_sha256": sha256_of(weights_path), "training_step": ckpt.get("step")}
-    _write(out_dir, model, model_conf, feat_dim, frontend, source, dropped,
+    write_import(out_dir, model, model_conf, feat_dim, frontend, source, dropped,
            f"Front-end of Resemblyzer's GE2E encoder ({version}): waveform raised to\n"
            "-30 dBFS, 40 power mels (no log), 25 ms / 10 ms, no VAD (preprocess_wav's pause\n"
            f"trimming is not applied). Use: sertool extract-feats DATA FEAT --conf "
