@@ -1,10 +1,14 @@
-"""Test hook: named kill points, where a crash would hurt (tests/test_kill_points.py).
+"""Test hooks: named kill points, where a crash would hurt (tests/test_kill_points.py), and a
+job hold (tests/test_jobs_slurm.py).
 
 ``SERTOOL_KILL_AT=NAME`` makes the process SIGKILL itself the first time it reaches
 ``kill_point(NAME)``; ``SERTOOL_KILL_AT=NAME:N`` at its N-th hit. Hits are counted per process
 (each spawned job counts its own). Before dying it prints ``sertool: kill point NAME`` on
 stderr, so a test can tell this death from any other. SIGKILL, not an exception: nothing runs
 after it (no ``finally``, no atexit, no flush), exactly as with the OOM killer or a lost node.
+
+``SERTOOL_HOLD_JOB=3,5`` makes the jobs of those numbers wait forever before they start
+(:func:`hold_point`), so that a test can stop or cancel a running Slurm array task.
 
 Unset (every real run) a kill point costs one dictionary lookup. The names in use are
 :data:`KILL_POINTS`; each call site says in a comment why a crash there matters.
@@ -15,8 +19,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 KILL_ENV = "SERTOOL_KILL_AT"
+HOLD_ENV = "SERTOOL_HOLD_JOB"
 
 # Every kill point in the code (a test checks that each is reached by some kill test).
 KILL_POINTS = (
@@ -60,3 +66,10 @@ def kill_point(name: str) -> None:
         sys.stderr.write(f"sertool: kill point {wanted}\n")
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hold_point(job: int) -> None:
+    """Wait forever here if ``SERTOOL_HOLD_JOB`` lists job number ``job`` (comma-separated)."""
+    if str(job) in os.environ.get(HOLD_ENV, "").split(","):
+        while True:
+            time.sleep(60)

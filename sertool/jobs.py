@@ -57,16 +57,13 @@ from typing import Any, TypeVar
 
 from sertool.config import differing_keys
 from sertool.errors import SertoolError
-from sertool.faults import kill_point
+from sertool.faults import hold_point, kill_point
 from sertool.io_utils import atomic_write_text
 from sertool.progress import progress_bar
 from sertool.threads import capped
 
 T = TypeVar("T")
 CMDS = ("local", "slurm")
-# Test hook (slurm tests): array tasks whose job number is listed here (comma-separated) wait
-# forever before starting, so that a test can scancel a running task.
-HOLD_ENV = "SERTOOL_HOLD_JOB"
 POLL_S = 1.0
 SQUEUE_RETRIES = 120  # consecutive squeue failures (one per POLL_S) before giving up
 
@@ -526,9 +523,7 @@ def task_main(argv: Sequence[str]) -> int:
     with open(argv[0], "rb") as handle:
         spec = pickle.load(handle)
     index = int(os.environ["SLURM_ARRAY_TASK_ID"])
-    if str(index) in os.environ.get(HOLD_ENV, "").split(","):
-        while True:
-            time.sleep(60)
+    hold_point(index)  # a test hook: lets a test scancel a running task
     _limit_threads(spec["threads"])
     _execute(spec["func"], spec["out_dir"], spec["stage"], spec["jobs"][index], spec["args"],
              append_log=True)

@@ -15,7 +15,7 @@ from slurm_cluster import slurm  # noqa: F401 - the session fixture
 
 from sertool.corpora import prepare
 from sertool.demo_corpus import make_demo_corpus
-from sertool.jobs import HOLD_ENV
+from sertool.faults import HOLD_ENV
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SERTOOL = [sys.executable, "-m", "sertool"]
@@ -37,7 +37,7 @@ def sertool(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def start_held(args: list[str], hold: int) -> subprocess.Popen:
     """``sertool ARGS`` in the background, the array task of job ``hold`` held before it
-    starts (sertool.jobs.HOLD_ENV), so that a test can stop or cancel it."""
+    starts (sertool.faults.HOLD_ENV), so that a test can stop or cancel it."""
     return subprocess.Popen([*SERTOOL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, HOLD_ENV: str(hold)})
 
