@@ -172,6 +172,9 @@ LIMITS_BY_TYPE: dict[str, dict] = {
                   "partial_frames": (1, 1 << 20), "partial_rate": (1e-3, None),
                   "min_coverage": (1e-6, 1.0), "tail_frames": (0, 1 << 20),
                   "frame_shift_ms": (1e-3, None), "embed_dim": WIDTH, "fc_layers": DEPTH},
+    "whisper": {"n_mels": (1, 1024), "n_ctx": (1, 1 << 16), "d_model": WIDTH,
+                "n_heads": (1, 1024), "n_layers": (1, 1000), "layer": (-1001, 1000),
+                "embed_dim": WIDTH, "fc_layers": DEPTH},
 }
 CHOICES: dict[str, tuple[str, ...]] = {"pooling": ("stats", "tstp", "none"),
                                        "activation": ("prelu", "relu"),
