@@ -59,8 +59,8 @@ from sertool.datadir import DataDirError, read_folds, read_table
 from sertool.errors import SertoolError
 from sertool.expdir import fold_dir, write_experiment, write_posteriors
 from sertool.faults import kill_point
+from sertool.featdir import FeatDir
 from sertool.folds import HeldoutSplit, fold_seed, inner_speaker_folds, split_heldout
-from sertool.frontend.pipeline import check_model_frontend
 from sertool.io_utils import atomic_write_json, atomic_write_text, ensure_writable
 from sertool.jobs import Cluster, Job, check_identity, digest, marker_path, run_jobs
 from sertool.labels import read_label_map, read_utt2emo
@@ -69,7 +69,8 @@ from sertool.nnet.checkpoint import load_model, save_checkpoint
 from sertool.nnet.device import resolve_device
 from sertool.nnet.trainer import load_train_conf, train
 from sertool.predict import class_probabilities, export_bundle
-from sertool.transfer.embeddings import aug_key, extract_embeddings, read_embeddings
+from sertool.transfer.embdir import EmbeddingDir, keys_of, utt_of
+from sertool.transfer.embeddings import extract_embeddings
 from sertool.transfer.head import train_head
 
 STAGE = "finetune"  # log/finetune.N.log, N = the fold's position in DATA_DIR/folds
@@ -140,10 +141,10 @@ class FinetuneSummary:
 class _Setup:
     """What every fold shares: paths and configurations only (it is pickled into the Slurm
     task spec); the tables and embeddings are read from disk where the fold runs."""
-    feat_dir: Path
+    features: FeatDir  # pickled as its path
     data_dir: Path
     exp_dir: Path
-    emb_dir: Path | None  # the frozen trunk's embeddings
+    embeddings: EmbeddingDir | None  # the frozen trunk's (pickled as its path)
     mode: str
     init: Path | None
     conf: dict
@@ -164,21 +165,13 @@ class _Setup:
     def utt2label(self) -> dict[str, str]:
         return read_utt2emo(self.data_dir, read_label_map(self.labels, self.data_dir))
 
-    @cached_property
-    def feats_table(self) -> dict[str, str]:
-        return read_table(self.feat_dir / "feats.scp")
-
-    @cached_property
-    def embeddings(self) -> dict[str, np.ndarray]:
-        return read_embeddings(self.emb_dir)[0]
-
     def __getstate__(self) -> dict:
         # what was read from disk stays here (folds run one after another in this process
         # share it); a Slurm task reads it again
         return {k: v for k, v in self.__dict__.items() if k not in _LOADED}
 
 
-_LOADED = ("utt2spk", "utt2label", "feats_table", "embeddings")
+_LOADED = ("utt2spk", "utt2label")
 
 
 def _frontend_summary(frontend: Mapping) -> dict:
@@ -243,12 +236,9 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     classes = sorted({utt2label[u] for u in used})
     _require_every_class(data_dir, [f for f in folds if fold in ("all", f.name)], used,
                          utt2label)
-    feats_table = read_table(feat_dir / "feats.scp")
-    frontend_json = feat_dir / "frontend.json"
-    if not frontend_json.is_file():
-        raise FinetuneError(f"{frontend_json}: not found (make FEAT_DIR with extract-feats)")
-    frontend = json.loads(frontend_json.read_text(encoding="utf-8"))
-    absent = [u for u in used if u not in feats_table]
+    features = FeatDir.open(feat_dir)
+    frontend = features.frontend
+    absent = features.missing(used)
     if absent:  # extract-feats lists the utterances it could not use in FEAT_DIR/failed
         raise FinetuneError(
             f"{feat_dir / 'feats.scp'}: {len(absent)} utterance(s) of the folds are missing, "
@@ -256,7 +246,7 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             f"{feat_dir / 'failed'}; drop them from the data directory and its folds with "
             f"`sertool fix-data-dir {data_dir} --feat-dir {feat_dir}`)")
 
-    feat_dim = int(np.asarray(kaldiio.load_mat(feats_table[used[0]])).shape[1])
+    feat_dim = features.dim
     random_trunk = str(init) == "random"
     init_path = None if init is None or str(init) in ("none", "random") else Path(init)
     if random_trunk:
@@ -278,7 +268,7 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             raise FinetuneError("--model-conf is for --init none: with --init the network is "
                                 f"the speaker model's ({init_path})")
         _, init_meta = load_model(init_path, "cpu")
-        check_model_frontend(init_meta, frontend_json, init_path)
+        features.check_model(init_meta, init_path)
         model_conf = dict(init_meta["model_conf"])
         mode = "unfreeze" if unfreeze else "frozen"
     else:
@@ -335,12 +325,14 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     target = None
     if mode == "frozen":
         target = Path(emb_dir) if emb_dir is not None else exp_dir / "embeddings"
-        extract_embeddings(feat_dir, init_path, target, copies=copies, policy=policy,
+        extract_embeddings(features, init_path, target, copies=copies, policy=policy,
                            seed=int(conf["seed"]), nj=nj, device=device, utts=used,
                            progress=progress, cluster=cluster)
     local = cluster.cmd == "local"
     # relative paths stay relative: a Slurm task starts in this working directory
-    setup = _Setup(feat_dir, data_dir, exp_dir, target, mode, init_path, conf, dict(model_conf),
+    setup = _Setup(features, data_dir, exp_dir,
+                   EmbeddingDir(target) if target is not None else None, mode, init_path, conf,
+                   dict(model_conf),
                    dict(train_conf) if train_conf is not None else None, classes, feat_dim, device,
                    {"corpus": corpus, "data_dir": data_dir.name, "protocol": protocol.get("name"),
                     "init": ("none" if init_path is None else "random" if random_trunk
@@ -453,7 +445,7 @@ def _run_fold(setup: _Setup, name: str, train_utts: list[str], test_utts: list[s
     kill_point("finetune:after-model")  # model.pt without its bundle
     export_bundle(fold_dir / "bundle", model, classes=setup.classes,
                   model_conf=setup.model_conf, feat_dim=setup.feat_dim,
-                  frontend_json=setup.feat_dir / "frontend.json",
+                  frontend_json=setup.features.frontend_json,
                   provenance={**setup.provenance,
                               "fold": name if name != "all" else "all data (no test fold)",
                               "heldout": {k: heldout[k] for k in heldout if k != "epoch"},
@@ -472,16 +464,15 @@ def _seed_for(setup: _Setup, name: str) -> int:
 def _frozen_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list[str],
                  fold_dir: Path):
     """Paper default: new FC layers on the frozen trunk's stored pooled statistics."""
-    embeddings = setup.embeddings
+    embeddings = setup.embeddings.vectors  # read once per process, for all its folds
     index = {c: i for i, c in enumerate(setup.classes)}
     copies = 0 if setup.conf["augment"]["policy"] == "none" else int(
         setup.conf["augment"]["copies"])
 
     def vectors(utts: list[str], with_copies: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = [k for u in utts for k in [u] + ([aug_key(u, j) for j in range(1, copies + 1)]
-                                                if with_copies else [])]
+        keys = keys_of(utts, copies if with_copies else 0)
         return (torch.as_tensor(np.stack([embeddings[k] for k in keys])),
-                torch.as_tensor([index[setup.utt2label[k.split("#aug")[0]]] for k in keys]))
+                torch.as_tensor([index[setup.utt2label[utt_of(k)]] for k in keys]))
 
     model, _ = load_model(setup.init, "cpu")
     seed = _seed_for(setup, name)
@@ -542,7 +533,7 @@ def _trainer_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list
     else:
         conf["model"] = dict(setup.model_conf)
         conf["trunk_lr_factor"] = 1.0
-    result = train(setup.feat_dir, setup.data_dir, fold_dir / "train", conf, task="emotion",
+    result = train(setup.features, setup.data_dir, fold_dir / "train", conf, task="emotion",
                    train_utts=split.train, valid_utts=split.heldout, init_model=setup.init,
                    device=setup.device, progress=setup.progress, utt2label=setup.utt2label,
                    desc=f"fold {name}")
@@ -553,7 +544,7 @@ def _trainer_fold(setup: _Setup, name: str, split: HeldoutSplit, test_utts: list
                             f"the experiment {setup.classes}: every class must be trained")
     probs = np.zeros((len(test_utts), len(setup.classes)))
     for row, utt in enumerate(test_utts):
-        feats = np.asarray(kaldiio.load_mat(setup.feats_table[utt]))
+        feats = np.asarray(kaldiio.load_mat(setup.features.feats[utt]))
         probs[row] = class_probabilities(model, feats, setup.device)
     return model, dict(result.best), probs
 
