@@ -776,13 +776,15 @@ def fix_data_dir(data_dir: str | os.PathLike,
         drop((u for u, v in tables["segments"].items() if u in utts and v.split()[0] not in wav),
              "its recording is not in wav.scp")
     if feat_dir is not None:
-        from sertool.featdir import FAILED, FEATS_SCP, FeatDir  # lazy: featdir reads tables here
-
-        features = FeatDir(feat_dir)
-        for utt, why in features.failed().items():  # why: audio file, reason
-            if utt in utts:
-                removed.setdefault(utt, f"listed in {features.path / FAILED}: {': '.join(why)}")
-        drop(utts - set(features.feats), f"not in {features.path / FEATS_SCP}")
+        feat_dir = Path(feat_dir)
+        failed = feat_dir / "failed"
+        if failed.is_file():
+            for line in failed.read_text(encoding="utf-8").splitlines():
+                utt, *why = line.split("\t")  # utt <TAB> audio <TAB> reason
+                if utt in utts:
+                    removed.setdefault(utt, f"listed in {failed}: {': '.join(why)}")
+        feats = read_table(feat_dir / "feats.scp")
+        drop(utts - set(feats), f"not in {feat_dir / 'feats.scp'}")
     keep = utts - set(removed)
     if not keep:
         raise DataDirError(data_dir, None, f"no utterance would be left (all {len(utts)} "

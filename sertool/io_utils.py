@@ -205,7 +205,7 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 class OpenedDir:
-    """A stage's output directory opened for reading (sertool.featdir, the embedding
+    """A stage's output directory opened for reading (sertool.frontend.featdir, the embedding
     directory): a subclass reads each file once, when first asked for (``cached_property``),
     and checks it there. Pickled (into a cluster task) it is its path alone: the task reads
     the files itself, so only paths travel."""

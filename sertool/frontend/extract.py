@@ -1,6 +1,6 @@
 """``extract-feats``: a data directory -> Kaldi feature archives, in ``nj`` resumable jobs.
 
-The directory's layout, its writing and its reading belong to :mod:`sertool.featdir`; here
+The directory's layout, its writing and its reading belong to :mod:`sertool.frontend.featdir`; here
 the jobs make the archives (``feats.N.ark``, their ``.done.N`` markers and logs) and
 :func:`_merge` hands their parts to it.
 """
@@ -21,9 +21,9 @@ import numpy as np
 from sertool.datadir import DataDir, require_valid
 from sertool.errors import SertoolError
 from sertool.faults import kill_point
-from sertool.featdir import prepare_feat_dir, write_tables
 from sertool.frontend.audio import AudioError, load_audio
 from sertool.frontend.cmvn import conversation_cmvn
+from sertool.frontend.featdir import prepare_feat_dir, write_tables
 from sertool.frontend.pipeline import Frontend, FrontendError, resolve_conf, unusable
 from sertool.frontend.wave_augment import WaveAugment
 from sertool.io_utils import (

@@ -51,8 +51,8 @@ from sertool.config import ConfigError, load_config, shipped_conf
 from sertool.datadir import read_table
 from sertool.errors import SertoolError
 from sertool.faults import kill_point
-from sertool.featdir import FeatDir
 from sertool.folds import speaker_heldout
+from sertool.frontend.featdir import FeatDir
 from sertool.io_utils import atomic_replace_file, atomic_write_json, output_errors
 from sertool.jobs import check_identity
 from sertool.models import (

@@ -59,8 +59,8 @@ from sertool.datadir import DataDirError, read_folds, read_table
 from sertool.errors import SertoolError
 from sertool.expdir import fold_dir, write_experiment, write_posteriors
 from sertool.faults import kill_point
-from sertool.featdir import FeatDir
 from sertool.folds import HeldoutSplit, fold_seed, inner_speaker_folds, split_heldout
+from sertool.frontend.featdir import FeatDir
 from sertool.io_utils import atomic_write_json, atomic_write_text, ensure_writable
 from sertool.jobs import Cluster, Job, check_identity, digest, marker_path, run_jobs
 from sertool.labels import read_label_map, read_utt2emo

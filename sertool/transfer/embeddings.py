@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from sertool.faults import kill_point
-from sertool.featdir import FEATS_SCP, FeatDir
+from sertool.frontend.featdir import FEATS_SCP, FeatDir
 from sertool.io_utils import atomic_replace_file, atomic_write_json, output_errors, sha256_of
 from sertool.jobs import Cluster, check_identity, run_stage, split
 from sertool.nnet.checkpoint import load_model

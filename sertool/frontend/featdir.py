@@ -1,5 +1,5 @@
 """The feature directory: the contract between ``extract-feats`` (its writer) and every stage
-that reads features (``train``, ``extract-embeddings``, ``finetune``, ``fix-data-dir``).
+that reads features (``train``, ``extract-embeddings``, ``finetune``).
 
 Layout of FEAT_DIR (Kaldi's steps/make_fbank.sh is the model):
 
@@ -187,15 +187,6 @@ class FeatDir(OpenedDir):
                                    f"{WAVE_AUG_SCP}")
             copies.setdefault(utt, []).append((key, rx[key], int(frames)))
         return copies
-
-    def failed(self) -> dict[str, list[str]]:
-        """utt -> [audio file, reason]: the utterances extract-feats could not use (the
-        ``failed`` list; {} if there is none)."""
-        path = self.path / FAILED
-        if not path.is_file():
-            return {}
-        rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
-        return {utt: why for utt, *why in rows}
 
     def check_model(self, model_meta: Mapping, model_path: str | os.PathLike) -> None:
         """Refuse features made with another front-end than the model ``model_path`` (its
