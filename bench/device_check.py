@@ -369,7 +369,8 @@ def part_embeddings_predict(sizes: Sizes, device: str, clock: Clock, results: di
     from sertool.io_utils import atomic_write_json
     from sertool.nnet.checkpoint import save_checkpoint
     from sertool.predict import export_bundle, load_bundle, predict_files
-    from sertool.transfer.embeddings import extract_embeddings, read_embeddings
+    from sertool.transfer.embdir import EmbeddingDir
+    from sertool.transfer.embeddings import extract_embeddings
 
     classes = ["ang", "hap", "neu", "sad"]
     model_conf = load_model_conf(CONF_DIR / "model_resnet_tiny.toml")
@@ -386,7 +387,7 @@ def part_embeddings_predict(sizes: Sizes, device: str, clock: Clock, results: di
         for dev in ("cpu", device):
             extract_embeddings(root / "feats", model_path, root / f"emb_{dev}", copies=1,
                                policy="conservative", device=dev, progress=False)
-            emb[dev], _ = read_embeddings(root / f"emb_{dev}")
+            emb[dev] = EmbeddingDir.open(root / f"emb_{dev}").vectors
         scale = max(float(np.abs(v).max()) for v in emb["cpu"].values())
         diff = max(float(np.abs(emb["cpu"][k] - emb[device][k]).max()) for k in emb["cpu"])
         out["extract_embeddings"] = {"vectors": len(emb["cpu"]), "utterances": len(feats),

@@ -496,17 +496,9 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
                            progress=not no_progress,
                            command=shlex.join(["sertool", *sys.argv[1:]]),
                            labels=labels, cluster=cluster)
-    for f in summary.folds:
-        metric = next((m for m in ("valid_ua", "valid_acc") if m in (f.heldout or {})), None)
-        detail = (f"held-out {metric[6:].upper()} {f.heldout[metric]:.3f} "
-                  f"(epoch {f.heldout['epoch']})" if metric else "")
-        click.echo(f"fold {f.fold}: {f.status} {detail}".rstrip(), err=True)
-    if summary.bundle is not None:
-        click.echo(f"all-data bundle: {summary.bundle}", err=True)
-    what = {"frozen": "transfer, trunk frozen", "unfreeze": "transfer, all layers fine-tuned",
-            "scratch": "no transfer (trained from scratch)"}[summary.mode]
-    click.echo(f"{exp_dir}: {what}, {len(summary.folds)} fold(s); "
-               f"next: sertool score {exp_dir}")
+    for line in summary.fold_lines():
+        click.echo(line, err=True)
+    click.echo(summary.summary())
 
 
 def _predictions_to_stdout(preds: list, classes: list[str], err: Exception) -> NoReturn:

@@ -226,3 +226,19 @@ def sha256_of(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class OpenedDir:
+    """A stage's output directory opened for reading (sertool.frontend.featdir, the embedding
+    directory): a subclass reads each file once, when first asked for (``cached_property``),
+    and checks it there. Pickled (into a cluster task) it is its path alone: the task reads
+    the files itself, so only paths travel."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"

@@ -20,7 +20,8 @@ from sertool.datadir import read_folds, read_table
 from sertool.expdir import read_posteriors
 from sertool.frontend.extract import extract_feats
 from sertool.transfer.driver import FinetuneError, finetune, resolve_configs
-from sertool.transfer.embeddings import EmbeddingError, extract_embeddings, read_embeddings
+from sertool.transfer.embdir import EmbeddingDir, EmbeddingError
+from sertool.transfer.embeddings import extract_embeddings
 
 pytestmark = pytest.mark.slow
 TINY = str(CONF_DIR / "model_resnet_tiny.toml")
@@ -68,8 +69,8 @@ def test_embeddings_are_deterministic_across_jobs_and_resumable(demo, tmp_path):
                              progress=False)
     two = extract_embeddings(root / "feats_emo", speaker, tmp_path / "e2", copies=2, nj=2,
                              progress=False)
-    a, meta = read_embeddings(one.emb_dir)
-    b, _ = read_embeddings(two.emb_dir)
+    a, meta = EmbeddingDir.open(one.emb_dir).vectors, EmbeddingDir.open(one.emb_dir).meta
+    b = EmbeddingDir.open(two.emb_dir).vectors
     utts = sorted(read_table(root / "feats_emo" / "feats.scp"))
     assert sorted(a) == sorted([u for x in utts for u in (x, f"{x}#aug1", f"{x}#aug2")])
     assert sorted(a) == sorted(b)
@@ -92,7 +93,7 @@ def test_embeddings_are_deterministic_across_jobs_and_resumable(demo, tmp_path):
     again = extract_embeddings(root / "feats_emo", speaker, two.emb_dir, copies=2, nj=2,
                                progress=False)
     assert 0 < again.n_written < len(a)
-    c, _ = read_embeddings(two.emb_dir)
+    c = EmbeddingDir.open(two.emb_dir).vectors
     assert all(np.array_equal(a[k], c[k]) for k in a)
     with pytest.raises(EmbeddingError, match="made differently"):
         extract_embeddings(root / "feats_emo", speaker, two.emb_dir, copies=1, nj=2,

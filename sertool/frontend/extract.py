@@ -1,32 +1,12 @@
 """``extract-feats``: a data directory -> Kaldi feature archives, in ``nj`` resumable jobs.
 
-Layout of FEAT_DIR (Kaldi's steps/make_fbank.sh is the model):
-
-``frontend.json``       the resolved front-end configuration (a FEAT_DIR made with another
-                        configuration is refused, never mixed)
-``feats.N.ark``         job N's matrices; ``feats.N.scp`` its index (internal)
-``.done.N``             written last, after the ark and index are fsynced and renamed; holds a
-                        hash of the job's inputs. A rerun skips jobs whose marker matches and
-                        redoes the others from scratch, so a half-written archive is never used
-                        (sertool.jobs runs the jobs, here or on a cluster).
-``feats.scp``           utt -> ark:offset for every utterance, sorted (C order)
-``utt2num_frames``      frames kept per utterance
-``vad_stats``           utt frames_in frames_kept [flags]: ``vad_fallback`` (VAD kept fewer than
-                        vad.min_kept_frames: kept whole), ``too_short`` (fewer frames than that
-                        in all), ``clipped``; each also a WARNING line in the job's log
-``failed``              utt <TAB> file <TAB> reason, one line per skipped utterance; silent audio
-                        (digital silence, DC only) and features that would be all zero are
-                        listed here, never stored
-``wave_aug.json``       with ``--wave-augment`` only: the waveform augmentation
-``wave_aug.scp``        its copies, ``<utt>#<copy>`` -> ark:offset (not in feats.scp, so every
-                        other stage sees the original utterances alone)
-``wave_aug``            copy_key utt copy frames, one line per copy
-``log/extract.N.log``   one log per job
+The directory's layout, its writing and its reading belong to :mod:`sertool.frontend.featdir`; here
+the jobs make the archives (``feats.N.ark``, their ``.done.N`` markers and logs) and
+:func:`_merge` hands their parts to it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -38,22 +18,20 @@ from typing import TextIO
 import kaldiio
 import numpy as np
 
-from sertool.config import config_fingerprint
-from sertool.datadir import DataDir, require_valid, write_table
+from sertool.datadir import DataDir, require_valid
 from sertool.errors import SertoolError
 from sertool.faults import kill_point
 from sertool.frontend.audio import AudioError, load_audio
 from sertool.frontend.cmvn import conversation_cmvn
+from sertool.frontend.featdir import prepare_feat_dir, write_tables
 from sertool.frontend.pipeline import Frontend, FrontendError, resolve_conf, unusable
 from sertool.frontend.wave_augment import WaveAugment
 from sertool.io_utils import (
-    atomic_open,
-    atomic_write_json,
     atomic_write_text,
     ensure_writable,
     output_errors,
 )
-from sertool.jobs import Cluster, Job, check_identity, run_stage, split
+from sertool.jobs import Cluster, Job, run_stage, split
 
 STAGE = "extract"  # log/extract.JOB.log
 
@@ -219,30 +197,6 @@ def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Pa
     return written
 
 
-def _prepare_feat_dir(feat_dir: Path, conf: dict, wave_augment: dict | None = None) -> str:
-    """Write frontend.json (and wave_aug.json), or check that existing ones match. Returns the
-    fingerprint of both."""
-    feat_dir.mkdir(parents=True, exist_ok=True)
-    conf_path, aug_path = feat_dir / "frontend.json", feat_dir / "wave_aug.json"
-    if conf_path.exists():
-        previous_aug = (json.loads(aug_path.read_text(encoding="utf-8"))
-                        if aug_path.exists() else None)
-        had = (f"with waveform augmentation {previous_aug}" if previous_aug
-               else "with no waveform augmentation")
-        check_identity(feat_dir, aug_path, wave_augment or {}, previous=previous_aug or {},
-                       what=had, error=ExtractError, hint="give the same --wave-augment, "
-                       "remove the directory or choose another FEAT_DIR")
-        check_identity(feat_dir, conf_path, conf, what="with another front-end configuration",
-                       error=ExtractError, hint="remove the directory or choose another FEAT_DIR")
-    else:
-        if wave_augment:
-            atomic_write_json(aug_path, wave_augment)
-        atomic_write_json(conf_path, conf)  # last: it marks the directory as made
-    if wave_augment:
-        return config_fingerprint({"frontend": conf, "wave_augment": wave_augment})
-    return config_fingerprint(conf)
-
-
 def _read_lines(path: Path) -> list[str]:
     with open(path, encoding="utf-8") as handle:
         return [line for line in handle if line.strip()]
@@ -276,7 +230,7 @@ def extract_feats(
     if aug_conf and resolved["cmvn"]["mode"] == "conversation":
         raise ExtractError("--wave-augment needs segment-level (or no) CMVN, not conversation")
     ensure_writable(feat_dir)  # now, not when the first job ends
-    fingerprint = _prepare_feat_dir(feat_dir, resolved, aug_conf)
+    fingerprint = prepare_feat_dir(feat_dir, resolved, aug_conf, ExtractError)
     parts = split_jobs(data, nj, resolved["cmvn"]["mode"] == "conversation")
     jobs, ran = run_stage(STAGE, feat_dir, run_job, parts,
                           (resolved, str(feat_dir), strict, aug_conf), files=JOB_FILES,
@@ -296,21 +250,13 @@ def _merge(feat_dir: Path, jobs: list[Job], skipped: int) -> ExtractResult:
             aug += _read_lines(paths["aug"])
     table = dict(line.rstrip("\n").split(" ", 1) for line in scp)
     aug_rows = {line.split(" ", 1)[0]: line.split(" ", 1)[1].strip() for line in aug}
-    if (feat_dir / "wave_aug.json").exists():
-        write_table(feat_dir / "wave_aug.scp", {k: table[k] for k in aug_rows})
-        write_table(feat_dir / "wave_aug", aug_rows)
-    table = {k: v for k, v in table.items() if k not in aug_rows}
+    copies = {k: (table.pop(k), row) for k, row in aug_rows.items()}
     n_utts = sum(len(job.items) for job in jobs)
     if len(table) + len(failed) != n_utts:
         raise ExtractError(f"{feat_dir}: {len(table)} extracted + {len(failed)} failed "
                            f"!= {n_utts} utterances; rerun to redo the jobs")
-    write_table(feat_dir / "feats.scp", table)
-    kill_point("extract-feats:after-feats-scp")  # feats.scp without utt2num_frames
     vad_rows = [line.split() for line in vad]
-    write_table(feat_dir / "utt2num_frames", {r[0]: r[2] for r in vad_rows})
-    write_table(feat_dir / "vad_stats", {r[0]: " ".join(r[1:]) for r in vad_rows})
-    with atomic_open(feat_dir / "failed", "w", encoding="utf-8") as handle:
-        handle.writelines(sorted(failed))
+    write_tables(feat_dir, table, copies, vad_rows, failed)
     result = ExtractResult(
         feat_dir, n_utts, len(table),
         failed=[tuple(line.rstrip("\n").split("\t", 2)) for line in sorted(failed)],

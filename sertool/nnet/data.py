@@ -16,10 +16,8 @@ can skip the batches already done and continue exactly (see sertool.nnet.trainer
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,50 +37,6 @@ class Item:
     start: int  # first frame of the region used
     end: int  # one past its last frame
     augment: bool = False  # an augmented copy (paper: original + two augmented versions)
-
-
-def read_feats_scp(feat_dir: str | os.PathLike) -> dict[str, str]:
-    """utt -> kaldiio rxfile from FEAT_DIR/feats.scp."""
-    from sertool.datadir import read_table
-
-    path = Path(feat_dir) / "feats.scp"
-    if not path.is_file():
-        raise DataError(f"{path}: feats.scp not found (run sertool extract-feats first)")
-    return read_table(path)
-
-
-def read_wave_copies(feat_dir: str | os.PathLike) -> dict[str, list[tuple[str, str, int]]]:
-    """source utterance -> [(copy key, rxfile, frames)]: the waveform-augmented copies that
-    ``extract-feats --wave-augment`` wrote (FEAT_DIR/wave_aug and wave_aug.scp); {} if none."""
-    from sertool.datadir import read_table
-
-    feat_dir = Path(feat_dir)
-    if not (feat_dir / "wave_aug.scp").is_file():
-        return {}
-    rx = read_table(feat_dir / "wave_aug.scp")
-    copies: dict[str, list[tuple[str, str, int]]] = {}
-    for key, rest in read_table(feat_dir / "wave_aug").items():
-        utt, _, frames = rest.split()
-        if key not in rx:
-            raise DataError(f"{feat_dir / 'wave_aug'}: copy {key} is not in wave_aug.scp")
-        copies.setdefault(utt, []).append((key, rx[key], int(frames)))
-    return copies
-
-
-def read_num_frames(feat_dir: str | os.PathLike, feats: Mapping[str, str]) -> dict[str, int]:
-    """Frames per utterance from utt2num_frames, else by reading the matrices."""
-    from sertool.datadir import read_table
-
-    path = Path(feat_dir) / "utt2num_frames"
-    if path.is_file():
-        table = read_table(path)
-        try:
-            return {u: int(table[u]) for u in feats}
-        except KeyError as err:
-            raise DataError(f"{path}: no entry for utterance {err.args[0]} of feats.scp") from err
-    import kaldiio
-
-    return {u: int(np.asarray(kaldiio.load_mat(rx)).shape[0]) for u, rx in feats.items()}
 
 
 def load_feats(rxfile: str, utt: str = "") -> np.ndarray:

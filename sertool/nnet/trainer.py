@@ -45,7 +45,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import kaldiio
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -55,6 +54,7 @@ from sertool.datadir import read_table
 from sertool.errors import SertoolError
 from sertool.faults import kill_point
 from sertool.folds import speaker_heldout
+from sertool.frontend.featdir import FeatDir
 from sertool.io_utils import atomic_replace_file, atomic_write_json, output_errors
 from sertool.jobs import check_identity
 from sertool.metrics import (
@@ -84,9 +84,6 @@ from sertool.nnet.data import (
     SegmentDataset,
     chunk_loader,
     expand_copies,
-    read_feats_scp,
-    read_num_frames,
-    read_wave_copies,
 )
 from sertool.nnet.device import resolve_device
 from sertool.nnet.log import log_to_file, write_history
@@ -211,20 +208,21 @@ def _labels_of(data_dir: Path, task: str) -> dict[str, str]:
     return read_table(path)
 
 
-def _items(feat_dir: Path, data_dir: Path, conf: Mapping, task: str,
+def _items(feat_dir: str | os.PathLike | FeatDir, data_dir: Path, conf: Mapping, task: str,
            train_utts: Sequence[str] | None, valid_utts: Sequence[str] | None,
            utt2label: Mapping[str, str] | None = None):
-    feats = read_feats_scp(feat_dir)
+    features = FeatDir.open(feat_dir)
+    feats = dict(features.feats)  # the training copies are added below
     utt2label = dict(utt2label) if utt2label is not None else _labels_of(data_dir, task)
     pool = list(train_utts) if train_utts is not None else sorted(utt2label)
-    missing = [u for u in pool + list(valid_utts or []) if u not in feats]
+    missing = features.missing(pool + list(valid_utts or []))
     if missing:
-        raise TrainError(f"{feat_dir / 'feats.scp'}: no features for {len(missing)} "
+        raise TrainError(f"{features.path / 'feats.scp'}: no features for {len(missing)} "
                          f"utterance(s), e.g. {missing[0]}")
     unlabelled = [u for u in pool + list(valid_utts or []) if u not in utt2label]
     if unlabelled:
         raise TrainError(f"{data_dir}: utterance {unlabelled[0]} has no {task} label")
-    nframes = read_num_frames(feat_dir, {u: feats[u] for u in pool + list(valid_utts or [])})
+    nframes = features.num_frames(pool + list(valid_utts or []))
     if valid_utts is not None:
         train = [(u, 0, nframes[u]) for u in pool]
         held = [(u, 0, nframes[u]) for u in valid_utts]
@@ -244,7 +242,7 @@ def _items(feat_dir: Path, data_dir: Path, conf: Mapping, task: str,
     # none: its copies would hold the held-out stretch too.
     source = {u: u for u, _, _ in train + held}
     copies = []
-    wave_copies = read_wave_copies(feat_dir)
+    wave_copies = features.wave_copies()
     for u, start, end in train:
         if start == 0 and end == nframes[u]:
             for key, rx, frames in wave_copies.get(u, []):
@@ -307,7 +305,7 @@ def _newest_checkpoint(exp_dir: Path) -> Path | None:
 # ----------------------------------------------------------------------------- training
 
 
-def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
+def train(feat_dir: str | os.PathLike | FeatDir, data_dir: str | os.PathLike,
           exp_dir: str | os.PathLike, conf: Mapping, task: str = "speaker",
           train_utts: Sequence[str] | None = None, valid_utts: Sequence[str] | None = None,
           init_model: str | os.PathLike | None = None, device: str | None = None,
@@ -319,7 +317,7 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     instead of DATA_DIR's utt2spk / utt2emo. ``desc`` names the run in its progress and epoch
     lines (finetune: the fold).
     """
-    feat_dir, data_dir, exp_dir = Path(feat_dir), Path(data_dir), Path(exp_dir)
+    data_dir, exp_dir = Path(data_dir), Path(exp_dir)
     full = copy.deepcopy(DEFAULTS)
     full.update(copy.deepcopy(dict(conf)))
     conf = full
@@ -338,11 +336,13 @@ def train(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             torch.cuda.set_device(device)
     is_main = rank == 0
 
-    feats, labels, train_items, valid_items = _items(feat_dir, data_dir, conf, task,
+    features = FeatDir.open(feat_dir)
+    feat_dir = features.path
+    feats, labels, train_items, valid_items = _items(features, data_dir, conf, task,
                                                      train_utts, valid_utts, utt2label)
     if not train_items:
         raise TrainError(f"{data_dir}: no training utterances")
-    feat_dim = int(np.asarray(kaldiio.load_mat(feats[train_items[0].utt])).shape[1])
+    feat_dim = features.dim
 
     init_meta = load_checkpoint(init_model) if init_model is not None else None
     model_conf = conf["model"] or (init_meta["model_conf"] if init_meta else None)

@@ -6,17 +6,10 @@ per utterance and per augmented copy, and training the FC layers on the stored v
 gives the same model as running the frozen trunk in every epoch of every fold, at a fraction
 of the cost (the full ResNet34 at 128 mels runs ~3.6 utterances/s on a 2-core CPU).
 
-Output directory::
-
-    emb.json          how it was made: model (path and SHA-256), feature dir (feats.scp
-                      SHA-256), policy, copies, seed, pooled dimension, counts
-    emb.<j>.ark/.scp  job j's float32 vectors (Kaldi binary ark, read with kaldiio)
-    emb.scp           every job's entries, written last: the directory is complete
-
-Keys: ``<utt>`` is the original whole segment, ``<utt>#aug1`` ... ``<utt>#aug<N>`` its N
-SpecAugment-ed copies (``#`` never occurs in a Kaldi utterance id). The trunk runs in eval
-mode on whole, variable-length segments (no chunking, no padding), the original and its
-copies in one batch (same length, and eval-mode batch norm treats samples independently).
+The output directory's layout and keys belong to :mod:`sertool.transfer.embdir`. The trunk
+runs in eval mode on whole, variable-length segments (no chunking, no padding), the original
+and its copies in one batch (same length, and eval-mode batch norm treats samples
+independently).
 Copy k of an utterance is masked with a generator seeded from (seed, utt, k): the same
 vectors come out whatever ``nj`` is and however often a job is rerun.
 
@@ -30,7 +23,6 @@ copies or seed is refused, not mixed.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,37 +33,25 @@ import kaldiio
 import numpy as np
 import torch
 
-from sertool.datadir import read_table
-from sertool.errors import SertoolError
 from sertool.faults import kill_point
-from sertool.frontend.pipeline import check_model_frontend
-from sertool.io_utils import (
-    atomic_replace_file,
-    atomic_write_json,
-    atomic_write_text,
-    output_errors,
-    sha256_of,
-)
+from sertool.frontend.featdir import FEATS_SCP, FeatDir
+from sertool.io_utils import atomic_replace_file, atomic_write_json, output_errors, sha256_of
 from sertool.jobs import Cluster, check_identity, run_stage, split
 from sertool.nnet.checkpoint import load_model
 from sertool.nnet.data import load_feats
 from sertool.nnet.device import resolve_device
 from sertool.nnet.specaugment import POLICIES, SpecAugment
+from sertool.transfer.embdir import (
+    AUG_SEP,
+    EMB_JSON,
+    EMB_SCP,
+    JOB_FILES,
+    EmbeddingError,
+    aug_key,
+    write_index,
+)
 
-EMB_JSON = "emb.json"
-EMB_SCP = "emb.scp"
-AUG_SEP = "#aug"
 STAGE = "extract-embeddings"  # log/extract-embeddings.JOB.log
-JOB_FILES = ("emb.JOB.ark", "emb.JOB.scp")
-
-
-class EmbeddingError(SertoolError, ValueError):
-    """Bad input or an incompatible existing output directory (the message names the file)."""
-
-
-def aug_key(utt: str, k: int) -> str:
-    """Key of the k-th augmented copy (k >= 1) of ``utt``."""
-    return f"{utt}{AUG_SEP}{k}"
 
 
 def copy_seed(seed: int, utt: str, k: int) -> int:
@@ -150,7 +130,7 @@ def _run_job(index: int, entries: list[tuple[str, str]], model_path: str, out_di
 # ----------------------------------------------------------------------------- the stage
 
 
-def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLike,
+def extract_embeddings(feat_dir: str | os.PathLike | FeatDir, model_path: str | os.PathLike,
                        emb_dir: str | os.PathLike, *, copies: int = 2,
                        policy: str = "conservative", seed: int = 0, nj: int = 1,
                        device: str = "cpu", utts: Sequence[str] | None = None,
@@ -172,11 +152,12 @@ def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLik
         raise EmbeddingError(f"copies must be >= 0 and nj >= 1 (got {copies}, {nj})")
     if policy == "none":
         copies = 0
-    feat_dir, model_path, emb_dir = Path(feat_dir), Path(model_path), Path(emb_dir).resolve()
-    feats_scp = feat_dir / "feats.scp"
-    table = read_table(feats_scp)
+    features = FeatDir.open(feat_dir)
+    model_path, emb_dir = Path(model_path), Path(emb_dir).resolve()
+    feats_scp = features.path / FEATS_SCP
+    table = features.feats
     wanted = sorted(table) if utts is None else sorted(set(utts))
-    absent = [u for u in wanted if u not in table]
+    absent = features.missing(wanted)
     if absent:
         raise EmbeddingError(f"{feats_scp}: {len(absent)} utterance(s) have no features, "
                              f"e.g. {absent[0]!r}")
@@ -185,19 +166,18 @@ def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLik
     if not model_path.is_file():
         raise EmbeddingError(f"{model_path}: model not found")
     model, model_meta = load_model(model_path, "cpu")
-    check_model_frontend(model_meta, feat_dir / "frontend.json", model_path)
-    first = np.asarray(kaldiio.load_mat(table[wanted[0]]))
-    feat_dim = int(model_meta.get("feat_dim", first.shape[1]))
-    if first.ndim != 2 or first.shape[1] != feat_dim:
-        raise EmbeddingError(f"{feats_scp}: utterance {wanted[0]!r} has features of shape "
-                             f"{first.shape}, the model {model_path} expects {feat_dim} dims")
+    features.check_model(model_meta, model_path)
+    feat_dim = int(model_meta.get("feat_dim", features.dim))
+    if features.dim != feat_dim:
+        raise EmbeddingError(f"{feats_scp}: features of {features.dim} dims, the model "
+                             f"{model_path} expects {feat_dim}")
     pooled_dim = int(model.pooled_dim)
     del model
 
     meta = {
         "model": str(model_path),
         "model_sha256": sha256_of(model_path),
-        "feat_dir": str(feat_dir.resolve()),
+        "feat_dir": str(features.path.resolve()),
         "feats_scp_sha256": sha256_of(feats_scp),
         "policy": policy,
         "copies": copies,
@@ -226,28 +206,5 @@ def extract_embeddings(feat_dir: str | os.PathLike, model_path: str | os.PathLik
                           error=EmbeddingError)
     written = sum(len(jobs[i - 1].items) for i in ran.ran)
 
-    lines = []
-    for job in jobs:
-        lines += (emb_dir / f"emb.{job.index}.scp").read_text(encoding="utf-8").splitlines()
-    expected = len(wanted) * (1 + copies)
-    if len(lines) != expected:
-        raise EmbeddingError(f"{emb_dir}: {len(lines)} embeddings written, expected {expected}")
-    kill_point("extract-embeddings:before-emb-scp")  # every job done, the set not complete
-    atomic_write_text(emb_dir / EMB_SCP, "\n".join(sorted(lines)) + "\n")
+    write_index(emb_dir, [job.index for job in jobs], len(wanted) * (1 + copies))
     return EmbeddingSet(emb_dir, meta, written * (1 + copies))
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-def read_embeddings(emb_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
-    """All vectors of a finished embedding directory, keyed as written, and its ``emb.json``."""
-    emb_dir = Path(emb_dir)
-    scp = emb_dir / EMB_SCP
-    if not scp.is_file():
-        raise EmbeddingError(f"{scp}: not found (extract-embeddings has not finished in "
-                             f"{emb_dir})")
-    meta = json.loads((emb_dir / EMB_JSON).read_text(encoding="utf-8"))
-    vectors = {key: np.asarray(mat, dtype=np.float32)
-               for key, mat in kaldiio.load_scp_sequential(str(scp))}
-    return vectors, meta

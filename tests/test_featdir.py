@@ -1,0 +1,96 @@
+"""The feature directory has one owner (sertool.frontend.featdir): every stage reads it through
+``FeatDir.open``, once, and a missing or broken file is the same message everywhere."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sertool.cli import main
+from sertool.config import CONF_DIR
+from sertool.datadir import Fold, read_table, write_folds
+
+TINY = CONF_DIR / "model_resnet_tiny.toml"
+FAST = ["heldout_speakers=1", "head.epochs=1", "head.batch_size=4", "augment.copies=1",
+        "train.epochs=1", "train.batch_size=4", "train.num_workers=0", "train.chunk_frames=[20]"]
+
+
+def _inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """4 speakers x 3 utterances of 20-dim features (classes ang and neu), two
+    leave-one-speaker-out folds (0 and 1)."""
+    from train_helpers import make_feats
+
+    feat_dir, data = make_feats(tmp_path, n_spk=4, n_utt=3, frames=40, dim=20, emotion=True)
+    (feat_dir / "frontend.json").write_text('{"kind": "logmel"}')
+    utts = sorted(read_table(data / "utt2spk"))
+    write_folds(data, [Fold(s, [u for u in utts if not u.startswith(f"spk{s}-")],
+                            [u for u in utts if u.startswith(f"spk{s}-")]) for s in "01"],
+                {"name": "leave-one-speaker-out", "speaker_independent": True})
+    return feat_dir, data
+
+
+def _cli(*args: str | Path):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("init", ["random", "none"])
+def test_finetune_reads_the_feature_index_once(tmp_path, monkeypatch, init):
+    """feats.scp used to be read by the driver, its fold set-up, the embedding extraction
+    and the trainer of every fold; now by the plan's FeatDir, which the rest is handed."""
+    import sertool.datadir
+
+    _inputs(tmp_path)
+    reads = []
+    read_text = sertool.datadir.read_text
+    monkeypatch.setattr(sertool.datadir, "read_text",
+                        lambda path, **kw: reads.append(Path(path).name) or read_text(path, **kw))
+    result = _cli("finetune", tmp_path / "feats", tmp_path / "data", tmp_path / "exp",
+                  "--init", init, "--model-conf", TINY, *[a for kv in FAST for a in ("--set", kv)])
+    assert result.exit_code == 0, result.output
+    assert reads.count("feats.scp") == 1, reads
+    assert reads.count("utt2num_frames") == (2 if init == "none" else 0)  # one per fold
+
+
+def test_a_feature_directory_without_its_index_is_one_message_in_every_stage(tmp_path):
+    _inputs(tmp_path)
+    feats, data = tmp_path / "feats", tmp_path / "data"
+    (feats / "feats.scp").unlink()
+    before = _hashes(tmp_path)
+    message = (f"sertool: error: {feats / 'feats.scp'}: file not found (make the feature "
+               "directory with sertool extract-feats)\n")
+    for args in (["train", feats, data, tmp_path / "exp", "--task", "emotion",
+                  "--model-conf", TINY],
+                 ["extract-embeddings", feats, tmp_path / "model.pt", tmp_path / "emb"],
+                 ["finetune", feats, data, tmp_path / "exp", "--init", "random",
+                  "--model-conf", TINY]):
+        result = _cli(*args)
+        assert result.exit_code == 1, (args[0], result.output)
+        assert result.stderr == message, (args[0], result.stderr)
+        assert "Traceback" not in result.output
+        # a refused command leaves no output folder behind (train's lock is its own stage)
+        assert _hashes(tmp_path) == before, args[0]
+
+
+def test_feat_dir_reads_each_file_once_and_pickles_as_its_path(tmp_path):
+    from sertool.frontend.featdir import FeatDir
+
+    feats, _ = _inputs(tmp_path)
+    opened = FeatDir.open(feats)
+    assert FeatDir.open(opened) is opened  # what a stage is handed is not read again
+    assert opened.dim == 20 and len(opened.feats) == 12
+    assert opened.frontend == {"kind": "logmel"}
+    assert opened.num_frames(["spk0-u0"]) == {"spk0-u0": int(
+        (feats / "utt2num_frames").read_text().split()[1])}
+    assert opened.wave_copies() == {}
+    blob = pickle.dumps(opened)
+    assert b"spk0-u0" not in blob
+    assert pickle.loads(blob).feats == opened.feats
