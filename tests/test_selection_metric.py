@@ -14,7 +14,8 @@ from train_helpers import make_feats, tiny_conf
 import sertool.nnet.trainer as trainer
 from sertool import metrics
 from sertool.metrics import confusion_matrix, unweighted_accuracy
-from sertool.nnet.data import Item, read_feats_scp
+from sertool.frontend.featdir import FeatDir
+from sertool.nnet.data import Item
 
 # A held-out log whose best-accuracy epoch (2) is not its best-UA epoch (3): a minority class
 # recognised at epoch 3 costs accuracy and gains UA.
@@ -41,7 +42,7 @@ def _scripted_training(tmp_path, monkeypatch, task: str) -> trainer.TrainResult:
     rows = iter(HELD_OUT_LOG)
     monkeypatch.setattr(trainer, "evaluate", lambda *args, **kwargs: dict(next(rows)))
     feat_dir, data_dir = make_feats(tmp_path, emotion=True)
-    utts = sorted(read_feats_scp(feat_dir))
+    utts = sorted(FeatDir.open(feat_dir).feats)
     valid = [u for u in utts if u.endswith("-u0")]  # one utterance of each of the 4 speakers
     train = [u for u in utts if u not in valid]
     conf = tiny_conf(epochs=len(HELD_OUT_LOG), keep_checkpoints=1, checkpoint_every_steps=0)
@@ -76,7 +77,7 @@ class _AlwaysFirstClass(torch.nn.Module):
 
 def test_held_out_evaluation_reports_ua_through_sertool_metrics(tmp_path):
     feat_dir, _ = make_feats(tmp_path)
-    feats = read_feats_scp(feat_dir)
+    feats = FeatDir.open(feat_dir).feats
     # three utterances of class 0 and one of class 1, all decided as class 0
     items = [Item(u, label, 0, 50) for u, label in
              zip(sorted(feats)[:4], (0, 0, 0, 1), strict=True)]
