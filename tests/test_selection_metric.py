@@ -13,8 +13,8 @@ from train_helpers import make_feats, tiny_conf
 
 import sertool.nnet.trainer as trainer
 from sertool import metrics
-from sertool.metrics import confusion_matrix, unweighted_accuracy
 from sertool.frontend.featdir import FeatDir
+from sertool.metrics import confusion_matrix, unweighted_accuracy
 from sertool.nnet.data import Item
 
 # A held-out log whose best-accuracy epoch (2) is not its best-UA epoch (3): a minority class

