@@ -52,8 +52,8 @@ from sertool.nnet.data import ChunkBatchSampler, ChunkDataset, Item, chunk_loade
 from sertool.nnet.loop import EpochBatches, StepTimes, train_steps
 
 # The trainer tests' tiny runs (4 speakers x 6 utterances, tiny ResNet, 4 batches per epoch,
-# partial.pt every 2 steps): the resume check is tests/test_train_resume.py's, on the device.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+# partial.pt every 2 steps): the resume check is tests/stages/test_train_resume.py's, on the device.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "helpers"))
 from train_helpers import make_feats, tiny_conf  # noqa: E402
 
 GPU_SKIPPED = "GPU parts skipped: no CUDA device"
@@ -61,7 +61,7 @@ BUDGET_S = 450  # the whole run, GPU: under the 8 minutes a device check may tak
 HARD_STOP_S = 25  # a part still running this long after the budget is stopped (SIGALRM)
 REPO = Path(__file__).resolve().parent.parent
 # Weights of a killed-and-resumed run vs an uninterrupted one. CPU: bit-exact (as
-# tests/test_train_resume.py). GPU: cuDNN may pick kernels that accumulate in another order
+# tests/stages/test_train_resume.py). GPU: cuDNN may pick kernels that accumulate in another order
 # (atomics in some backward kernels), so equal up to float32 noise grown over a few steps.
 RESUME_TOL = {"cpu": 0.0, "cuda": 1e-4}
 # cuda vs CPU on the same weights and inputs. cuDNN convolutions use TF32 by default

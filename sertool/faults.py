@@ -1,5 +1,5 @@
-"""Test hooks: named kill points, where a crash would hurt (tests/test_kill_points.py), and a
-job hold (tests/test_jobs_slurm.py).
+"""Test hooks: named kill points, where a crash would hurt (tests/stages/test_kill_points.py), and a
+job hold (tests/cluster/test_jobs_slurm.py).
 
 ``SERTOOL_KILL_AT=NAME`` makes the process SIGKILL itself the first time it reaches
 ``kill_point(NAME)``; ``SERTOOL_KILL_AT=NAME:N`` at its N-th hit. Hits are counted per process

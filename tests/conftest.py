@@ -1,13 +1,20 @@
-"""Shared fixtures. Real recordings live in ../shared/data (never copied into the repo)."""
+"""Shared fixtures, for every tier (unit, stages, recipes, real, cluster). Real recordings live
+in ../shared/data (never copied into the repo)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The helpers every tier imports (``from train_helpers import make_feats``): one folder, put on
+# sys.path before any test module is imported; test modules never import each other.
+HELPERS = Path(__file__).resolve().parent / "helpers"
+if str(HELPERS) not in sys.path:
+    sys.path.insert(0, str(HELPERS))
 SHARED_DATA = Path(os.environ.get("SERTOOL_SHARED_DATA", REPO.parent / "shared" / "data"))
 REQUIRE_SHARED = os.environ.get("SERTOOL_REQUIRE_SHARED_DATA", "") not in ("", "0")
 REQUIRE_WHISPER = os.environ.get("SERTOOL_REQUIRE_WHISPER", "") not in ("", "0")

@@ -4,7 +4,7 @@ Whisper's encoder (Radford et al. 2022): two 1-D convolutions over the log-mel f
 the second with stride 2, each followed by GELU), plus a stored sinusoidal position table, then
 pre-LayerNorm transformer blocks (self-attention and a 4x GELU MLP, each with a residual) and a
 final LayerNorm. Written from the published description and checked against transformers'
-``WhisperModel`` and CTranslate2's encoder (tests/test_whisper.py); the weights come from
+``WhisperModel`` and CTranslate2's encoder (tests/real/test_whisper.py); the weights come from
 ``sertool import-speaker-model whisper`` (:mod:`sertool.transfer.import_whisper`).
 
 Two departures from OpenAI's code, neither changing a value:

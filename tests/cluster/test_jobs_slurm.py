@@ -1,5 +1,5 @@
-"""--cmd slurm on a real single-node Slurm cluster (tests/slurm_cluster.py): the same bytes as
-a local run, and a rerun that resubmits only the jobs that did not finish."""
+"""--cmd slurm on a real single-node Slurm cluster (tests/helpers/slurm_cluster.py): the same
+bytes as a local run, and a rerun that resubmits only the jobs that did not finish."""
 
 from __future__ import annotations
 

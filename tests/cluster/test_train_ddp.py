@@ -29,7 +29,7 @@ def test_torchrun_cpu_processes(tmp_path, nproc):
            "--conf", str(conf), "--model-conf", "conf/model_resnet_tiny.toml",
            "--device", "cpu", "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180,
-                          cwd=os.path.dirname(os.path.dirname(__file__)))
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in exp.glob("*.pt")) == ["final.pt", "model_1.pt", "model_2.pt"]
     lines = (exp / "train_log.csv").read_text().splitlines()

@@ -15,7 +15,8 @@ from train_helpers import make_feats
 
 from sertool.nnet.checkpoint import load_model
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+HELPERS = ROOT / "tests" / "helpers"
 
 
 @pytest.mark.slow
@@ -29,12 +30,12 @@ def test_two_nodes_train_one_model(tmp_path):
                     'lr = 0.05\n')
     endpoint = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT),
+           "PYTHONPATH": os.pathsep.join([str(HELPERS), str(ROOT),
                                           os.environ.get("PYTHONPATH", "")])}
     nodes = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank",
          str(node), "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint",
-         endpoint, "--rdzv_id", "sertool-test", str(ROOT / "tests" / "multinode_rank.py"),
+         endpoint, "--rdzv_id", "sertool-test", str(HELPERS / "multinode_rank.py"),
          str(ranks), "train", "--task", "speaker", str(feat_dir), str(data_dir), str(exp),
          "--conf", str(conf), "--model-conf", str(ROOT / "conf" / "model_resnet_tiny.toml"),
          "--device", "cpu", "--no-progress"],

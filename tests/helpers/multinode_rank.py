@@ -1,6 +1,6 @@
-"""One rank of tests/test_train_multinode.py: ``sertool train`` (the CLI's own entry point) as
-torchrun starts it, then this rank's weights saved to OUT/rank<RANK>.pt so that the test can
-check that every node ends with the same model.
+"""One rank of tests/cluster/test_train_multinode.py: ``sertool train`` (the CLI's own entry
+point) as torchrun starts it, then this rank's weights saved to OUT/rank<RANK>.pt so that the
+test can check that every node ends with the same model.
 
 Usage (under torchrun): multinode_rank.py OUT train ARGS...
 """

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_import_speaker import RAVDESS_FILES, _transfers_like_a_speaker_model
+from speaker_transfer import RAVDESS_FILES, _transfers_like_a_speaker_model
 
 from sertool.cli import main
 from sertool.frontend.audio import load_audio

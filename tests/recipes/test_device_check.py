@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ is not installed
 from bench.device_check import GPU_SKIPPED, main  # noqa: E402
 
 

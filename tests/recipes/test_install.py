@@ -12,7 +12,7 @@ import torch
 import sertool
 from sertool.config import CONF_DIR, ConfigError, find_conf, load_toml, shipped_conf
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_torchaudio_compiled_part_loads_with_this_torch():

@@ -18,7 +18,7 @@ import pytest
 
 from sertool.cli import main
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _walkthrough() -> str:

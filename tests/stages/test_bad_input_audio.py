@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_bad_input import _snapshot
+from battery import _snapshot
 from train_helpers import tiny_bundle
 
 SR = 16000
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MEMORY_CAP = 4 << 30  # bytes of address space: torch needs about 3 GiB of it to import
 LIMIT_ENV = "SERTOOL_MAX_AUDIO_SECONDS"
 RATE_PROBLEM = ("sample rate {rate} Hz in its header is outside 8000-384000 Hz, the rates of "

@@ -14,8 +14,8 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
+from battery import _tone
 from click.testing import CliRunner
-from test_bad_input import _tone
 from train_helpers import make_feats
 
 from sertool.cli import main

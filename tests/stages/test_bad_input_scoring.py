@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
-from test_scoring import CLASSES, _data_dir, _experiment
+from scoring_experiment import CLASSES, _data_dir, _experiment
 
 from sertool import scoring
 from sertool.cli import main

@@ -1,5 +1,5 @@
 """NaN, Inf and stored configurations (issue 23, defects 3 and 9), in the battery's form
-(tests/test_bad_input.py): each row is run through the real CLI and must exit with its status
+(tests/stages/test_bad_input.py): each row is run through the real CLI and must exit with its status
 and its whole message, print no traceback, leave every file that was there byte-identical and
 write nothing beyond what the row allows (no model, bundle or posteriors of a refused run).
 
@@ -22,8 +22,15 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
-from test_bad_input import Row, Shared, _snapshot, _train, shared  # noqa: F401 (a fixture)
-from test_bad_input import test_bad_input_is_named_and_nothing_is_lost as check_row
+from battery import (  # noqa: F401 - shared_inputs: the module's inputs, made once
+    Row,
+    Shared,
+    _run,
+    _snapshot,
+    _train,
+    check_row,
+    shared_inputs,
+)
 
 from sertool.config import CONF_DIR
 from sertool.frontend.pipeline import resolve_conf
@@ -273,16 +280,15 @@ ROWS = [
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
 def test_non_finite_values_and_stored_configurations_are_refused(
-        row: Row, shared: Shared, tmp_path: Path):  # noqa: F811 (the battery's fixture)
+        row: Row, shared: Shared, tmp_path: Path):
     check_row(row, shared, tmp_path)
 
 
 def test_a_diverged_run_keeps_its_last_good_checkpoint_and_a_rerun_stops_again(
-        shared: Shared, tmp_path: Path):  # noqa: F811 (the battery's fixture)
+        shared: Shared, tmp_path: Path):
     """partial.pt is written every step until the weights go non-finite; that step is never
     saved, so the checkpoint left is finite, and a rerun resumes from it, diverges at the same
     step and leaves it byte-identical."""
-    from test_bad_input import _run
 
     args = [str(a) for a in _train(tmp_path, shared, *TINY, "--set", "lr=10000", "--set",
                                    "epochs=2", "--set", "checkpoint_every_steps=1")]

@@ -11,6 +11,7 @@ import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
+from corpora import make_corpus, read_all
 from signals import voiced, with_noise
 
 from sertool.datadir import DataDir
@@ -20,27 +21,6 @@ from sertool.frontend.pipeline import Frontend
 
 SR = 16000
 SERTOOL = [sys.executable, "-m", "sertool"]
-
-
-def make_corpus(root: Path, n: int = 12, seed: int = 0) -> Path:
-    """n utterances of 2 speakers: silence, a voiced burst, silence, in light noise."""
-    rng = np.random.default_rng(seed)
-    wav_scp, utt2spk = {}, {}
-    for i in range(n):
-        spk = f"spk{i % 2}"
-        utt = f"{spk}-utt{i:03d}"
-        pad = np.zeros(int(0.3 * SR), np.float32)
-        wave = with_noise([pad, voiced(0.5 + 0.05 * i, rng, f0=110 + 10 * i), pad], rng)
-        path = root / "wav" / f"{utt}.flac"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, wave, SR)
-        wav_scp[utt], utt2spk[utt] = str(path), spk
-    DataDir(wav_scp=wav_scp, utt2spk=utt2spk).save(root / "data")
-    return root / "data"
-
-
-def read_all(feat_dir: Path) -> dict[str, np.ndarray]:
-    return {k: np.array(v) for k, v in kaldiio.load_scp(str(feat_dir / "feats.scp")).items()}
 
 
 def test_extract_writes_consistent_archives(tmp_path):

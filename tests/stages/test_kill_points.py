@@ -22,11 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from signals import SR, voiced, with_noise
+from corpora import TRAIN_TOML, _make_corpus
 
 from sertool.config import CONF_DIR
 from sertool.faults import KILL_ENV, KILL_POINTS
@@ -47,19 +45,6 @@ WALL_CLOCK_TEXT = re.compile(rb'^\| date \| [^|]* \|\n|"(?:time_s|data_wait_s|st
                              re.MULTILINE)
 RERUN_KEYS = {"reruns"}
 
-TRAIN_TOML = """\
-seed = 3
-epochs = 2
-batch_size = 4
-lr = 0.05
-chunk_frames = [20, 30]
-lr_constant_epochs = 1
-lr_halve_every = 1
-heldout_fraction = 0.34
-heldout_min_frames = 20
-num_workers = 0
-checkpoint_every_steps = 2
-"""
 
 # stage -> (its output, relative to the workspace; the command, {W} = the workspace)
 STAGES: dict[str, tuple[str, list[str]]] = {
@@ -126,20 +111,6 @@ def _env(kill_at: str | None = None) -> dict[str, str]:
 def _sertool(args: list[str], work: Path, kill_at: str | None = None):
     cmd = [sys.executable, "-m", "sertool", *(a.replace("{W}", str(work)) for a in args)]
     return subprocess.run(cmd, env=_env(kill_at), capture_output=True, text=True)
-
-
-def _make_corpus(work: Path) -> None:
-    """6 speakers x 3 utterances of 1 s (each speaker its own pitch), 3 classes, a manifest."""
-    corpus = work / "corpus"
-    corpus.mkdir()
-    rows = ["path,label,speaker"]
-    for s in range(1, 7):
-        for u in range(3):
-            rng = np.random.default_rng(10 * s + u)
-            wave = with_noise([voiced(1.0, rng, f0=90.0 + 25 * s)], rng)
-            sf.write(corpus / f"s{s}_{u}.wav", wave, SR)
-            rows.append(f"s{s}_{u}.wav,{('ang', 'hap', 'neu')[(s + u) % 3]},s{s}")
-    (corpus / "manifest.csv").write_text("\n".join(rows) + "\n")
 
 
 @pytest.fixture(scope="module")

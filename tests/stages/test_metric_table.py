@@ -1,9 +1,9 @@
 """One metric table (issue 21, item 4): report.md, report.json, the comparison and the ablation
 chart are all generated from ``sertool.metrics.METRICS``.
 
-The golden files in tests/golden/metric_table/ were written by the code before the table existed
-(the temporary folder is replaced by ``<tmp>``); the outputs must stay byte-identical to them.
-After a deliberate change of a format, rewrite them with ``SERTOOL_WRITE_GOLDEN=1`` and review
+The golden files in tests/stages/golden/metric_table/ were written by the code before the table
+existed (the temporary folder is replaced by ``<tmp>``); the outputs must stay byte-identical to
+them. After a deliberate change of a format, rewrite them with ``SERTOOL_WRITE_GOLDEN=1`` and review
 the diff.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from matplotlib.colors import to_hex
-from test_scoring import _data_dir, _experiment
+from scoring_experiment import _data_dir, _experiment
 
 from sertool import metrics, scoring
 from sertool.cli import main

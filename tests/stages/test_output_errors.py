@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_bad_input import Shared, shared  # noqa: F401 - the module's inputs, made once
-from test_reliability import _emodb
+from battery import Shared, shared_inputs  # noqa: F401 - the module's inputs, made once
+from corpora import _emodb
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TINY = ("--model-conf", "model_resnet_tiny.toml", "--set", "epochs=1", "--set", "batch_size=4",
         "--set", "chunk_frames=[20]", "--no-progress")
 
@@ -84,7 +84,7 @@ def _assert_contained(done: subprocess.CompletedProcess, message: str, before: d
     assert not [p for p in after if p.endswith(".tmp") or ".tmp." in Path(p).name]
 
 
-def _data_dir(root: Path, shared: Shared) -> Path:  # noqa: F811 - the fixture's value
+def _data_dir(root: Path, shared: Shared) -> Path:
     data = root / "data"
     data.mkdir()
     (data / "wav.scp").write_text(f"spk1-u1 {shared.audio / 'a.wav'}\n"
@@ -160,7 +160,7 @@ def test_prepare_into_a_read_only_folder_keeps_the_old_data(tmpfs, tmp_path):
 
 @pytest.mark.slow  # ~6 s: two extract-feats processes
 def test_extract_feats_rerun_on_a_read_only_folder_fails_before_any_work(tmpfs, tmp_path,
-                                                                          shared):  # noqa: F811
+                                                                          shared):
     data = _data_dir(tmp_path, shared)
     disk = tmpfs("disk")
     (disk / "feats").mkdir()
@@ -176,7 +176,7 @@ def test_extract_feats_rerun_on_a_read_only_folder_fails_before_any_work(tmpfs, 
                       shared.audio)
 
 
-def test_train_into_a_read_only_folder(tmpfs, shared):  # noqa: F811
+def test_train_into_a_read_only_folder(tmpfs, shared):
     disk = tmpfs("disk")
     _read_only(disk)
     before = _snapshot(shared.feats, shared.feats_data)
@@ -185,7 +185,7 @@ def test_train_into_a_read_only_folder(tmpfs, shared):  # noqa: F811
                       shared.feats, shared.feats_data)
 
 
-def test_score_to_a_read_only_folder(tmpfs, shared):  # noqa: F811
+def test_score_to_a_read_only_folder(tmpfs, shared):
     disk = tmpfs("disk")
     (disk / "report").mkdir()
     (disk / "report" / "report.md").write_text("the last report\n")
@@ -196,7 +196,7 @@ def test_score_to_a_read_only_folder(tmpfs, shared):  # noqa: F811
                       disk, shared.exp)
 
 
-def test_predict_to_a_read_only_folder_says_so_before_predicting(tmpfs, shared):  # noqa: F811
+def test_predict_to_a_read_only_folder_says_so_before_predicting(tmpfs, shared):
     disk = tmpfs("disk")
     (disk / "out.csv").write_text("file,ang,neu\nearlier.wav,0.5,0.5\n")
     _read_only(disk)
@@ -211,7 +211,7 @@ def test_predict_to_a_read_only_folder_says_so_before_predicting(tmpfs, shared):
 
 
 @pytest.mark.slow  # ~5 s: loads torch and the bundle in a process
-def test_predict_on_a_full_disk_says_so_before_predicting(tmpfs, shared):  # noqa: F811
+def test_predict_on_a_full_disk_says_so_before_predicting(tmpfs, shared):
     disk = tmpfs("disk")
     _fill(disk, leave=0)  # not even the header of OUT.partial fits
     before = _snapshot(disk)
@@ -219,11 +219,11 @@ def test_predict_on_a_full_disk_says_so_before_predicting(tmpfs, shared):  # noq
     _assert_contained(done, rf"{_e(disk / 'out.csv')}\.partial: cannot write \(No space left "
                       r"on device\).*", before, disk)
     assert "files predicted" not in done.stderr and not done.stdout
-    # (a disk that fills up part-way: tests/test_predict_long.py, the rows go to stdout)
+    # (a disk that fills up part-way: tests/stages/test_predict_long.py, the rows go to stdout)
 
 
 def test_extract_feats_on_a_full_disk_names_the_archive_and_frees_it(tmpfs, tmp_path,
-                                                                      shared):  # noqa: F811
+                                                                      shared):
     data = _data_dir(tmp_path, shared)
     disk = tmpfs("disk")
     (disk / "notes.txt").write_text("mine\n")
@@ -237,7 +237,7 @@ def test_extract_feats_on_a_full_disk_names_the_archive_and_frees_it(tmpfs, tmp_
 
 
 @pytest.mark.slow  # ~9 s: a one-epoch training up to its first checkpoint
-def test_train_on_a_full_disk_names_the_checkpoint(tmpfs, shared):  # noqa: F811
+def test_train_on_a_full_disk_names_the_checkpoint(tmpfs, shared):
     disk = tmpfs("disk", size="4m")
     (disk / "exp").mkdir()
     _fill(disk, leave=160 * 1024)  # config.json fits, a 380 kB checkpoint does not

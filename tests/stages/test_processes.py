@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from test_extract import make_corpus, read_all
+from corpora import make_corpus, read_all
 
 from sertool.cli import main
 from sertool.faults import KILL_ENV
@@ -22,7 +22,7 @@ from sertool.frontend.extract import SLOW_ENV, extract_feats
 from sertool.lock import LOCK_NAME
 
 SERTOOL = [sys.executable, "-m", "sertool"]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
 

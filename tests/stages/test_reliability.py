@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import os
 import stat
-from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from click.testing import CliRunner
+from corpora import _emodb
 from train_helpers import make_feats, tiny_conf
 
 from sertool.cli import main
@@ -22,15 +20,6 @@ from sertool.nnet.trainer import TrainError, train
 
 def _cli(*args: str):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _emodb(src: Path) -> Path:
-    for spk in ("03", "08"):
-        for name in (f"{spk}a01Wa", f"{spk}a02Na"):
-            path = src / "wav" / f"{name}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, 0.1 * np.random.default_rng(int(spk)).standard_normal(800), 16000)
-    return src
 
 
 # ----------------------------------------------------------------- prepare never loses files

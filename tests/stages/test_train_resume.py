@@ -37,7 +37,8 @@ def test_kill_mid_epoch_then_resume_is_exact(tmp_path, workers):
     conf = tiny_conf(num_workers=workers)
     ref = train(feat_dir, data_dir, ref_dir, conf, progress=False)
 
-    script = SCRIPT.format(tests=os.path.dirname(__file__), feat=str(feat_dir),
+    helpers = os.path.join(os.path.dirname(os.path.dirname(__file__)), "helpers")
+    script = SCRIPT.format(tests=helpers, feat=str(feat_dir),
                            data=str(data_dir), exp=str(cut_dir), workers=workers)
     # partial.pt every 2 steps; global step 7 = epoch 2, batch 3: killed after the partial
     # checkpoint of batch 2, so batch 3's update is lost and must be redone identically

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from test_kill_points import TRAIN_TOML, _make_corpus
+from corpora import TRAIN_TOML, _make_corpus
 
 import sertool.cli
 import sertool.folds

@@ -14,7 +14,7 @@ from sertool.frontend.wave_augment import WAVE_AUGMENT_DEFAULTS
 from sertool.nnet.trainer import DEFAULTS as TRAINER
 from sertool.transfer.driver import DEFAULTS as FINETUNE
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = {"frontend": FRONTEND, "mfcc": FRONTEND, "finetune": FINETUNE,
            "wave_augment": WAVE_AUGMENT_DEFAULTS, "train": TRAINER}
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_corpora_emotion import CASES, _audio
+from corpus_trees import CASES, _audio
 
 from sertool.corpora import PrepareError, prepare
 from sertool.datadir import read_table

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_featdir import FAST, TINY, _inputs
+from finetune_inputs import FAST, TINY, _inputs
 
 from sertool.cli import main
 from sertool.errors import SertoolError
@@ -50,7 +50,7 @@ def test_importing_the_plan_does_not_import_torch():
     code = ("import sys, sertool.transfer.plan; "
             "print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[1])
+                         check=True, cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 

@@ -135,7 +135,7 @@ def test_extract_embeddings_nj_is_capped_at_the_utterances(tmp_path):
 
 
 def test_extract_feats_nj_is_capped_at_the_utterances(tmp_path):
-    from test_extract import make_corpus
+    from corpora import make_corpus
 
     from sertool.frontend.extract import extract_feats
 

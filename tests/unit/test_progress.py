@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_extract import make_corpus
+from corpora import make_corpus
 
 from sertool.progress import LineProgress, elapsed
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_line_progress_prints_count_share_and_time(capsys, monkeypatch):

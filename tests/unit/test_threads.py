@@ -15,14 +15,14 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
+from finetune_inputs import _inputs
 from train_helpers import make_feats, tiny_bundle, tiny_conf
 
 from sertool import threads
 from sertool.cli import main
 from sertool.config import CONF_DIR
-from sertool.datadir import Fold, read_table, write_folds
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CAP_LINE = ("sertool: warning: {what}: more than the {n} CPU(s) this process may use "
             "({why}); {then}")
 
@@ -124,7 +124,8 @@ finally:
     status = open("/proc/self/status").read()
     print("process threads", status.split("Threads:")[1].split()[0], file=sys.stderr)
 """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    helpers = REPO / "tests" / "helpers"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(helpers)])}
     env.pop("SLURM_CPUS_PER_TASK", None)
     env.pop(threads.THREADS_ENV, None)
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -168,16 +169,6 @@ def test_predict_without_threads_uses_the_default_capped(tmp_path, monkeypatch):
     assert torch.get_num_threads() == before  # the command's setting does not outlive it
 
 
-def _tiny_experiment(tmp_path: Path) -> tuple[Path, Path]:
-    feat_dir, data = make_feats(tmp_path, n_spk=4, n_utt=3, frames=40, dim=20, emotion=True)
-    (feat_dir / "frontend.json").write_text('{"kind": "logmel"}')
-    utts = sorted(read_table(data / "utt2spk"))
-    write_folds(data, [Fold(s, [u for u in utts if not u.startswith(f"spk{s}-")],
-                            [u for u in utts if u.startswith(f"spk{s}-")]) for s in "0"],
-                {"name": "leave-one-speaker-out", "speaker_independent": True})
-    return feat_dir, data
-
-
 def _finetune_head_threads(monkeypatch, feat_dir: Path, data: Path, exp: Path,
                            *extra: str) -> tuple[list[int], str]:
     """Run the frozen-trunk finetune (one fold, random trunk); the torch threads each head
@@ -206,7 +197,7 @@ def test_the_head_trains_on_one_thread_unless_asked(tmp_path, monkeypatch):
     monkeypatch.delenv(threads.THREADS_ENV, raising=False)
     if threads.available_cpus().cpus < 2:
         pytest.skip("needs 2 CPUs to tell 1 thread from 2")
-    feat_dir, data = _tiny_experiment(tmp_path)
+    feat_dir, data = _inputs(tmp_path, folds="0")
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # PyTorch's default on a 2-core machine
     try:
