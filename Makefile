@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sertool-installed
 
-.PHONY: setup test test-fast wheel-check demo bench device-check lint clean
+.PHONY: setup test test-fast test-unit wheel-check demo bench device-check lint clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Tests in tiers (tests/conftest.py applies to all; shared helpers in tests/helpers):
+# tests/unit (library functions, no CLI pipeline), tests/stages (stages through the real CLI on
+# synthetic data), tests/recipes (recipe runs, the README walk-through, the install),
+# tests/real (the real recordings and published models), tests/cluster (DDP, multinode, Slurm).
 test: setup
 	$(PY) -m pytest -q
 
@@ -23,6 +27,10 @@ test: setup
 # development VM (make test: all 378, recipes included, about 16 minutes).
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not shared_data"
+
+# The unit tier alone: library functions, seconds.
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
 
 # The built wheel, installed into a clean venv, run from outside the checkout (.ci/run runs it).
 wheel-check: setup
