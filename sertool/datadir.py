@@ -34,6 +34,7 @@ from sertool.io_utils import (
     atomic_open,
     atomic_write_json,
     atomic_write_text,
+    not_a_file,
     refuse_output_over_inputs,
 )
 
@@ -515,9 +516,11 @@ def validate_data_dir(
         for rec, value in wav.items():
             if is_pipe(value):
                 continue  # a pipe command; it is checked when it runs
-            if not Path(wav_entry(path, value)).is_file():
+            kind = not_a_file(wav_entry(path, value))  # stat only: a FIFO cannot block
+            if kind is not None:
+                what = "not found" if kind == "not found" else f"is {kind}, not an audio file"
                 problems.append(f"{path / 'wav.scp'}:{_line_of(path / 'wav.scp', rec)}: "
-                                f"audio file of {rec!r} not found: {value}")
+                                f"audio file of {rec!r} {what}: {value}")
 
     if (path / "folds" / "protocol.json").exists():
         problems += _validate_folds(path, set(utt2spk))

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -85,6 +86,24 @@ def ensure_writable(directory: str | os.PathLike) -> Path:
     os.close(fd)
     os.unlink(probe)
     return directory
+
+
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it is not a regular file ("not found", "a directory", "a FIFO",
+    "a character device", ..., or "cannot read (reason)"), or None for a regular file. Only
+    stat is called: a FIFO is never opened, so it cannot block the caller."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "not found"
+    except OSError as err:
+        return f"cannot read ({err.strerror or err})"
+    if stat.S_ISREG(mode):
+        return None
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a file")
 
 
 def refuse_output_over_inputs(output: str | os.PathLike,

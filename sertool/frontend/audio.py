@@ -19,7 +19,6 @@ import math
 import os
 import re
 import signal
-import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from sertool.errors import SertoolError
+from sertool.io_utils import not_a_file
 
 
 class AudioError(SertoolError, ValueError):
@@ -77,19 +77,15 @@ def pipe_byte_limit() -> int:
 def file_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be read as an audio file (missing, a directory, a FIFO or device:
     never opened, so a FIFO cannot block), or None for a regular file."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "audio file not found"
-    except OSError as err:
-        return f"cannot read the audio file ({err.strerror or err})"
-    if stat.S_ISREG(mode):
+    kind = not_a_file(path)
+    if kind is None:
         return None
-    if stat.S_ISDIR(mode):
+    if kind == "not found":
+        return "audio file not found"
+    if kind.startswith("cannot read"):
+        return kind.replace("cannot read", "cannot read the audio file", 1)
+    if kind == "a directory":
         return "is a directory, not an audio file"
-    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
-            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "not a file")
     return f"not a regular file ({kind}); give an audio file"
 
 

@@ -253,3 +253,32 @@ def test_every_shipped_protocol_makes_folds_the_readers_accept(tmp_path):
         assert check.exit_code == 0, (protocol, check.output)
         validate = _run("validate-data-dir", data, "--no-check-files")
         assert validate.exit_code == 0, (protocol, validate.output)
+
+
+# ----------------------------------------------------------------- wav.scp entries, no files
+
+
+def test_validate_says_what_a_wav_scp_entry_is_when_it_is_no_file(tmp_path):
+    """A directory, a FIFO (never opened: validate must not block on it) and a missing file,
+    each named with its wav.scp line, as extract-feats and predict name them."""
+    import os
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "adir").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    (data / "wav.scp").write_text(f"spk1-u1 {tmp_path / 'adir'}\nspk1-u2 {tmp_path / 'fifo'}\n"
+                                  f"spk1-u3 {tmp_path / 'none.wav'}\n")
+    (data / "utt2spk").write_text("spk1-u1 spk1\nspk1-u2 spk1\nspk1-u3 spk1\n")
+    (data / "spk2utt").write_text("spk1 spk1-u1 spk1-u2 spk1-u3\n")
+    before = _tree_digest(data)
+    result = _run("validate-data-dir", data)
+    assert result.exit_code == 1, result.output
+    wav = data / "wav.scp"
+    assert result.output.splitlines() == [
+        f"{wav}:1: audio file of 'spk1-u1' is a directory, not an audio file: {tmp_path}/adir",
+        f"{wav}:2: audio file of 'spk1-u2' is a FIFO, not an audio file: {tmp_path}/fifo",
+        f"{wav}:3: audio file of 'spk1-u3' not found: {tmp_path}/none.wav",
+        f"sertool: error: {data}: 3 problem(s)"]
+    assert "Traceback" not in result.output
+    assert _tree_digest(data) == before
