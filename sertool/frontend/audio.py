@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from sertool.datadir import is_pipe
 from sertool.errors import SertoolError
 from sertool.io_utils import not_a_file
 
@@ -125,7 +126,7 @@ def _pipe_output(source: str) -> bytearray:
 def open_audio(source: str) -> Iterator[sf.SoundFile]:
     """The audio of a wav.scp value (a file, or a pipe command ending in ``|``), open, with a
     usable sample rate. Raises AudioError naming ``source`` for anything that cannot be read."""
-    if source.rstrip().endswith("|"):
+    if is_pipe(source):
         handle: str | io.BytesIO = io.BytesIO(_pipe_output(source))
     else:
         if problem := file_problem(source):
