@@ -427,12 +427,15 @@ def train_cmd(feat_dir: str, data_dir: str, exp_dir: str, task: str, conf_path: 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel jobs (one process and one thread each; at most one per utterance).")
+@click.option("--all-layers", is_flag=True,
+              help="A trunk with several hidden layers (Whisper): store every layer's "
+              "statistics, layer 0 first (finetune's layers.use best, weighted, concat).")
 @cluster_options
 @long_work_options()
 @threads_option
 def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int, policy: str,
-                           seed: int, nj: int, device: str, no_progress: bool,
-                           cluster: Cluster) -> None:
+                           seed: int, nj: int, all_layers: bool, device: str,
+                           no_progress: bool, cluster: Cluster) -> None:
     """Pooled trunk statistics of MODEL for every utterance of FEAT_DIR and its augmented
     copies, as Kaldi ark/scp in EMB_DIR (emb.scp). Resumable: finished jobs are kept."""
     from sertool.transfer.embeddings import extract_embeddings  # imports torch
@@ -440,7 +443,8 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
     with dir_lock(emb_dir):
         result = extract_embeddings(feat_dir, model, emb_dir, copies=copies, policy=policy,
                                     seed=seed, nj=nj, device=device,
-                                    progress=not no_progress, cluster=cluster)
+                                    progress=not no_progress, cluster=cluster,
+                                    all_layers=all_layers)
     click.echo(result.summary())
 
 

@@ -197,7 +197,23 @@ class FeatDir(OpenedDir):
         key = str(Path(model_path).resolve())
         if key not in self._checked_models:
             check_model_frontend(model_meta, self.frontend_json, model_path)
+            self._check_trunk_frontend(model_meta.get("model_conf") or {}, model_path)
             self._checked_models.add(key)
+
+    def _check_trunk_frontend(self, model_conf: Mapping, model_path: str | os.PathLike
+                              ) -> None:
+        """A trunk that reads one front-end only (the registry's ``frontend``: Whisper's
+        log-mel, the GE2E LSTM's mels) is refused other features, even when the model records
+        no front-end of its own."""
+        from sertool.models import TRUNKS  # lazy: torch (loaded already: the model was read)
+
+        trunk = TRUNKS.get(str(model_conf.get("type", "resnet")))
+        kind = self.frontend.get("kind", "?")
+        if trunk is not None and trunk.frontend is not None and kind != trunk.frontend:
+            raise FeatDirError(f"{self.path / FRONTEND_JSON}: features of kind {kind!r}, the "
+                               f"{model_conf['type']} trunk of {model_path} reads "
+                               f"{trunk.frontend!r} features (extract-feats --conf with "
+                               f"kind = \"{trunk.frontend}\")")
 
     @cached_property
     def _checked_models(self) -> set[str]:

@@ -17,7 +17,9 @@ speaker embedding, and ``replace_head`` builds the paper's FC layers (``embed_di
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -75,10 +77,36 @@ WHISPER_DEFAULTS: dict = {
     "embed_dim": 256,         # the new FC layers of the transfer (as for the ResNet)
     "fc_layers": 2,
 }
-DEFAULTS_BY_TYPE = {"resnet": RESNET_DEFAULTS, "cnn1d_attention": CNN1D_DEFAULTS,
-                    "ge2e_lstm": GE2E_DEFAULTS, "whisper": WHISPER_DEFAULTS}
-OPTIONAL_BY_TYPE = {"resnet": RESNET_OPTIONAL}
+# Options every trunk type takes, absent from resolved configurations unless set (so the
+# configurations of existing runs stay byte-identical): the head (sertool.models.heads).
+HEAD_OPTIONAL: dict = {"head": "fc"}  # "fc": the type's own FC head; "linear": logistic regression
+# A trunk with several hidden layers (Whisper): "all" pools every layer (mean || std of each,
+# layer after layer) and the head mixes them ("concat" or a learned "weighted" sum).
+LAYERED_OPTIONAL: dict = {"pool_layers": "one", "layer_mix": "concat"}
 EMBEDDING_HEADS = ("fc", "linear", "linear2")
+
+
+@dataclass(frozen=True)
+class TrunkType:
+    """One entry of the registry: what a trunk type is made of. A new trunk is its module
+    (with a ``trunk_from_conf(feat_dim, conf)`` function) plus one entry in :data:`TRUNKS`."""
+
+    defaults: dict  # its options and their defaults (the resolved configuration's keys)
+    limits: dict  # the ranges of its numeric options (see LIMITS_BY_TYPE below)
+    module: str  # the module holding ``trunk_from_conf``, imported when one is built
+    own_head: str = "fc"  # its FC head for classes: "fc" (embed_dim, fc_layers) or "dense"
+    optional: dict = field(default_factory=dict)  # options only some configurations set
+    frontend: str | None = None  # the front-end kind its features must come from (None: any)
+    embedding_head: bool = False  # with num_classes 0 its head holds published layers (ResNet)
+
+    @property
+    def schema(self) -> dict:
+        return {**self.defaults, **HEAD_OPTIONAL, **self.optional}
+
+    @property
+    def layered(self) -> bool:
+        """It has several hidden layers to pool (``pool_layers``, ``layer``)."""
+        return "pool_layers" in self.optional
 
 
 class ModelConfigError(SertoolError, ValueError):
@@ -127,14 +155,15 @@ class SERModel(nn.Module):
     def replace_head(self, num_classes: int) -> None:
         """New randomly initialised FC layers (same architecture) for ``num_classes`` classes."""
         device = next(self.trunk.parameters()).device
-        self.head = _make_head(self.model_conf, self.pooled_dim, num_classes).to(device)
+        self.head = _make_head(self.model_conf, self.pooled_dim, num_classes,
+                               int(getattr(self.trunk, "n_pooled_layers", 1))).to(device)
         self.num_classes = int(num_classes)
 
 
 def _encoder_head(conf: Mapping, pooled_dim: int) -> nn.Module:
     """The embedding layers of an encoder without classifier (num_classes 0); the last module
     (Identity) stands for the output layer, so ``SERModel.embedding`` gives their output."""
-    if conf["type"] != "resnet":  # the GE2E and Whisper trunks' output is the embedding
+    if not TRUNKS[conf["type"]].embedding_head:  # the trunk's output is the embedding
         return nn.Sequential(nn.Identity())
     from sertool.models.resnet import fc_head, linear_embedding_head
 
@@ -146,16 +175,14 @@ def _encoder_head(conf: Mapping, pooled_dim: int) -> nn.Module:
     return linear_embedding_head(pooled_dim, int(conf["embed_dim"]), style == "linear2")
 
 
-def _make_head(conf: Mapping, pooled_dim: int, num_classes: int) -> nn.Module:
+def _make_head(conf: Mapping, pooled_dim: int, num_classes: int, n_layers: int = 1
+               ) -> nn.Module:
     if num_classes == 0:
         return _encoder_head(conf, pooled_dim)
-    if conf["type"] in ("resnet", "ge2e_lstm", "whisper"):
-        from sertool.models.resnet import fc_head
+    from sertool.models.heads import make_head
 
-        return fc_head(pooled_dim, int(conf["embed_dim"]), int(conf["fc_layers"]), num_classes)
-    from sertool.models.cnn1d_attention import dense_head
-
-    return dense_head(pooled_dim, int(conf["dense"]), num_classes)
+    return make_head(conf, pooled_dim, num_classes, own_head=TRUNKS[conf["type"]].own_head,
+                     n_layers=n_layers)
 
 
 # The ranges of the options (a list: each of its items). The upper bounds keep a stored
@@ -163,22 +190,44 @@ def _make_head(conf: Mapping, pooled_dim: int, num_classes: int) -> nn.Module:
 # before its weights are even compared with it.
 WIDTH = (1, 1 << 16)
 DEPTH = (0, 1000)
-LIMITS_BY_TYPE: dict[str, dict] = {
-    "resnet": {"layers": (1, 1000), "channels": WIDTH, "fixed_frames": (1, 1 << 20),
-               "embed_dim": WIDTH, "fc_layers": DEPTH},
-    "cnn1d_attention": {"channels": WIDTH, "kernel": (1, 1001), "dropout": (0.0, 1.0),
-                        "reduction": WIDTH, "spatial_kernel": (1, 1001), "dense": WIDTH},
-    "ge2e_lstm": {"hidden_size": WIDTH, "num_layers": (1, 1000), "embedding_size": WIDTH,
-                  "partial_frames": (1, 1 << 20), "partial_rate": (1e-3, None),
-                  "min_coverage": (1e-6, 1.0), "tail_frames": (0, 1 << 20),
-                  "frame_shift_ms": (1e-3, None), "embed_dim": WIDTH, "fc_layers": DEPTH},
-    "whisper": {"n_mels": (1, 1024), "n_ctx": (1, 1 << 16), "d_model": WIDTH,
-                "n_heads": (1, 1024), "n_layers": (1, 1000), "layer": (-1001, 1000),
-                "embed_dim": WIDTH, "fc_layers": DEPTH},
+FC_LIMITS = {"embed_dim": WIDTH, "fc_layers": DEPTH}
+
+# The trunk registry: type -> what it is made of (one entry per trunk, see TrunkType).
+TRUNKS: dict[str, TrunkType] = {
+    "resnet": TrunkType(
+        RESNET_DEFAULTS, {"layers": (1, 1000), "channels": WIDTH, "fixed_frames": (1, 1 << 20),
+                          **FC_LIMITS},
+        "sertool.models.resnet", optional=RESNET_OPTIONAL, embedding_head=True),
+    "cnn1d_attention": TrunkType(
+        CNN1D_DEFAULTS, {"channels": WIDTH, "kernel": (1, 1001), "dropout": (0.0, 1.0),
+                         "reduction": WIDTH, "spatial_kernel": (1, 1001), "dense": WIDTH},
+        "sertool.models.cnn1d_attention", own_head="dense"),
+    "ge2e_lstm": TrunkType(
+        GE2E_DEFAULTS, {"hidden_size": WIDTH, "num_layers": (1, 1000), "embedding_size": WIDTH,
+                        "partial_frames": (1, 1 << 20), "partial_rate": (1e-3, None),
+                        "min_coverage": (1e-6, 1.0), "tail_frames": (0, 1 << 20),
+                        "frame_shift_ms": (1e-3, None), **FC_LIMITS},
+        "sertool.models.ge2e", frontend="ge2e_mel"),
+    "whisper": TrunkType(
+        WHISPER_DEFAULTS, {"n_mels": (1, 1024), "n_ctx": (1, 1 << 16), "d_model": WIDTH,
+                           "n_heads": (1, 1024), "n_layers": (1, 1000), "layer": (-1001, 1000),
+                           **FC_LIMITS},
+        "sertool.models.whisper", optional=LAYERED_OPTIONAL, frontend="whisper_mel"),
 }
+# views of the registry, by the names the rest of the code has always used
+DEFAULTS_BY_TYPE = {kind: t.defaults for kind, t in TRUNKS.items()}
+LIMITS_BY_TYPE = {kind: t.limits for kind, t in TRUNKS.items()}
 CHOICES: dict[str, tuple[str, ...]] = {"pooling": ("stats", "tstp", "none"),
                                        "activation": ("prelu", "relu"),
-                                       "embedding_head": EMBEDDING_HEADS}
+                                       "embedding_head": EMBEDDING_HEADS,
+                                       "head": ("fc", "linear"),
+                                       "pool_layers": ("one", "all"),
+                                       "layer_mix": ("concat", "weighted")}
+
+
+def every_model_key() -> list[str]:
+    """Every option of every trunk type (the trainer's ``model`` table accepts them)."""
+    return sorted({key for t in TRUNKS.values() for key in t.schema})
 
 
 def resolve_model_conf(model_conf: Mapping, prefix: str = "") -> dict:
@@ -192,11 +241,11 @@ def resolve_model_conf(model_conf: Mapping, prefix: str = "") -> dict:
         raise ModelConfigError(f"{table}a model configuration must be a table of options, got "
                                f"{model_conf!r}")
     kind = model_conf.get("type", "resnet")
-    if not isinstance(kind, str) or kind not in DEFAULTS_BY_TYPE:
+    if not isinstance(kind, str) or kind not in TRUNKS:
         raise ModelConfigError(f"{table}unknown model type {kind!r} (known: "
-                               f"{', '.join(DEFAULTS_BY_TYPE)})")
-    defaults = DEFAULTS_BY_TYPE[kind]
-    schema = {**defaults, **OPTIONAL_BY_TYPE.get(kind, {})}
+                               f"{', '.join(TRUNKS)})")
+    defaults = TRUNKS[kind].defaults
+    schema = TRUNKS[kind].schema
     unknown = sorted(set(model_conf) - set(schema))
     if unknown:
         raise ModelConfigError(f"{table}model type {kind!r}: unknown option(s) {unknown} "
@@ -221,29 +270,10 @@ def resolve_model_conf(model_conf: Mapping, prefix: str = "") -> dict:
 def build_model(model_conf: Mapping, num_classes: int, feat_dim: int) -> SERModel:
     """The network described by ``model_conf`` (see conf/model_*.toml)."""
     conf = resolve_model_conf(model_conf)
-    if conf["type"] == "resnet":
-        from sertool.models.resnet import ResNetTrunk
-
-        trunk: nn.Module = ResNetTrunk(feat_dim, list(conf["layers"]), int(conf["channels"]),
-                                       conf["pooling"], int(conf["fixed_frames"]),
-                                       conf.get("activation", "prelu"))
-    elif conf["type"] == "ge2e_lstm":
-        from sertool.models.ge2e import GE2ETrunk
-
-        trunk = GE2ETrunk(feat_dim, **{k: conf[k] for k in GE2E_DEFAULTS
-                                       if k not in ("type", "embed_dim", "fc_layers")})
-    elif conf["type"] == "whisper":
-        from sertool.models.whisper import WhisperTrunk
-
-        trunk = WhisperTrunk(feat_dim, **{k: int(conf[k]) for k in WHISPER_DEFAULTS
-                                          if k not in ("type", "embed_dim", "fc_layers")})
-    else:
-        from sertool.models.cnn1d_attention import CNN1DTrunk
-
-        trunk = CNN1DTrunk(feat_dim, int(conf["channels"]), int(conf["kernel"]),
-                           float(conf["dropout"]), int(conf["reduction"]),
-                           int(conf["spatial_kernel"]))
-    head = _make_head(conf, int(trunk.pooled_dim), num_classes)
+    module = importlib.import_module(TRUNKS[conf["type"]].module)
+    trunk = module.trunk_from_conf(feat_dim, conf)
+    head = _make_head(conf, int(trunk.pooled_dim), num_classes,
+                      int(getattr(trunk, "n_pooled_layers", 1)))
     return SERModel(trunk, head, conf, num_classes, feat_dim)
 
 

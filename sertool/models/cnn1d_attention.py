@@ -10,6 +10,8 @@ The convolutions run over time with the MFCC coefficients as input channels; inp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -59,3 +61,10 @@ class CNN1DTrunk(nn.Module):
 
 def dense_head(in_dim: int, dense: int, num_classes: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, dense), nn.ReLU(), nn.Linear(dense, num_classes))
+
+
+def trunk_from_conf(feat_dim: int, conf: Mapping) -> CNN1DTrunk:
+    """The trunk of a resolved ``cnn1d_attention`` configuration (sertool.models.TRUNKS)."""
+    return CNN1DTrunk(feat_dim, int(conf["channels"]), int(conf["kernel"]),
+                      float(conf["dropout"]), int(conf["reduction"]),
+                      int(conf["spatial_kernel"]))

@@ -15,6 +15,9 @@ count the utterance's frames, then uses them, and zeros beyond, as that padding.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -72,3 +75,9 @@ class GE2ETrunk(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = self.partials(x).mean(dim=1)
         return mean / torch.linalg.vector_norm(mean, dim=-1, keepdim=True)
+
+
+def trunk_from_conf(feat_dim: int, conf: Mapping) -> GE2ETrunk:
+    """The trunk of a resolved ``ge2e_lstm`` model configuration (sertool.models.TRUNKS)."""
+    keys = inspect.signature(GE2ETrunk).parameters.keys() - {"feat_dim"}
+    return GE2ETrunk(feat_dim, **{k: conf[k] for k in keys})

@@ -16,6 +16,7 @@ Input convention (all sertool models): features ``(B, T, F)`` - batch, frames, f
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -163,3 +164,9 @@ def linear_embedding_head(in_dim: int, embed_dim: int, two_layers: bool) -> nn.S
                    nn.Linear(embed_dim, embed_dim)]
     layers.append(nn.Identity())
     return nn.Sequential(*layers)
+
+
+def trunk_from_conf(feat_dim: int, conf: Mapping) -> ResNetTrunk:
+    """The trunk of a resolved ``resnet`` model configuration (sertool.models.TRUNKS)."""
+    return ResNetTrunk(feat_dim, list(conf["layers"]), int(conf["channels"]), conf["pooling"],
+                       int(conf["fixed_frames"]), conf.get("activation", "prelu"))

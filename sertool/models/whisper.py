@@ -23,6 +23,8 @@ bias; the key third of the fused bias is zero after import and has no effect eve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -130,16 +132,18 @@ class WhisperEncoder(nn.Module):
 
 
 class WhisperTrunk(nn.Module):
-    """sertool trunk: features (B, T, n_mels) -> mean || std of one hidden state's frames.
+    """sertool trunk: features (B, T, n_mels) -> mean || std of hidden-state frames.
 
     ``layer`` indexes :meth:`WhisperEncoder.forward`'s hidden states (-1, the default: the
-    output after ``ln_post``). An input longer than the encoder's 30 s window is encoded in
+    output after ``ln_post``); with ``pool_layers = "all"`` every hidden state is pooled and
+    the vectors are concatenated, layer 0 first (``n_pooled_layers`` of them; the head mixes
+    them, sertool.models.heads). An input longer than the encoder's 30 s window is encoded in
     consecutive windows of that length (the last one shorter), and the frames of all of them
     are pooled together. Statistics pooling is the same as the ResNet's.
     """
 
     def __init__(self, feat_dim: int, n_mels: int, n_ctx: int, d_model: int, n_heads: int,
-                 n_layers: int, layer: int = -1):
+                 n_layers: int, layer: int = -1, pool_layers: str = "one"):
         super().__init__()
         if feat_dim != n_mels:
             raise ValueError(f"the Whisper encoder reads {n_mels} mel bins, "
@@ -147,17 +151,41 @@ class WhisperTrunk(nn.Module):
         if not -(n_layers + 1) <= layer <= n_layers:
             raise ValueError(f"layer {layer} is not one of the encoder's {n_layers + 1} "
                              "hidden states")
+        if pool_layers not in ("one", "all"):
+            raise ValueError(f"pool_layers must be one or all, not {pool_layers!r}")
         self.encoder = WhisperEncoder(n_mels, n_ctx, d_model, n_heads, n_layers)
         self.layer = layer
+        self.all_layers = pool_layers == "all"
         self.pool = StatsPool()
-        self.pooled_dim = 2 * d_model
+        self.n_hidden_states = n_layers + 1
+        self.n_pooled_layers = self.n_hidden_states if self.all_layers else 1
+        self.pooled_dim = 2 * d_model * self.n_pooled_layers
         self.min_frames = 1
+
+    def hidden_frames(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, T, n_mels) -> every hidden state of every window, each (B, ~T / 2, d_model)."""
+        windows = x.transpose(1, 2).split(self.encoder.max_frames, dim=2)
+        per_window = [self.encoder(w, hidden_states=True) for w in windows]
+        return [torch.cat([states[i] for states in per_window], dim=1)
+                for i in range(self.n_hidden_states)]
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, n_mels) -> hidden state ``layer`` of every window, (B, ~T / 2, d_model)."""
-        windows = x.transpose(1, 2).split(self.encoder.max_frames, dim=2)
-        return torch.cat([self.encoder(w, hidden_states=True)[self.layer] for w in windows],
-                         dim=1)
+        return self.hidden_frames(x)[self.layer]
+
+    def pooled_layers(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_mels) -> (B, n_hidden_states * 2 d_model): every hidden state's mean ||
+        std, layer 0 first (what ``pool_layers = "all"`` gives; extract-embeddings stores it)."""
+        return torch.cat([self.pool(h.transpose(1, 2)) for h in self.hidden_frames(x)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.all_layers:
+            return self.pooled_layers(x)
         return self.pool(self.frames(x).transpose(1, 2))
+
+
+def trunk_from_conf(feat_dim: int, conf: Mapping) -> WhisperTrunk:
+    """The trunk of a resolved ``whisper`` model configuration (sertool.models.TRUNKS)."""
+    sizes = {k: int(conf[k]) for k in ("n_mels", "n_ctx", "d_model", "n_heads", "n_layers",
+                                       "layer")}
+    return WhisperTrunk(feat_dim, **sizes, pool_layers=conf.get("pool_layers", "one"))

@@ -67,6 +67,7 @@ from sertool.metrics import (
 from sertool.models import (
     ModelConfigError,
     build_model,
+    every_model_key,
     load_model_conf,
     resolve_model_conf,
 )
@@ -153,10 +154,8 @@ def load_train_conf(path: str | os.PathLike | None = None, overrides: Iterable[s
     """Trainer configuration: DEFAULTS, then the file (default conf/train_speaker.toml), then
     ``k=v`` overrides. The ``model`` table is checked by sertool.models."""
     defaults = copy.deepcopy(DEFAULTS)
-    defaults["model"] = {k: None for k in ("type", "layers", "channels", "pooling",
-                                           "fixed_frames", "embed_dim", "fc_layers",
-                                           "kernel", "dropout", "reduction",
-                                           "spatial_kernel", "dense")}
+    # any trunk type's options (sertool.models.TRUNKS); unset ones are dropped below
+    defaults["model"] = {k: None for k in every_model_key()}
     path = path if path is not None else shipped_conf("train_speaker.toml")
     conf = load_config(defaults, path, overrides, LIMITS)
     if conf["amp"] not in AMP_DTYPES:

@@ -63,6 +63,7 @@ from sertool.io_utils import atomic_write_json, atomic_write_text
 from sertool.jobs import Cluster, Job, digest, marker_path, run_jobs
 from sertool.metrics import best_epoch
 from sertool.models import build_model, load_model_conf
+from sertool.models.heads import LayerMix
 from sertool.nnet.checkpoint import load_model, save_checkpoint
 from sertool.nnet.data import load_feats
 from sertool.nnet.device import resolve_device
@@ -71,6 +72,7 @@ from sertool.predict import class_probabilities, export_bundle
 from sertool.transfer.embdir import keys_of, utt_of
 from sertool.transfer.embeddings import extract_embeddings
 from sertool.transfer.head import train_head
+from sertool.transfer.linear import fit_linear, heldout_scores
 from sertool.transfer.plan import (
     DEFAULTS,
     IDENTITY_JSON,
@@ -105,8 +107,10 @@ class FinetuneResult:
         for f in self.folds:
             metric = next((m for m in ("valid_ua", "valid_acc") if m in (f.heldout or {})),
                           None)
-            detail = (f"held-out {metric[6:].upper()} {f.heldout[metric]:.3f} "
-                      f"(epoch {f.heldout['epoch']})" if metric else "")
+            chosen = ", ".join(f"{key} {f.heldout[key]:g}" for key in ("layer", "epoch", "c")
+                               if key in (f.heldout or {}))  # what the selection chose
+            detail = (f"held-out {metric[6:].upper()} {f.heldout[metric]:.3f} ({chosen})"
+                      if metric else "")
             lines.append(f"fold {f.fold}: {f.status} {detail}".rstrip())
         if self.bundle is not None:
             lines.append(f"all-data bundle: {self.bundle}")
@@ -163,7 +167,8 @@ def run(plan: FinetunePlan, cluster: Cluster | None = None) -> FinetuneResult:
         extract_embeddings(plan.features, plan.init, plan.embeddings.path, copies=plan.copies,
                            policy=plan.conf["augment"]["policy"], seed=int(plan.conf["seed"]),
                            nj=plan.nj, device=plan.device, utts=plan.used,
-                           progress=plan.progress, cluster=cluster)
+                           progress=plan.progress, cluster=cluster,
+                           all_layers=plan.all_layers)
     bars = plan.progress
     plan.progress = bars and local  # the folds' own bars (a task's would only fill its log)
 
@@ -244,12 +249,14 @@ def _run_fold(plan: FinetunePlan, name: str, train_utts: list[str], test_utts: l
         model, heldout, probs = _frozen_fold(plan, name, split, test_utts, fold_dir)
     else:
         model, heldout, probs = _trainer_fold(plan, name, split, test_utts, fold_dir)
-    meta = dict(model_conf=plan.model_conf, num_classes=len(plan.classes),
+    # the frozen trunk's fold model may read other layers, or have the linear head
+    model_conf = model.model_conf if plan.mode is Mode.FROZEN else plan.model_conf
+    meta = dict(model_conf=model_conf, num_classes=len(plan.classes),
                 feat_dim=plan.feat_dim, labels=plan.classes)
     save_checkpoint(fold_dir / "model.pt", model, **meta, with_rng=False)  # not resumed from
     kill_point("finetune:after-model")  # model.pt without its bundle
     export_bundle(fold_dir / "bundle", model, classes=plan.classes,
-                  model_conf=plan.model_conf, feat_dim=plan.feat_dim,
+                  model_conf=model_conf, feat_dim=plan.feat_dim,
                   frontend_json=plan.features.frontend_json,
                   provenance={**plan.provenance,
                               "fold": name if name != "all" else "all data (no test fold)",
@@ -266,59 +273,138 @@ def _seed_for(plan: FinetunePlan, name: str) -> int:
     return fold_seed(int(plan.conf["seed"]), name) >> 1
 
 
+@dataclass
+class LayerChoice:
+    """One way for the head to read the stored vectors: the fold model's configuration and
+    the columns of each stored vector that are its pooled input."""
+
+    label: str  # "model", "layer 3", "weighted", "concat"
+    model_conf: dict
+    columns: slice
+    layer: int | None = None  # the hidden state, for a single layer of a layered trunk
+
+
+def layer_choices(plan: FinetunePlan, trunk: torch.nn.Module) -> list[LayerChoice]:
+    """The candidates of ``layers.use`` for the trunk of the plan's model (see
+    :data:`sertool.transfer.plan.DEFAULTS`); one, except for ``best`` (every hidden state)."""
+    conf = dict(plan.model_conf)
+    if plan.conf["head"]["kind"] != "fc":
+        conf["head"] = plan.conf["head"]["kind"]
+    use, everything = plan.layer_use, slice(None)
+    if use == "model":
+        return [LayerChoice("model", conf, everything)]
+    n_states, width = int(trunk.n_hidden_states), 2 * int(trunk.encoder.d_model)
+    if use in ("weighted", "concat"):
+        return [LayerChoice(use, {**conf, "pool_layers": "all", "layer_mix": use}, everything)]
+    wanted = range(n_states) if use == "best" else [int(plan.conf["layers"]["index"])]
+    choices = []
+    for index in wanted:
+        if not -n_states <= index < n_states:
+            raise FinetuneError(f"layers.index = {index}: the trunk has {n_states} hidden "
+                                f"states (0..{n_states - 1}, or -1 for the last)")
+        layer = index % n_states
+        choices.append(LayerChoice(f"layer {layer}", {**conf, "layer": layer},
+                                   slice(layer * width, (layer + 1) * width), layer))
+    return choices
+
+
 def _frozen_fold(plan: FinetunePlan, name: str, split: HeldoutSplit, test_utts: list[str],
                  fold_dir: Path):
-    """Paper default: new FC layers on the frozen trunk's stored pooled statistics."""
+    """Paper default: new FC layers (or the linear head) on the frozen trunk's stored pooled
+    statistics; the layer(s), the epoch (or count) or the regularisation chosen on the
+    training speakers, by the one selection rule (sertool.metrics.best_epoch)."""
     embeddings = plan.embeddings.vectors  # read once per process, for all its folds
     index = {c: i for i, c in enumerate(plan.classes)}
-    copies = plan.copies
-
-    def vectors(utts: list[str], with_copies: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = keys_of(utts, copies if with_copies else 0)
-        return (torch.as_tensor(np.stack([embeddings[k] for k in keys])),
-                torch.as_tensor([index[plan.utt2label[utt_of(k)]] for k in keys]))
-
-    model, _ = load_model(plan.init, "cpu")
+    copies, conf = plan.copies, plan.conf
+    linear = conf["head"]["kind"] == "linear"
+    init, _ = load_model(plan.init, "cpu")
     seed = _seed_for(plan, name)
 
-    def fit_head(train: list[str], valid: list[str], conf: Mapping, desc: str,
-                 keep: str = "best"):
+    def vectors(utts: list[str], with_copies: bool, columns: slice
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = keys_of(utts, copies if with_copies else 0)
+        return (torch.as_tensor(np.stack([embeddings[k][columns] for k in keys])),
+                torch.as_tensor([index[plan.utt2label[utt_of(k)]] for k in keys]))
+
+    def fit(choice: LayerChoice, train: list[str], valid: list[str], desc: str, *,
+            epochs: int | None = None, c: float | None = None):
+        """(fold model of ``choice`` with a head fitted on ``train``, held-out rows: one per
+        epoch of the FC head (its best epoch's weights kept), or one per C of the linear
+        head (the last C's weights kept))."""
+        model = init
+        if choice.model_conf != init.model_conf:  # the same trunk, reading other layers
+            model = build_model(choice.model_conf, 0, plan.feat_dim)
+            model.trunk.load_state_dict(init.trunk.state_dict())
         torch.manual_seed(seed)  # the same fresh head for every inner fold and the final one
         model.replace_head(len(plan.classes))
         model.eval()
-        x_train, y_train = vectors(train, True)
-        x_valid, y_valid = vectors(valid, False) if valid else (None, None)
-        return train_head(model.head, x_train, y_train, x_valid, y_valid, conf,
-                          n_classes=len(plan.classes), seed=seed, progress=plan.progress,
-                          desc=desc, keep=keep)
+        x_train, y_train = vectors(train, True, choice.columns)
+        x_valid, y_valid = vectors(valid, False, choice.columns) if valid else (None, None)
+        if not linear:
+            head_conf = conf["head"] if epochs is None else {**conf["head"], "epochs": epochs}
+            result = train_head(model.head, x_train, y_train, x_valid, y_valid, head_conf,
+                                n_classes=len(plan.classes), seed=seed,
+                                progress=plan.progress, desc=desc,
+                                keep="best" if valid else "last")
+            return model, result.history
+        rows = []
+        for i, strength in enumerate(conf["head"]["linear_c"] if c is None else [c]):
+            fit_linear(model.head, x_train, y_train, float(strength))
+            if valid:
+                rows.append({"epoch": i + 1, "c": float(strength),
+                             **heldout_scores(model.head, x_valid, y_valid,
+                                              len(plan.classes))})
+        return model, rows
 
     log: dict = {"n_train_vectors": len(split.train) * (1 + copies),
                  "n_heldout": len(split.heldout)}
-    if split.method == "inner_cv":
-        inner = inner_speaker_folds(split.train, plan.utt2spk,
-                                    k=int(plan.conf["inner_folds"]), seed=seed)
-        runs = [fit_head(tr, va, plan.conf["head"], f"fold {name} inner {i + 1}/{len(inner)}")
-                for i, (tr, va) in enumerate(inner)]
-        mean_ua = np.mean([[h["valid_ua"] for h in r.history] for r in runs], axis=0)
-        mean_loss = np.mean([[h["valid_loss"] for h in r.history] for r in runs], axis=0)
-        rows = [{"epoch": e + 1, "valid_ua": float(ua), "valid_loss": float(loss)}
-                for e, (ua, loss) in enumerate(zip(mean_ua, mean_loss, strict=True))]
-        epochs = int(best_epoch(rows)["epoch"])  # the one selection rule, on the means
-        result = fit_head(split.train, [], {**plan.conf["head"], "epochs": epochs},
-                          f"fold {name}", keep="last")
-        best = {"epoch": epochs, "valid_ua": float(mean_ua[epochs - 1]),
-                "valid_loss": float(mean_loss[epochs - 1]), "selection": "inner_cv"}
+    inner = (inner_speaker_folds(split.train, plan.utt2spk, k=int(conf["inner_folds"]),
+                                 seed=seed) if split.method == "inner_cv" else [])
+    tried = []  # per layer choice: (its best row, the choice, its rows, its model or None)
+    for choice in layer_choices(plan, init.trunk):
+        desc = f"fold {name}" + ("" if choice.label == "model" else f" {choice.label}")
+        if inner:
+            runs = [fit(choice, tr, va, f"{desc} inner {i + 1}/{len(inner)}")[1]
+                    for i, (tr, va) in enumerate(inner)]
+            rows = [{"epoch": e + 1, **({"c": runs[0][e]["c"]} if linear else {}),
+                     **{key: float(np.mean([r[e][key] for r in runs]))
+                        for key in ("valid_ua", "valid_loss")}}
+                    for e in range(len(runs[0]))]
+            model = None  # trained again on every training speaker once chosen
+        else:
+            model, rows = fit(choice, split.train, split.heldout, desc)
+        tried.append((best_epoch(rows), choice, rows, model))
+    # the one selection rule again, across the layer choices' best rows
+    pick = best_epoch([{**row, "epoch": i + 1} for i, (row, *_) in enumerate(tried)])
+    row, choice, rows, model = tried[int(pick["epoch"]) - 1]
+    best = dict(row)
+    if linear:  # refitted with the chosen C on every training utterance of the fold
+        model, _ = fit(choice, split.train + split.heldout, [], f"fold {name}", c=row["c"])
+        del best["epoch"]
+    history = rows
+    if not linear and model is None:  # inner_cv: the chosen epoch count, every training speaker
+        model, history = fit(choice, split.train, [], f"fold {name}", epochs=int(row["epoch"]))
+    if inner:
+        best["selection"] = "inner_cv"
         log.update(inner_groups=[sorted({plan.utt2spk[u] for u in va}) for _, va in inner],
-                   inner_mean_ua=mean_ua.tolist(), chosen_epochs=epochs)
-    else:
-        result = fit_head(split.train, split.heldout, plan.conf["head"], f"fold {name}")
-        best = result.best
-    log.update(best_epoch=result.best_epoch, best=best, history=result.history)
+                   inner_mean_ua=[r["valid_ua"] for r in rows])
+        if not linear:
+            log["chosen_epochs"] = int(row["epoch"])
+    if choice.layer is not None:
+        best["layer"] = choice.layer
+    if len(tried) > 1:
+        log["layers_tried"] = {ch.label: r for r, ch, *_ in tried}
+    if not linear:
+        log["best_epoch"] = int(row["epoch"])
+    log.update(best=best, history=history, head=conf["head"]["kind"], layers=choice.label)
+    mix = next((m for m in model.head if isinstance(m, LayerMix)), None)
+    if mix is not None:
+        log["layer_weights"] = mix.layer_weights()
     atomic_write_json(fold_dir / "train_log.json", log)
     model.eval()
     probs = np.zeros((0, len(plan.classes)))
     if test_utts:
-        x_test = torch.as_tensor(np.stack([embeddings[u] for u in test_utts]))
+        x_test = torch.as_tensor(np.stack([embeddings[u][choice.columns] for u in test_utts]))
         with torch.no_grad():
             probs = torch.softmax(model.head_forward(x_test), dim=-1).numpy()
     return model, best, probs

@@ -82,8 +82,8 @@ def _augmenter(policy: str) -> SpecAugment:
 
 
 def _run_job(index: int, entries: list[tuple[str, str]], model_path: str, out_dir: str,
-             copies: int, policy: str, seed: int, device: str, *, log: TextIO,
-             progress: Callable[[int], None]) -> int:
+             copies: int, policy: str, seed: int, device: str, all_layers: bool = False, *,
+             log: TextIO, progress: Callable[[int], None]) -> int:
     """Compute and write job ``index``'s embeddings; returns how many utterances it did.
     Run by sertool.jobs (here, in a pool worker or in a slurm task)."""
 
@@ -94,6 +94,7 @@ def _run_job(index: int, entries: list[tuple[str, str]], model_path: str, out_di
     model, _ = load_model(model_path, device)
     model.eval()
     augment = _augmenter(policy) if copies else None
+    pool = model.trunk.pooled_layers if all_layers else model.pooled
     out = Path(out_dir)
     ark, scp = out / f"emb.{index}.ark", out / f"emb.{index}.scp"
     scp_tmp = out / f".emb.{index}.scp.tmp"
@@ -109,7 +110,7 @@ def _run_job(index: int, entries: list[tuple[str, str]], model_path: str, out_di
                 gen = torch.Generator().manual_seed(copy_seed(seed, utt, k))
                 batch.append(augment(feats, generator=gen))
             with torch.inference_mode():
-                pooled = model.pooled(torch.stack(batch).to(device)).cpu().numpy()
+                pooled = pool(torch.stack(batch).to(device)).cpu().numpy()
             if not np.isfinite(pooled).all():  # finite features, weights that overflow
                 raise EmbeddingError(f"utterance {utt} ({rxfile}): the model {model_path} "
                                      "gives NaN or infinite embeddings for it")
@@ -134,12 +135,14 @@ def extract_embeddings(feat_dir: str | os.PathLike | FeatDir, model_path: str | 
                        emb_dir: str | os.PathLike, *, copies: int = 2,
                        policy: str = "conservative", seed: int = 0, nj: int = 1,
                        device: str = "cpu", utts: Sequence[str] | None = None,
-                       progress: bool = True, cluster: Cluster | None = None) -> EmbeddingSet:
+                       progress: bool = True, cluster: Cluster | None = None,
+                       all_layers: bool = False) -> EmbeddingSet:
     """Write the pooled statistics of every utterance of ``feat_dir`` (or of ``utts``) and of
     ``copies`` SpecAugment-ed copies of each (policy ``none``: originals only) to ``emb_dir``.
 
     ``nj`` is capped at the number of utterances; ``cluster`` says where the jobs run
-    (default: this machine).
+    (default: this machine). ``all_layers``: a trunk with several hidden layers (Whisper)
+    stores every layer's statistics, layer 0 first (the head picks or mixes them).
     """
 
 
@@ -172,6 +175,15 @@ def extract_embeddings(feat_dir: str | os.PathLike | FeatDir, model_path: str | 
         raise EmbeddingError(f"{feats_scp}: features of {features.dim} dims, the model "
                              f"{model_path} expects {feat_dim}")
     pooled_dim = int(model.pooled_dim)
+    layers = None
+    if all_layers:
+        if not hasattr(model.trunk, "pooled_layers"):
+            raise EmbeddingError(f"{model_path}: its {model.model_conf['type']} trunk has one "
+                                 "pooled output, not several hidden layers")
+        n_states = int(model.trunk.n_hidden_states)
+        pooled_dim = 2 * int(model.trunk.encoder.d_model) * n_states
+        layers = {"n": n_states, "dim": pooled_dim // n_states,
+                  "order": "hidden state 0 (the first block's input) first"}
     del model
 
     meta = {
@@ -187,8 +199,11 @@ def extract_embeddings(feat_dir: str | os.PathLike | FeatDir, model_path: str | 
         "pooled_dim": pooled_dim,
         "feat_dim": feat_dim,
         "keys": f"<utt> = original segment; <utt>{AUG_SEP}k = augmented copy k (1..copies)",
+        **({"layers": layers} if layers else {}),
     }
-    identity = ("model_sha256", "feats_scp_sha256", "policy", "copies", "seed", "utts_sha256")
+    # "layers" only in a directory of every layer's statistics (absent, it matches the others)
+    identity = ("model_sha256", "feats_scp_sha256", "policy", "copies", "seed", "utts_sha256",
+                "layers")
     meta_path = emb_dir / EMB_JSON
     old = check_identity(emb_dir, meta_path, meta, keys=identity, what="differently",
                          error=EmbeddingError)
@@ -199,8 +214,9 @@ def extract_embeddings(feat_dir: str | os.PathLike | FeatDir, model_path: str | 
     emb_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(meta_path, meta)
     jobs, ran = run_stage(STAGE, emb_dir, _run_job, parts,
-                          (str(model_path), str(emb_dir), copies, policy, seed, device),
-                          files=JOB_FILES, identity={k: meta[k] for k in identity},
+                          (str(model_path), str(emb_dir), copies, policy, seed, device,
+                           all_layers),
+                          files=JOB_FILES, identity={k: meta[k] for k in identity if k in meta},
                           cluster=cluster, progress=progress, desc="extract-embeddings",
                           threads_per_job=1 if len(parts) > 1 else None,
                           error=EmbeddingError)

@@ -49,6 +49,12 @@ DEFAULTS: dict = {
     "selection": "heldout_speakers",
     "inner_folds": 4,
     "augment": {"policy": "conservative", "copies": 2},
+    # A trunk with several hidden layers (Whisper): which of them the head reads. "model": the
+    # one the trunk's configuration pools (Whisper: the last); "one": hidden state `index`
+    # (0 = the first block's input, -1 = the last); "best": each layer tried on the held-out
+    # training speakers, the best kept per fold; "weighted": a learned softmax-weighted sum of
+    # all of them; "concat": all of them side by side. Other trunks: "model" only.
+    "layers": {"use": "model", "index": -1},
     # frozen trunk: the new FC layers trained on pooled embeddings (paper section 4.2)
     "head": {
         "epochs": 30,
@@ -58,6 +64,11 @@ DEFAULTS: dict = {
         "weight_decay": 0.0,
         "lr_constant_epochs": 8,
         "lr_halve_every": 2,
+        # "fc": the paper's new FC layers (trained with the settings above); "linear": one
+        # linear layer on the standardised vector (multinomial logistic regression, L2
+        # penalty as scikit-learn's C, chosen among linear_c on the training speakers only)
+        "kind": "fc",
+        "linear_c": [0.001, 0.01, 0.1, 1.0],
     },
     # --unfreeze: the trunk's learning rate is the trainer's LR times this factor
     "unfreeze": {"trunk_lr_factor": 0.1},
@@ -65,12 +76,19 @@ DEFAULTS: dict = {
 
 
 SELECTIONS = ("heldout_speakers", "inner_cv")
+LAYER_USES = ("model", "one", "best", "weighted", "concat")
+HEAD_KINDS = ("fc", "linear")
+# options added after experiments were made with the defaults: left out of finetune.json while
+# they hold their defaults, so those experiments keep their identity and resume
+LATER_OPTIONS = {("layers",): DEFAULTS["layers"], ("head", "kind"): "fc",
+                 ("head", "linear_c"): DEFAULTS["head"]["linear_c"]}
 LIMITS = {"seed": SEED_RANGE,
           "heldout_speakers": (0, None), "heldout_fraction": (0.0, 0.9), "inner_folds": (2, None),
           "augment.copies": (0, None), "head.epochs": (1, None), "head.batch_size": (2, None),
           "head.lr": (1e-12, None), "head.momentum": (0.0, 1.0), "head.weight_decay": (0.0, None),
           "head.lr_constant_epochs": (0, None), "head.lr_halve_every": (1, None),
-          "unfreeze.trunk_lr_factor": (0.0, None)}
+          "unfreeze.trunk_lr_factor": (0.0, None), "head.linear_c": (1e-12, None),
+          "layers.index": (-1001, 1000)}
 
 
 IDENTITY_JSON = "finetune.json"  # EXP_DIR/finetune.json: FinetunePlan.identity
@@ -158,6 +176,16 @@ class FinetunePlan:
             self.conf["augment"]["copies"])
 
     @property
+    def layer_use(self) -> str:
+        """``layers.use``: which hidden layers of the trunk the head reads."""
+        return str(self.conf["layers"]["use"])
+
+    @property
+    def all_layers(self) -> bool:
+        """Whether the embeddings hold every hidden layer (any use but the trunk's own)."""
+        return self.layer_use != "model"
+
+    @property
     def init_text(self) -> str:
         """``init`` as experiment.json and finetune.json record it."""
         if self.init is None:
@@ -172,7 +200,8 @@ class FinetunePlan:
         one is refused). Its keys and values stay as they were, so existing runs resume."""
         identity = {"feat_dir": str(self.features.path.resolve()),
                     "data_dir": str(self.data_dir.resolve()), "init": self.init_text,
-                    "mode": self.mode.value, "conf": self.conf, "model_conf": self.model_conf,
+                    "mode": self.mode.value, "conf": _identity_conf(self.conf),
+                    "model_conf": self.model_conf,
                     "train_conf": self.train_conf, "classes": self.classes,
                     # only with --labels, so experiments made before it keep their identity
                     **({"label_map": {"names": dict(self.label_map.names),
@@ -235,6 +264,7 @@ def resolve(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         raise FinetuneError("selection inner_cv trains inner_folds + 1 heads per fold on the "
                             "frozen trunk's stored embeddings; with --unfreeze or --init none "
                             "use selection heldout_speakers")
+    _check_head_and_layers(conf, mode, model_conf)
     if mode is Mode.FROZEN:
         train_conf = None  # not used: kept out of the configuration identity
     elif train_conf is None:
@@ -309,6 +339,44 @@ def _settle_mode(init: str | os.PathLike | None, unfreeze: bool, model_conf: Map
         raise FinetuneError("--unfreeze needs --init SPEAKER_MODEL (nothing is frozen "
                             "without a pretrained trunk)")
     return Mode.SCRATCH, None, model_conf
+
+
+def _identity_conf(conf: Mapping) -> dict:
+    """The configuration as finetune.json records it: options added later are left out while
+    they hold their defaults (:data:`LATER_OPTIONS`)."""
+    conf = json.loads(json.dumps(conf))
+    for path, default in LATER_OPTIONS.items():
+        *tables, key = path
+        table = conf
+        for name in tables:
+            table = table.get(name, {})
+        if key in table and table[key] == default:
+            del table[key]
+    return conf
+
+
+def _check_head_and_layers(conf: Mapping, mode: Mode, model_conf: Mapping) -> None:
+    """``head.kind`` and ``layers`` are known, and possible with the mode and the trunk."""
+    kind, use = conf["head"]["kind"], conf["layers"]["use"]
+    if kind not in HEAD_KINDS:
+        raise FinetuneError(f"head.kind must be one of {', '.join(HEAD_KINDS)}, got {kind!r}")
+    if use not in LAYER_USES:
+        raise FinetuneError(f"layers.use must be one of {', '.join(LAYER_USES)}, got {use!r}")
+    if mode is not Mode.FROZEN and (kind != "fc" or use != "model"):
+        raise FinetuneError(f"head.kind = {kind!r} and layers.use = {use!r} are for the frozen "
+                            "trunk's stored embeddings; with --unfreeze or --init none the "
+                            "network is the model's own (head.kind fc, layers.use model)")
+    if not conf["head"]["linear_c"]:
+        raise FinetuneError("head.linear_c must list at least one regularisation strength")
+    if use != "model":
+        from sertool.models import TRUNKS  # lazy: torch (the speaker model was loaded)
+
+        trunk = str(model_conf.get("type", "resnet"))
+        if trunk not in TRUNKS or not TRUNKS[trunk].layered:
+            layered = [name for name, t in TRUNKS.items() if t.layered]
+            raise FinetuneError(f"layers.use = {use!r} needs a trunk with several hidden "
+                                f"layers ({', '.join(layered)}); the {trunk} trunk pools one "
+                                "output: use layers.use = \"model\"")
 
 
 def _frontend_summary(frontend: Mapping) -> dict:
