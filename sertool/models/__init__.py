@@ -92,7 +92,7 @@ class TrunkType:
     (with a ``trunk_from_conf(feat_dim, conf)`` function) plus one entry in :data:`TRUNKS`."""
 
     defaults: dict  # its options and their defaults (the resolved configuration's keys)
-    limits: dict  # the ranges of its numeric options (see LIMITS_BY_TYPE below)
+    limits: dict  # the ranges of its numeric options (WIDTH, DEPTH below)
     module: str  # the module holding ``trunk_from_conf``, imported when one is built
     own_head: str = "fc"  # its FC head for classes: "fc" (embed_dim, fc_layers) or "dense"
     optional: dict = field(default_factory=dict)  # options only some configurations set
@@ -214,9 +214,6 @@ TRUNKS: dict[str, TrunkType] = {
                            **FC_LIMITS},
         "sertool.models.whisper", optional=LAYERED_OPTIONAL, frontend="whisper_mel"),
 }
-# views of the registry, by the names the rest of the code has always used
-DEFAULTS_BY_TYPE = {kind: t.defaults for kind, t in TRUNKS.items()}
-LIMITS_BY_TYPE = {kind: t.limits for kind, t in TRUNKS.items()}
 CHOICES: dict[str, tuple[str, ...]] = {"pooling": ("stats", "tstp", "none"),
                                        "activation": ("prelu", "relu"),
                                        "embedding_head": EMBEDDING_HEADS,
@@ -257,7 +254,7 @@ def resolve_model_conf(model_conf: Mapping, prefix: str = "") -> dict:
     conf.update(copy.deepcopy(dict(model_conf)))
     if kind == "resnet" and not conf["layers"]:
         raise ModelConfigError(f"{prefix}layers must list at least one stage, got []")
-    found = limit_problem(conf, LIMITS_BY_TYPE[kind], prefix)
+    found = limit_problem(conf, TRUNKS[kind].limits, prefix)
     if found:
         raise ModelConfigError(found[1])
     for key, choices in CHOICES.items():

@@ -26,6 +26,11 @@ def fit_linear(head: nn.Sequential, x: torch.Tensor, y: torch.Tensor, c: float, 
     output = head[-1]
     if not isinstance(output, nn.Linear):
         raise TypeError(f"a linear head ends with nn.Linear, not {type(output).__name__}")
+    # float64 while fitting: a float32 objective stops L-BFGS ~1e-3 short of the optimum at
+    # weak regularisation (scikit-learn's is float64); the head is float32 again afterwards
+    dtype = next(head.parameters()).dtype
+    head.to(torch.float64)
+    x = x.to(torch.float64)
     fit_standardisers(head, x)
     with torch.no_grad():
         output.weight.zero_()
@@ -36,7 +41,7 @@ def fit_linear(head: nn.Sequential, x: torch.Tensor, y: torch.Tensor, c: float, 
     penalty = 1.0 / (2.0 * float(c) * len(x))
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
-                                  tolerance_grad=1e-7, tolerance_change=1e-10,
+                                  tolerance_grad=1e-9, tolerance_change=1e-12,
                                   line_search_fn="strong_wolfe")
     head.train()
 
@@ -47,8 +52,11 @@ def fit_linear(head: nn.Sequential, x: torch.Tensor, y: torch.Tensor, c: float, 
         loss.backward()
         return loss
 
-    final = float(optimizer.step(objective))
-    head.eval()
+    optimizer.step(objective)
+    with torch.no_grad():  # step() returns the objective where it started
+        final = float(nn.functional.cross_entropy(head(x), y)
+                      + penalty * output.weight.pow(2).sum())
+    head.to(dtype).eval()
     return final
 
 
