@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import importlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +98,9 @@ class TrunkType:
     optional: dict = field(default_factory=dict)  # options only some configurations set
     frontend: str | None = None  # the front-end kind its features must come from (None: any)
     embedding_head: bool = False  # with num_classes 0 its head holds published layers (ResNet)
+    # its hidden states' count for a configuration, for a trunk with several to pool (Whisper:
+    # the first block's input and every block's output); None: one pooled output
+    hidden_states: Callable[[Mapping], int] | None = None
 
     @property
     def schema(self) -> dict:
@@ -106,7 +109,7 @@ class TrunkType:
     @property
     def layered(self) -> bool:
         """It has several hidden layers to pool (``pool_layers``, ``layer``)."""
-        return "pool_layers" in self.optional
+        return self.hidden_states is not None
 
 
 class ModelConfigError(SertoolError, ValueError):
@@ -212,7 +215,8 @@ TRUNKS: dict[str, TrunkType] = {
         WHISPER_DEFAULTS, {"n_mels": (1, 1024), "n_ctx": (1, 1 << 16), "d_model": WIDTH,
                            "n_heads": (1, 1024), "n_layers": (1, 1000), "layer": (-1001, 1000),
                            **FC_LIMITS},
-        "sertool.models.whisper", optional=LAYERED_OPTIONAL, frontend="whisper_mel"),
+        "sertool.models.whisper", optional=LAYERED_OPTIONAL, frontend="whisper_mel",
+        hidden_states=lambda conf: int(conf["n_layers"]) + 1),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"pooling": ("stats", "tstp", "none"),
                                        "activation": ("prelu", "relu"),

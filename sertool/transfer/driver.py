@@ -298,10 +298,7 @@ def layer_choices(plan: FinetunePlan, trunk: torch.nn.Module) -> list[LayerChoic
         return [LayerChoice(use, {**conf, "pool_layers": "all", "layer_mix": use}, everything)]
     wanted = range(n_states) if use == "best" else [int(plan.conf["layers"]["index"])]
     choices = []
-    for index in wanted:
-        if not -n_states <= index < n_states:
-            raise FinetuneError(f"layers.index = {index}: the trunk has {n_states} hidden "
-                                f"states (0..{n_states - 1}, or -1 for the last)")
+    for index in wanted:  # in range: the plan checked it
         layer = index % n_states
         choices.append(LayerChoice(f"layer {layer}", {**conf, "layer": layer},
                                    slice(layer * width, (layer + 1) * width), layer))

@@ -377,6 +377,10 @@ def _check_head_and_layers(conf: Mapping, mode: Mode, model_conf: Mapping) -> No
             raise FinetuneError(f"layers.use = {use!r} needs a trunk with several hidden "
                                 f"layers ({', '.join(layered)}); the {trunk} trunk pools one "
                                 "output: use layers.use = \"model\"")
+        n_states, index = TRUNKS[trunk].hidden_states(model_conf), conf["layers"]["index"]
+        if use == "one" and not -n_states <= index < n_states:
+            raise FinetuneError(f"layers.index = {index}: the trunk has {n_states} hidden "
+                                f"states (0..{n_states - 1}, or -1 for the last)")
 
 
 def _frontend_summary(frontend: Mapping) -> dict:

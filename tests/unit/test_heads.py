@@ -73,7 +73,8 @@ def test_a_new_trunk_is_one_module_and_one_registry_entry(tmp_path, monkeypatch)
     assert meta["model_conf"] == {"type": "toy", "width": 6, "embed_dim": 5, "fc_layers": 1}
     x = torch.randn(1, 9, 4)
     assert torch.equal(model.eval()(x), again.eval()(x))
-    with pytest.raises(models.ModelConfigError, match=r"width = 65 is out of range \(must be between 1 and 64\)"):
+    with pytest.raises(models.ModelConfigError,
+                       match=r"width = 65 is out of range \(must be between 1 and 64\)"):
         resolve_model_conf({"type": "toy", "width": 65})
     # the linear head and the trainer's model table know it without another edit
     assert isinstance(build_model({"type": "toy", "head": "linear"}, 3, 4).head[0], Standardise)
