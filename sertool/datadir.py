@@ -187,6 +187,20 @@ def wav_entry(data_dir: str | os.PathLike, value: str) -> str:
     return os.path.join(Path(data_dir).absolute(), value)
 
 
+def wav_scp_lines(data_dir: str | os.PathLike) -> dict[str, str]:
+    """Each utterance's wav.scp line as ``DATA_DIR/wav.scp:LINE`` (through its segments line's
+    recording, if there is a segments file): where an error about its audio points. Every line
+    of a readable wav.scp holds one key (read_table refuses blank lines), so a key's line is its
+    position. Read from the files again: called only when some audio failed."""
+    data_dir = Path(data_dir)
+    wav = data_dir / "wav.scp"
+    line_of = {rec: f"{wav}:{n}" for n, rec in enumerate(read_table(wav), start=1)}
+    if not (data_dir / "segments").is_file():
+        return line_of
+    recordings = {utt: v.split()[0] for utt, v in read_table(data_dir / "segments").items()}
+    return {utt: line_of[rec] for utt, rec in recordings.items() if rec in line_of}
+
+
 @dataclass
 class Segment:
     recording: str

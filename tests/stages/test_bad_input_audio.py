@@ -13,6 +13,7 @@ and no process left running.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import struct
 import subprocess
@@ -124,7 +125,7 @@ def test_extract_feats_names_the_utterance_of_a_1_hz_header(tmp_path):
                     cwd=tmp_path, timeout=60)
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        f"sertool: error: extract: job 1 failed: utterance spk1-u1 ({bad}): "
+        f"sertool: error: extract: job 1 failed: {data}/wav.scp:1: utterance spk1-u1 ({bad}): "
         f"{RATE_PROBLEM.format(rate=1)}; see {tmp_path}/feats/log/extract.1.log")
     assert {p: d for p, d in _snapshot(tmp_path).items() if p in before} == before
     assert not list((tmp_path / "feats").glob("feats.*"))
@@ -145,7 +146,7 @@ def test_the_duration_limit_is_checked_on_the_span_read_before_decoding(tmp_path
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "feats" / "failed").read_text() == (
         f"spk1-u2\t{rec}\t1.800s of audio is longer than the limit of 1s ({LIMIT_ENV}; cut it "
-        "with a segments file, or raise the limit)\n")
+        f"with a segments file, or raise the limit)\t{data}/wav.scp:1\n")
     assert [line.split()[0] for line in (tmp_path / "feats" / "feats.scp").open()] == ["spk1-u1"]
     assert {p: d for p, d in _snapshot(tmp_path).items() if p in before} == before
 
@@ -188,7 +189,8 @@ def test_a_pipe_with_unbounded_output_fails_its_utterance_and_is_stopped_whole(t
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "feats" / "failed").read_text() == (
         f"spk1-u2\t{command}\tpipe output is more than 192000 bytes, the most 1s of audio may "
-        f"take (48 kHz 16-bit stereo; {LIMIT_ENV} sets the seconds); the command was stopped\n")
+        f"take (48 kHz 16-bit stereo; {LIMIT_ENV} sets the seconds); the command was stopped"
+        f"\t{data}/wav.scp:2\n")
     assert not left, f"left running: {left}"
     assert {p: d for p, d in _snapshot(tmp_path).items() if p in before} == before
 
@@ -226,10 +228,54 @@ def test_extract_feats_lists_what_each_wav_scp_entry_is(tmp_path):
                     timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "feats" / "failed").read_text() == (
-        f"spk1-u2\t{folder}\tis a directory, not an audio file\n"
-        f"spk1-u3\t{fifo}\tnot a regular file (a FIFO); give an audio file\n"
-        "spk1-u4\t/dev/zero\tnot a regular file (a character device); give an audio file\n")
+        f"spk1-u2\t{folder}\tis a directory, not an audio file\t{data}/wav.scp:2\n"
+        f"spk1-u3\t{fifo}\tnot a regular file (a FIFO); give an audio file\t{data}/wav.scp:3\n"
+        "spk1-u4\t/dev/zero\tnot a regular file (a character device); give an audio file"
+        f"\t{data}/wav.scp:4\n")
     assert {p: d for p, d in _snapshot(tmp_path).items() if p in before} == before
+
+
+def test_extract_feats_names_the_wav_scp_line_of_each_audio_failure(tmp_path):
+    """An unreadable recording is named by its wav.scp line (through segments), besides the
+    utterance and the path, on stderr, in FEAT/failed, in the job's log and in --strict's error;
+    the other utterances are still extracted (before, the line was nowhere)."""
+    good = _tone(tmp_path / "audio" / "good.wav", 2.0)
+    corrupt = tmp_path / "audio" / "corrupt.wav"
+    corrupt.write_text("not audio at all\n" * 50)
+    gone = tmp_path / "audio" / "gone.wav"
+    data = _data(tmp_path, {"rec1": str(good), "rec2": str(corrupt), "rec3": str(gone)},
+                 segments="spk1-u1 rec1 0.0 0.9\nspk1-u2 rec2 0.0 1.0\nspk1-u3 rec1 1.0 1.9\n"
+                          "spk1-u4 rec3 0.0 1.0\n")
+    before = _snapshot(tmp_path)
+    done = _sertool("extract-feats", data, tmp_path / "feats", "--nj", "2", "--no-progress",
+                    cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    decode = r"cannot decode audio \(Error opening '[^']+': [^\t\n]+\)"
+    assert re.fullmatch(
+        re.escape(f"{data}/wav.scp:2: utterance spk1-u2 ({corrupt}): ") + decode
+        + re.escape(" (skipped)\n" f"{data}/wav.scp:3: utterance spk1-u4 ({gone}): audio file "
+                    "not found (skipped)\n"), done.stderr), done.stderr
+    assert done.stdout.startswith(f"{tmp_path}/feats: 2 of 4 utterances extracted"), done.stdout
+    assert re.fullmatch(
+        re.escape(f"spk1-u2\t{corrupt}\t") + decode + re.escape(f"\t{data}/wav.scp:2\n"
+                                                              f"spk1-u4\t{gone}\taudio file not "
+                                                              f"found\t{data}/wav.scp:3\n"),
+        (tmp_path / "feats" / "failed").read_text()), (tmp_path / "feats" / "failed").read_text()
+    logs = "".join(p.read_text() for p in sorted((tmp_path / "feats" / "log").glob("*.log")))
+    assert f"FAILED {data}/wav.scp:2: utterance spk1-u2 ({corrupt}): cannot decode" in logs
+    assert f"FAILED {data}/wav.scp:3: utterance spk1-u4 ({gone}): audio file not found" in logs
+    assert [line.split()[0] for line in (tmp_path / "feats" / "feats.scp").open()] == [
+        "spk1-u1", "spk1-u3"]  # nothing else lost
+    assert {p: d for p, d in _snapshot(tmp_path).items() if p in before} == before
+
+    strict = _sertool("extract-feats", data, tmp_path / "strict", "--strict", "--no-progress",
+                      cwd=tmp_path, timeout=120)
+    assert strict.returncode == 1 and "Traceback" not in strict.stderr, strict.stderr
+    assert re.fullmatch(
+        re.escape(f"sertool: error: extract: job 1 failed: {data}/wav.scp:2: utterance spk1-u2 "
+                  f"({corrupt}): ") + decode
+        + re.escape(f"; see {tmp_path}/strict/log/extract.1.log"),
+        strict.stderr.strip().splitlines()[-1]), strict.stderr
 
 
 def test_check_folds_does_not_block_on_a_fifo_or_hash_a_damaged_header(tmp_path):
