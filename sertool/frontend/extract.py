@@ -18,7 +18,12 @@ from typing import NamedTuple, TextIO
 import kaldiio
 import numpy as np
 
-from sertool.datadir import DataDir, DataDirError, require_valid, wav_scp_lines
+from sertool.datadir import (
+    DataDir,
+    require_valid,
+    utterance_problem,
+    wav_scp_lines,
+)
 from sertool.errors import SertoolError
 from sertool.faults import kill_point
 from sertool.frontend.audio import AudioError, load_audio
@@ -62,8 +67,7 @@ class Failure(NamedTuple):
 
     def describe(self) -> str:
         """``DATA_DIR/wav.scp:LINE: utterance UTT (AUDIO): REASON``, the error's form."""
-        at = f"{self.where}: " if self.where else ""
-        return f"{at}utterance {self.utt} ({self.source}): {self.reason}"
+        return utterance_problem(self.where, self.utt, self.source, self.reason)
 
 
 @dataclass
@@ -176,7 +180,7 @@ def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Pa
                     raise FrontendError(problem)
             except (AudioError, FrontendError) as err:
                 if wav_lines is None:
-                    wav_lines = _wav_lines(data_dir)
+                    wav_lines = wav_scp_lines(data_dir, missing_ok=True)
                 # one line in FEAT/failed: no tab or newline inside the reason
                 reason = str(err).replace(source + ": ", "").replace("\t", " ").replace("\n", " ")
                 failure = Failure(utt, source, reason, wav_lines.get(utt, ""))
@@ -225,17 +229,6 @@ def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Pa
     atomic_write_text(paths["failed"], "".join(failed_lines))
     atomic_write_text(paths["aug"], "".join(aug_lines))
     return written
-
-
-def _wav_lines(data_dir: str | None) -> dict[str, str]:
-    """utt -> ``DATA_DIR/wav.scp:LINE``; empty where the directory cannot be read again (a job
-    on a node that does not see it): the failure is still named by utterance and audio."""
-    if data_dir is None:
-        return {}
-    try:
-        return wav_scp_lines(data_dir)
-    except (OSError, DataDirError):
-        return {}
 
 
 def _read_lines(path: Path) -> list[str]:

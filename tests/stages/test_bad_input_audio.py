@@ -12,6 +12,7 @@ and no process left running.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -293,9 +294,64 @@ def test_check_folds_does_not_block_on_a_fifo_or_hash_a_damaged_header(tmp_path)
     before = _snapshot(tmp_path)
     done = _sertool("check-folds", data, cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert ("2 utterances could not be read for the audio comparison, e.g. spk1-u1"
-            in done.stdout + done.stderr)
+    assert done.stdout.splitlines()[-3:] == [
+        "2 utterances could not be read for the audio comparison (not compared):",
+        f"  {data}/wav.scp:1: utterance spk1-u1 ({fifo}): not a regular file (a FIFO); give an "
+        "audio file",
+        f"  {data}/wav.scp:2: utterance spk1-u2 ({bad}): {RATE_PROBLEM.format(rate=1)}"]
     assert {p: d for p, d in _snapshot(tmp_path).items() if p in before} == before
+
+
+def test_check_folds_says_why_each_utterance_could_not_be_hashed(tmp_path):
+    """Each utterance left out of the audio comparison is named with its wav.scp line (through
+    segments) and why: missing, a directory, not audio, a pipe (never run by a check), a
+    segment past the end. Before, only the count and the first utterance's name were given."""
+    good = _tone(tmp_path / "audio" / "good.wav")
+    folder = tmp_path / "audio" / "folder.wav"
+    folder.mkdir()
+    notes = tmp_path / "audio" / "notes.wav"
+    notes.write_text("these are my notes\n")
+    gone = tmp_path / "audio" / "gone.wav"
+    pipe = f"cat {good} |"
+    data = _data(tmp_path, {"r1": str(good), "r2": str(folder), "r3": str(notes),
+                            "r4": str(gone), "r5": pipe},
+                 segments="spk1-u1 r1 0.0 0.5\nspk1-u2 r2 0.0 1.0\nspk1-u3 r3 0.0 1.0\n"
+                          "spk2-u4 r4 0.0 1.0\nspk2-u5 r5 0.0 1.0\nspk2-u6 r1 0.2 3.0\n"
+                          "spk2-u7 r1 0.0 0.5\n")
+    (data / "utt2spk").write_text("".join(f"spk{1 + (i > 3)}-u{i} spk{1 + (i > 3)}\n"
+                                          for i in range(1, 8)))
+    (data / "spk2utt").write_text("spk1 spk1-u1 spk1-u2 spk1-u3\n"
+                                  "spk2 spk2-u4 spk2-u5 spk2-u6 spk2-u7\n")
+    (data / "folds" / "1").mkdir(parents=True)
+    (data / "folds" / "1" / "train").write_text("spk1-u1\nspk1-u2\nspk1-u3\n")
+    (data / "folds" / "1" / "test").write_text("spk2-u4\nspk2-u5\nspk2-u6\nspk2-u7\n")
+    (data / "folds" / "protocol.json").write_text('{"name": "by hand", "folds": ["1"]}')
+    before = _snapshot(tmp_path)
+    done = _sertool("check-folds", data, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stdout.splitlines()
+    # spk2-u7 is spk1-u1's audio: still found, the unreadable ones aside
+    assert lines[0] == ("LEAKING (identical audio): 1 identical recordings on both sides in 1 "
+                        "of 1 folds (e.g. fold 1: spk1-u1 = spk2-u7) [protocol by hand]")
+    where = f"{data}/wav.scp"
+    assert lines[-6:] == [
+        "5 utterances could not be read for the audio comparison (not compared):",
+        f"  {where}:2: utterance spk1-u2 ({folder}): is a directory, not an audio file",
+        f"  {where}:3: utterance spk1-u3 ({notes}): cannot decode audio (Error opening "
+        f"'{notes}': Format not recognised.)",
+        f"  {where}:4: utterance spk2-u4 ({gone}): audio file not found",
+        f"  {where}:5: utterance spk2-u5 ({pipe}): a pipe command: not run for the audio "
+        "comparison",
+        f"  {where}:1: utterance spk2-u6 ({good}): segment end 3.0s is past the end of the audio "
+        "(0.500s)"]
+    as_json = json.loads(_sertool("check-folds", data, "--json", cwd=tmp_path, timeout=60).stdout)
+    assert as_json["unhashed"] == ["spk1-u2", "spk1-u3", "spk2-u4", "spk2-u5", "spk2-u6"]
+    assert as_json["unhashed_reasons"]["spk2-u4"] == (
+        f"{where}:4: utterance spk2-u4 ({gone}): audio file not found")
+    after = _snapshot(tmp_path)
+    assert {p: d for p, d in after.items() if p in before} == before
+    assert [os.path.relpath(p, tmp_path) for p in after if p not in before] == [
+        "data/.audio_hashes.json"]  # the cache of the hashes made
 
 
 def test_predict_refuses_an_output_that_is_a_directory_before_any_work(bundle, tmp_path):
