@@ -279,18 +279,24 @@ def test_extract_feats_names_the_wav_scp_line_of_each_audio_failure(tmp_path):
         strict.stderr.strip().splitlines()[-1]), strict.stderr
 
 
+def _one_fold(data: Path, train: list[str], test: list[str]) -> None:
+    """Speakers spk1 (``train``) and spk2 (``test``) and fold 1 of them in ``data``."""
+    utts = {"spk1": train, "spk2": test}
+    (data / "utt2spk").write_text("".join(f"{u} {s}\n" for s, us in utts.items() for u in us))
+    (data / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in utts.items()))
+    (data / "folds" / "1").mkdir(parents=True)
+    (data / "folds" / "1" / "train").write_text("".join(f"{u}\n" for u in train))
+    (data / "folds" / "1" / "test").write_text("".join(f"{u}\n" for u in test))
+    (data / "folds" / "protocol.json").write_text('{"name": "by hand", "folds": ["1"]}')
+
+
 def test_check_folds_does_not_block_on_a_fifo_or_hash_a_damaged_header(tmp_path):
     good = _tone(tmp_path / "audio" / "good.wav")
     fifo = tmp_path / "audio" / "fifo.wav"
     os.mkfifo(fifo)
     bad = _with_rate(tmp_path / "audio" / "rate1.wav", 1)
     data = _data(tmp_path, {"spk1-u1": str(fifo), "spk1-u2": str(bad), "spk2-u3": str(good)})
-    (data / "utt2spk").write_text("spk1-u1 spk1\nspk1-u2 spk1\nspk2-u3 spk2\n")
-    (data / "spk2utt").write_text("spk1 spk1-u1 spk1-u2\nspk2 spk2-u3\n")
-    (data / "folds" / "1").mkdir(parents=True)
-    (data / "folds" / "1" / "train").write_text("spk1-u1\nspk1-u2\n")
-    (data / "folds" / "1" / "test").write_text("spk2-u3\n")
-    (data / "folds" / "protocol.json").write_text('{"name": "by hand", "folds": ["1"]}')
+    _one_fold(data, ["spk1-u1", "spk1-u2"], ["spk2-u3"])
     before = _snapshot(tmp_path)
     done = _sertool("check-folds", data, cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -318,14 +324,7 @@ def test_check_folds_says_why_each_utterance_could_not_be_hashed(tmp_path):
                  segments="spk1-u1 r1 0.0 0.5\nspk1-u2 r2 0.0 1.0\nspk1-u3 r3 0.0 1.0\n"
                           "spk2-u4 r4 0.0 1.0\nspk2-u5 r5 0.0 1.0\nspk2-u6 r1 0.2 3.0\n"
                           "spk2-u7 r1 0.0 0.5\n")
-    (data / "utt2spk").write_text("".join(f"spk{1 + (i > 3)}-u{i} spk{1 + (i > 3)}\n"
-                                          for i in range(1, 8)))
-    (data / "spk2utt").write_text("spk1 spk1-u1 spk1-u2 spk1-u3\n"
-                                  "spk2 spk2-u4 spk2-u5 spk2-u6 spk2-u7\n")
-    (data / "folds" / "1").mkdir(parents=True)
-    (data / "folds" / "1" / "train").write_text("spk1-u1\nspk1-u2\nspk1-u3\n")
-    (data / "folds" / "1" / "test").write_text("spk2-u4\nspk2-u5\nspk2-u6\nspk2-u7\n")
-    (data / "folds" / "protocol.json").write_text('{"name": "by hand", "folds": ["1"]}')
+    _one_fold(data, ["spk1-u1", "spk1-u2", "spk1-u3"], ["spk2-u4", "spk2-u5", "spk2-u6", "spk2-u7"])
     before = _snapshot(tmp_path)
     done = _sertool("check-folds", data, cwd=tmp_path, timeout=60)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
