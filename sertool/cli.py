@@ -309,8 +309,8 @@ def extract_feats_cmd(paths: tuple[str, ...], out_dir: str | None, wavs: tuple[s
                                    progress=not no_progress, conf_path=conf_path,
                                    overrides=overrides, wave_augment=augment,
                                    cluster=cluster)
-    for utt, source, reason in result.failed:
-        click.echo(f"skipped {utt} ({source}): {reason}", err=True)
+    for failure in result.failed:
+        click.echo(f"{failure.describe()} (skipped)", err=True)
     click.echo(result.summary())
 
 

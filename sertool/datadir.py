@@ -187,6 +187,36 @@ def wav_entry(data_dir: str | os.PathLike, value: str) -> str:
     return os.path.join(Path(data_dir).absolute(), value)
 
 
+def utterance_problem(where: str, utt: str, source: str, reason: str) -> str:
+    """Why an utterance's audio could not be used, in the one form of extract-feats and
+    check-folds: ``DATA_DIR/wav.scp:LINE: utterance UTT (AUDIO): REASON`` (no line: unknown)."""
+    return f"{where + ': ' if where else ''}utterance {utt} ({source}): {reason}"
+
+
+def wav_scp_lines(data_dir: str | os.PathLike | None, *,
+                  missing_ok: bool = False) -> dict[str, str]:
+    """Each utterance's wav.scp line as ``DATA_DIR/wav.scp:LINE`` (through its segments line's
+    recording, if there is a segments file): where an error about its audio points. Every line
+    of a readable wav.scp holds one key (read_table refuses blank lines), so a key's line is its
+    position. Read from the files again: called only when some audio failed. ``missing_ok``:
+    empty (no directory, or one that cannot be read again, as from a node that does not see
+    it) instead of an error: the failure is then named by utterance and audio alone."""
+    if data_dir is None:
+        return {}
+    if missing_ok:
+        try:
+            return wav_scp_lines(data_dir)
+        except (OSError, DataDirError):
+            return {}
+    data_dir = Path(data_dir)
+    wav = data_dir / "wav.scp"
+    line_of = {rec: f"{wav}:{n}" for n, rec in enumerate(read_table(wav), start=1)}
+    if not (data_dir / "segments").is_file():
+        return line_of
+    recordings = {utt: v.split()[0] for utt, v in read_table(data_dir / "segments").items()}
+    return {utt: line_of[rec] for utt, rec in recordings.items() if rec in line_of}
+
+
 @dataclass
 class Segment:
     recording: str

@@ -27,7 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sertool.datadir import DataDir, DataDirError, Fold, is_pipe, read_folds
+from sertool.datadir import (
+    DataDir,
+    DataDirError,
+    Fold,
+    is_pipe,
+    read_folds,
+    utterance_problem,
+    wav_scp_lines,
+)
 from sertool.errors import SertoolError
 
 # The protocol names the CLI offers; "auto" is the corpus's default, "none" makes no folds.
@@ -407,7 +415,8 @@ class FoldCheck:
     protocol: dict
     folds: list[FoldResult]
     audio_checked: bool
-    unhashed: list[str] = field(default_factory=list)  # utterances whose audio was not read
+    # utterances whose audio was not read -> why ("DATA/wav.scp:LINE: utterance U (AUDIO): ...")
+    unhashed: dict[str, str] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -451,7 +460,8 @@ class FoldCheck:
             "clean": self.clean,
             "protocol": self.protocol,
             "audio_checked": self.audio_checked,
-            "unhashed": self.unhashed,
+            "unhashed": sorted(self.unhashed),
+            "unhashed_reasons": dict(sorted(self.unhashed.items())),
             "folds": [{**asdict(f), "clean": f.clean,
                        "duplicate_audio": [list(p) for p in f.duplicate_audio]}
                       for f in self.folds],
@@ -483,8 +493,11 @@ def audio_hash(
 
 
 def hash_utterances(data: DataDir, utts: Iterable[str], cache_path: Path | None = None,
-                    progress: bool = True) -> tuple[dict[str, str], list[str]]:
-    """Content hashes of utterances, cached by (path, size, mtime, start, end)."""
+                    progress: bool = True) -> tuple[dict[str, str], dict[str, str]]:
+    """Content hashes of utterances, cached by (path, size, mtime, start, end), and the
+    utterances that could not be hashed -> why, naming their wav.scp line (see
+    :func:`sertool.datadir.utterance_problem`)."""
+    from sertool.frontend.audio import AudioError, file_problem
     from sertool.progress import progress_bar
 
     cache: dict[str, list] = {}
@@ -494,20 +507,32 @@ def hash_utterances(data: DataDir, utts: Iterable[str], cache_path: Path | None 
         except (OSError, json.JSONDecodeError):
             cache = {}  # a broken cache is only a cache: recompute
     hashes: dict[str, str] = {}
-    unhashed: list[str] = []
+    unhashed: dict[str, str] = {}
+    lines: dict[str, str] | None = None  # utt -> DATA/wav.scp:LINE, read at the first failure
     changed = False
     utts = sorted(utts)
+
+    def cannot(utt: str, audio: str, reason: str) -> None:
+        nonlocal lines
+        if lines is None:
+            lines = wav_scp_lines(data.path, missing_ok=True)
+        unhashed[utt] = utterance_problem(lines.get(utt, ""), utt, audio, reason)
+
     for utt in progress_bar(utts, desc="hashing audio", unit="utt",
                             disable=not progress or len(utts) < 200):
         audio, start, end = data.audio_of(utt)
         if is_pipe(audio):
-            unhashed.append(utt)  # a pipe command: not run here
+            # a check runs no command a (downloaded) data directory names
+            cannot(utt, audio, "a pipe command: not run for the audio comparison")
             continue
         path = Path(audio)  # relative wav.scp paths: made absolute by DataDir.load
+        if problem := file_problem(path):  # stat only: a FIFO never blocks the check
+            cannot(utt, audio, problem)
+            continue
         try:
             stat = path.stat()
-        except OSError:
-            unhashed.append(utt)
+        except OSError as err:
+            cannot(utt, audio, f"cannot read the audio file ({err.strerror or err})")
             continue
         key = f"{path.resolve()}|{start}|{end}"
         entry = cache.get(key)
@@ -516,8 +541,11 @@ def hash_utterances(data: DataDir, utts: Iterable[str], cache_path: Path | None 
             continue
         try:
             value = audio_hash(path, start, end)
-        except Exception:  # noqa: BLE001 - unreadable audio is reported, not fatal here
-            unhashed.append(utt)
+        except AudioError as err:  # its message is "AUDIO: reason"
+            cannot(utt, audio, str(err).removeprefix(f"{path}: "))
+            continue
+        except Exception as err:  # noqa: BLE001 - unreadable audio is reported, not fatal here
+            cannot(utt, audio, f"cannot decode audio ({type(err).__name__}: {err})")
             continue
         hashes[utt] = value
         cache[key] = [stat.st_size, stat.st_mtime_ns, value]
@@ -548,7 +576,7 @@ def check_folds(data_dir: str | os.PathLike, *, audio: bool = True,
                            f"{getattr(fold, part)[line - 1]!r} is not in utt2spk "
                            f"({len(missing)} fold utterance(s) are not)")
     hashes: dict[str, str] = {}
-    unhashed: list[str] = []
+    unhashed: dict[str, str] = {}
     if audio:
         hashes, unhashed = hash_utterances(data, used, data_dir / _CACHE_NAME, progress)
     results = []
@@ -582,5 +610,9 @@ def format_check(check: FoldCheck) -> str:
             lines.append(f"  ... and {len(fold.duplicate_audio) - 20} more identical pairs")
     if check.unhashed:
         lines.append(f"{len(check.unhashed)} utterances could not be read for the audio "
-                     f"comparison, e.g. {check.unhashed[0]}")
+                     "comparison (not compared):")
+        reasons = [check.unhashed[utt] for utt in sorted(check.unhashed)]
+        lines += [f"  {why}" for why in reasons[:20]]
+        if len(reasons) > 20:
+            lines.append(f"  ... and {len(reasons) - 20} more (check-folds --json lists all)")
     return "\n".join(lines)

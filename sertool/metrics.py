@@ -177,6 +177,8 @@ def best_epoch(history: Sequence[Mapping[str, float]], metric: str = SELECTION_M
                ) -> Mapping[str, float] | None:
     """The epoch row model selection keeps: the highest held-out ``metric``, ties broken by the
     lower held-out loss, then by the earlier epoch. Rows without the metric (or NaN: no held-out
-    set) are not candidates; None when no row is."""
-    scored = [row for row in history if not math.isnan(row.get(metric, math.nan))]
+    set) are not candidates, nor are rows whose metric or held-out loss is NaN or infinite (a
+    held-out set the model overflowed on: its decisions mean nothing); None when no row is."""
+    scored = [row for row in history if math.isfinite(row.get(metric, math.nan))
+              and math.isfinite(row.get("valid_loss", math.nan))]
     return max(scored, key=lambda row: (row[metric], -row["valid_loss"]), default=None)

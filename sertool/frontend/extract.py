@@ -13,12 +13,17 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 import kaldiio
 import numpy as np
 
-from sertool.datadir import DataDir, require_valid
+from sertool.datadir import (
+    DataDir,
+    require_valid,
+    utterance_problem,
+    wav_scp_lines,
+)
 from sertool.errors import SertoolError
 from sertool.faults import kill_point
 from sertool.frontend.audio import AudioError, load_audio
@@ -43,12 +48,34 @@ class ExtractError(SertoolError, RuntimeError):
     pass
 
 
+class Failure(NamedTuple):
+    """An utterance that could not be used: one line of FEAT_DIR/failed, ``utt <TAB> audio
+    <TAB> reason <TAB> DATA_DIR/wav.scp:LINE`` (``where``: empty when unknown, as in the
+    three-column lines of earlier versions)."""
+
+    utt: str
+    source: str
+    reason: str
+    where: str = ""
+
+    def line(self) -> str:
+        return "\t".join(self[:3] if not self.where else self) + "\n"
+
+    @classmethod
+    def parse(cls, line: str) -> Failure:
+        return cls(*line.rstrip("\n").split("\t", 3))
+
+    def describe(self) -> str:
+        """``DATA_DIR/wav.scp:LINE: utterance UTT (AUDIO): REASON``, the error's form."""
+        return utterance_problem(self.where, self.utt, self.source, self.reason)
+
+
 @dataclass
 class ExtractResult:
     feat_dir: Path
     n_utts: int
     n_extracted: int
-    failed: list[tuple[str, str, str]] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
     vad_fallback: list[str] = field(default_factory=list)
     flagged: dict[str, list[str]] = field(default_factory=dict)  # flag -> utts (vad_stats)
     jobs_skipped: int = 0
@@ -103,27 +130,31 @@ def _job_paths(feat_dir: Path, index: int) -> dict[str, Path]:
 
 
 def run_job(index: int, items: list[tuple], conf: dict, feat_dir: str, strict: bool,
-            wave_augment: dict | None, *, log: TextIO, progress: Callable[[int], None]) -> int:
+            wave_augment: dict | None, data_dir: str | None = None, *, log: TextIO,
+            progress: Callable[[int], None]) -> int:
     """Extract job ``index``'s utterances (and their waveform-augmented copies) into
     feats.N.ark; returns the number of utterances written. Run by sertool.jobs. A failure
-    leaves no temporary archive; a failed write (disk full) is an OutputError naming it."""
+    leaves no temporary archive; a failed write (disk full) is an OutputError naming it.
+    ``data_dir``: where a failed utterance's wav.scp line is looked up (not part of the
+    items, so not of the jobs' digests: moving a line does not redo a job)."""
     paths = _job_paths(Path(feat_dir), index)
     tmp_ark = paths["ark"].with_name(paths["ark"].name + ".tmp")
     tmp_scp = paths["scp"].with_name(paths["scp"].name + ".tmp")
     with output_errors(paths["ark"], tmp_ark, tmp_scp):
         return _extract_job(index, items, conf, paths, tmp_ark, tmp_scp, strict, wave_augment,
-                            log, progress)
+                            log, progress, data_dir)
 
 
 def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Path],
                  tmp_ark: Path, tmp_scp: Path, strict: bool, wave_augment: dict | None,
-                 log: TextIO, progress: Callable[[int], None]) -> int:
+                 log: TextIO, progress: Callable[[int], None], data_dir: str | None) -> int:
     frontend = Frontend(conf)
     conversation_mode = frontend.conf["cmvn"]["mode"] == "conversation"
     slow = float(os.environ.get(SLOW_ENV, "0") or 0)
     vad_lines, failed_lines, aug_lines = [], [], []
     augment = WaveAugment.from_conf(wave_augment) if wave_augment else None
     written = 0
+    wav_lines: dict[str, str] | None = None  # read at the first failure only
     with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer:
         log.write(f"# job {index}: {len(items)} utterances, started {time.ctime()}\n")
         pending: list[tuple[str, np.ndarray]] = []  # one conversation (conversation CMVN)
@@ -148,12 +179,15 @@ def _extract_job(index: int, items: list[tuple], conf: dict, paths: dict[str, Pa
                 if problem := unusable(feats, stats):
                     raise FrontendError(problem)
             except (AudioError, FrontendError) as err:
-                reason = str(err).replace(source + ": ", "")
-                message = f"utterance {utt} ({source}): {reason}"
+                if wav_lines is None:
+                    wav_lines = wav_scp_lines(data_dir, missing_ok=True)
+                # one line in FEAT/failed: no tab or newline inside the reason
+                reason = str(err).replace(source + ": ", "").replace("\t", " ").replace("\n", " ")
+                failure = Failure(utt, source, reason, wav_lines.get(utt, ""))
                 if strict:
-                    raise ExtractError(message) from err
-                failed_lines.append(f"{utt}\t{source}\t{reason}\n")
-                log.write(f"FAILED {message}\n")
+                    raise ExtractError(failure.describe()) from err
+                failed_lines.append(failure.line())
+                log.write(f"FAILED {failure.describe()}\n")
             else:
                 flags = "".join(f" {flag}" for flag in sorted(stats.flags))
                 vad_lines.append(f"{utt} {stats.frames_in} {stats.frames_kept}{flags}\n")
@@ -233,7 +267,8 @@ def extract_feats(
     fingerprint = prepare_feat_dir(feat_dir, resolved, aug_conf, ExtractError)
     parts = split_jobs(data, nj, resolved["cmvn"]["mode"] == "conversation")
     jobs, ran = run_stage(STAGE, feat_dir, run_job, parts,
-                          (resolved, str(feat_dir), strict, aug_conf), files=JOB_FILES,
+                          (resolved, str(feat_dir), strict, aug_conf, str(data_dir)),
+                          files=JOB_FILES,
                           identity=fingerprint, cluster=cluster, progress=progress,
                           desc=f"extract-feats {feat_dir.name}", error=ExtractError)
     return _merge(feat_dir, jobs, len(ran.skipped))
@@ -259,7 +294,7 @@ def _merge(feat_dir: Path, jobs: list[Job], skipped: int) -> ExtractResult:
     write_tables(feat_dir, table, copies, vad_rows, failed)
     result = ExtractResult(
         feat_dir, n_utts, len(table),
-        failed=[tuple(line.rstrip("\n").split("\t", 2)) for line in sorted(failed)],
+        failed=[Failure.parse(line) for line in sorted(failed)],
         vad_fallback=sorted(r[0] for r in vad_rows if "vad_fallback" in r[3:]),
         flagged={flag: sorted(r[0] for r in vad_rows if flag in r[3:])
                  for flag in sorted({f for r in vad_rows for f in r[3:]})},
@@ -268,7 +303,7 @@ def _merge(feat_dir: Path, jobs: list[Job], skipped: int) -> ExtractResult:
     )
     if n_utts and not table:
         raise ExtractError(f"every utterance failed; see {feat_dir / 'failed'}: "
-                           + failed[0].strip().replace("\t", " "))
+                           + result.failed[0].describe())
     return result
 
 

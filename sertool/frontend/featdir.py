@@ -16,7 +16,8 @@ Layout of FEAT_DIR (Kaldi's steps/make_fbank.sh is the model):
 ``vad_stats``           utt frames_in frames_kept [flags]: ``vad_fallback`` (VAD kept fewer than
                         vad.min_kept_frames: kept whole), ``too_short`` (fewer frames than that
                         in all), ``clipped``; each also a WARNING line in the job's log
-``failed``              utt <TAB> file <TAB> reason, one line per skipped utterance; silent audio
+``failed``              utt <TAB> file <TAB> reason <TAB> DATA_DIR/wav.scp:LINE, one line per
+                        skipped utterance (its wav.scp line: where to fix it); silent audio
                         (digital silence, DC only) and features that would be all zero are
                         listed here, never stored
 ``wave_aug.json``       with ``--wave-augment`` only: the waveform augmentation

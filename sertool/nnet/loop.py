@@ -18,7 +18,9 @@ A loss that is NaN or infinite (checked every step, before its backward pass) or
 (parameters and batch-norm statistics: checked after each epoch's steps, before the epoch is
 evaluated or saved, and by ``train`` before each partial.pt) stop the run with
 :class:`DivergedError`, naming the epoch and step: nothing of the diverged model is saved, so the
-checkpoints before it stay the newest and a rerun resumes from them.
+checkpoints before it stay the newest and a rerun resumes from them. So does a held-out
+evaluation that is NaN or infinite while the weights are finite (held-out inputs that overflow
+the model): the epoch is neither logged, saved nor a candidate for the best epoch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +41,8 @@ log = logging.getLogger("sertool.train")
 
 
 class DivergedError(SertoolError, RuntimeError):
-    """Training produced a NaN or infinite loss or parameters (the message says where)."""
+    """Training produced a NaN or infinite loss, parameters or held-out evaluation (the message
+    says where)."""
 
 
 def diverged(desc: str, epoch: int, step: int, what: str,
@@ -60,6 +63,23 @@ def check_finite_weights(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise diverged(desc, epoch, step, f"{kind} {name} is no longer finite",
                                optimizer)
+
+
+def check_finite_held_out(metrics: Mapping[str, float], *, desc: str, epoch: int) -> None:
+    """DivergedError when a number of ``epoch``'s held-out evaluation is NaN or infinite. An
+    evaluation whose every number is NaN is no held-out set (an empty one: as
+    :func:`sertool.metrics.best_epoch` reads it), not a failure."""
+    values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    if not values or all(math.isnan(v) for v in values.values()):
+        return
+    bad = [f"{k} is {v}" for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        # the weights were checked just before: finite weights giving a non-finite held-out
+        # number means held-out inputs the model overflows on (finite but huge features)
+        raise DivergedError(f"{desc + ': ' if desc else ''}the held-out evaluation of epoch "
+                            f"{epoch} is not finite: {', '.join(bad)}, with finite weights "
+                            f"(held-out inputs too large for the model?); stopped before "
+                            f"saving epoch {epoch}: check the held-out features")
 
 
 @dataclass
@@ -174,7 +194,9 @@ def fit(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
         row = {"epoch": number, "lr": optimizer.param_groups[-1]["lr"],
                "train_loss": float(sums[0] / sums[2]) if sums[2] else float("nan"),
                "train_acc": float(sums[1] / sums[2]) if sums[2] else float("nan")}
-        row.update(evaluate())
+        held_out = evaluate()
+        check_finite_held_out(held_out, desc=desc, epoch=number)
+        row.update(held_out)
         row["time_s"] = round(time.time() - started, 3)
         row["data_wait_s"] = round(times.data_wait_s, 3)
         row["step_s"] = round(times.step_s, 3)

@@ -165,21 +165,22 @@ ROWS = [
         may_create=("feats/frontend.json", "feats/log/*")),
     Row("not-audio", lambda t, s: _extract_strict(t, s, _put(
         t / "notes.wav", "these are my notes\n")),
-        r"utterance spk1-u1 \({tmp}/notes.wav\): ",
+        r"{tmp}/data/wav.scp:1: utterance spk1-u1 \({tmp}/notes.wav\): ",
         may_create=("feats/frontend.json", "feats/log/*")),
     Row("zero-length-file", lambda t, s: _extract_strict(t, s, _put(t / "empty.wav", b"")),
-        r"utterance spk1-u1 \({tmp}/empty.wav\): ",
+        r"{tmp}/data/wav.scp:1: utterance spk1-u1 \({tmp}/empty.wav\): ",
         may_create=("feats/frontend.json", "feats/log/*")),
     Row("nan-audio", lambda t, s: _extract_strict(t, s, _wav(t, "nan.wav", np.full(SR, np.nan,
                                                                          "float32"))),
-        r"utterance spk1-u1 \({tmp}/nan.wav\): .*(NaN|finite)",
+        r"{tmp}/data/wav.scp:1: utterance spk1-u1 \({tmp}/nan.wav\): .*(NaN|finite)",
         may_create=("feats/frontend.json", "feats/log/*")),
     Row("audio-file-missing", lambda t, s: _extract_strict(t, s, t / "gone.wav"),
-        r"utterance spk1-u1 \({tmp}/gone.wav\): ",
+        r"{tmp}/data/wav.scp:1: utterance spk1-u1 \({tmp}/gone.wav\): ",
         may_create=("feats/frontend.json", "feats/log/*")),
     Row("every-utterance-failed", lambda t, s: [
         "extract-feats", _one_utt(t, s, t / "gone.wav"), t / "feats", "--no-progress"],
-        r"every utterance failed; see {tmp}/feats/failed: spk1-u1 {tmp}/gone.wav",
+        r"every utterance failed; see {tmp}/feats/failed: {tmp}/data/wav.scp:1: utterance "
+        r"spk1-u1 \({tmp}/gone.wav\): audio file not found\n$",
         may_create=("feats/*", "feats/log/*"), process=True),
     Row("combine-duplicate-ids", lambda t, s: [
         "combine-data-dirs", t / "all", _data(t, s, name="a"), _data(t, s, name="b")],

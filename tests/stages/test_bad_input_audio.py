@@ -12,7 +12,9 @@ and no process left running.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import resource
 import struct
 import subprocess
@@ -124,7 +126,7 @@ def test_extract_feats_names_the_utterance_of_a_1_hz_header(tmp_path):
                     cwd=tmp_path, timeout=60)
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        f"sertool: error: extract: job 1 failed: utterance spk1-u1 ({bad}): "
+        f"sertool: error: extract: job 1 failed: {data}/wav.scp:1: utterance spk1-u1 ({bad}): "
         f"{RATE_PROBLEM.format(rate=1)}; see {tmp_path}/feats/log/extract.1.log")
     assert {p: d for p, d in _snapshot(tmp_path).items() if p in before} == before
     assert not list((tmp_path / "feats").glob("feats.*"))
@@ -145,7 +147,7 @@ def test_the_duration_limit_is_checked_on_the_span_read_before_decoding(tmp_path
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "feats" / "failed").read_text() == (
         f"spk1-u2\t{rec}\t1.800s of audio is longer than the limit of 1s ({LIMIT_ENV}; cut it "
-        "with a segments file, or raise the limit)\n")
+        f"with a segments file, or raise the limit)\t{data}/wav.scp:1\n")
     assert [line.split()[0] for line in (tmp_path / "feats" / "feats.scp").open()] == ["spk1-u1"]
     assert {p: d for p, d in _snapshot(tmp_path).items() if p in before} == before
 
@@ -188,7 +190,8 @@ def test_a_pipe_with_unbounded_output_fails_its_utterance_and_is_stopped_whole(t
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "feats" / "failed").read_text() == (
         f"spk1-u2\t{command}\tpipe output is more than 192000 bytes, the most 1s of audio may "
-        f"take (48 kHz 16-bit stereo; {LIMIT_ENV} sets the seconds); the command was stopped\n")
+        f"take (48 kHz 16-bit stereo; {LIMIT_ENV} sets the seconds); the command was stopped"
+        f"\t{data}/wav.scp:2\n")
     assert not left, f"left running: {left}"
     assert {p: d for p, d in _snapshot(tmp_path).items() if p in before} == before
 
@@ -226,10 +229,65 @@ def test_extract_feats_lists_what_each_wav_scp_entry_is(tmp_path):
                     timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "feats" / "failed").read_text() == (
-        f"spk1-u2\t{folder}\tis a directory, not an audio file\n"
-        f"spk1-u3\t{fifo}\tnot a regular file (a FIFO); give an audio file\n"
-        "spk1-u4\t/dev/zero\tnot a regular file (a character device); give an audio file\n")
+        f"spk1-u2\t{folder}\tis a directory, not an audio file\t{data}/wav.scp:2\n"
+        f"spk1-u3\t{fifo}\tnot a regular file (a FIFO); give an audio file\t{data}/wav.scp:3\n"
+        "spk1-u4\t/dev/zero\tnot a regular file (a character device); give an audio file"
+        f"\t{data}/wav.scp:4\n")
     assert {p: d for p, d in _snapshot(tmp_path).items() if p in before} == before
+
+
+def test_extract_feats_names_the_wav_scp_line_of_each_audio_failure(tmp_path):
+    """An unreadable recording is named by its wav.scp line (through segments), besides the
+    utterance and the path, on stderr, in FEAT/failed, in the job's log and in --strict's error;
+    the other utterances are still extracted (before, the line was nowhere)."""
+    good = _tone(tmp_path / "audio" / "good.wav", 2.0)
+    corrupt = tmp_path / "audio" / "corrupt.wav"
+    corrupt.write_text("not audio at all\n" * 50)
+    gone = tmp_path / "audio" / "gone.wav"
+    data = _data(tmp_path, {"rec1": str(good), "rec2": str(corrupt), "rec3": str(gone)},
+                 segments="spk1-u1 rec1 0.0 0.9\nspk1-u2 rec2 0.0 1.0\nspk1-u3 rec1 1.0 1.9\n"
+                          "spk1-u4 rec3 0.0 1.0\n")
+    before = _snapshot(tmp_path)
+    done = _sertool("extract-feats", data, tmp_path / "feats", "--nj", "2", "--no-progress",
+                    cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    decode = r"cannot decode audio \(Error opening '[^']+': [^\t\n]+\)"
+    assert re.fullmatch(
+        re.escape(f"{data}/wav.scp:2: utterance spk1-u2 ({corrupt}): ") + decode
+        + re.escape(" (skipped)\n" f"{data}/wav.scp:3: utterance spk1-u4 ({gone}): audio file "
+                    "not found (skipped)\n"), done.stderr), done.stderr
+    assert done.stdout.startswith(f"{tmp_path}/feats: 2 of 4 utterances extracted"), done.stdout
+    assert re.fullmatch(
+        re.escape(f"spk1-u2\t{corrupt}\t") + decode + re.escape(f"\t{data}/wav.scp:2\n"
+                                                              f"spk1-u4\t{gone}\taudio file not "
+                                                              f"found\t{data}/wav.scp:3\n"),
+        (tmp_path / "feats" / "failed").read_text()), (tmp_path / "feats" / "failed").read_text()
+    logs = "".join(p.read_text() for p in sorted((tmp_path / "feats" / "log").glob("*.log")))
+    assert f"FAILED {data}/wav.scp:2: utterance spk1-u2 ({corrupt}): cannot decode" in logs
+    assert f"FAILED {data}/wav.scp:3: utterance spk1-u4 ({gone}): audio file not found" in logs
+    assert [line.split()[0] for line in (tmp_path / "feats" / "feats.scp").open()] == [
+        "spk1-u1", "spk1-u3"]  # nothing else lost
+    assert {p: d for p, d in _snapshot(tmp_path).items() if p in before} == before
+
+    strict = _sertool("extract-feats", data, tmp_path / "strict", "--strict", "--no-progress",
+                      cwd=tmp_path, timeout=120)
+    assert strict.returncode == 1 and "Traceback" not in strict.stderr, strict.stderr
+    assert re.fullmatch(
+        re.escape(f"sertool: error: extract: job 1 failed: {data}/wav.scp:2: utterance spk1-u2 "
+                  f"({corrupt}): ") + decode
+        + re.escape(f"; see {tmp_path}/strict/log/extract.1.log"),
+        strict.stderr.strip().splitlines()[-1]), strict.stderr
+
+
+def _one_fold(data: Path, train: list[str], test: list[str]) -> None:
+    """Speakers spk1 (``train``) and spk2 (``test``) and fold 1 of them in ``data``."""
+    utts = {"spk1": train, "spk2": test}
+    (data / "utt2spk").write_text("".join(f"{u} {s}\n" for s, us in utts.items() for u in us))
+    (data / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in utts.items()))
+    (data / "folds" / "1").mkdir(parents=True)
+    (data / "folds" / "1" / "train").write_text("".join(f"{u}\n" for u in train))
+    (data / "folds" / "1" / "test").write_text("".join(f"{u}\n" for u in test))
+    (data / "folds" / "protocol.json").write_text('{"name": "by hand", "folds": ["1"]}')
 
 
 def test_check_folds_does_not_block_on_a_fifo_or_hash_a_damaged_header(tmp_path):
@@ -238,18 +296,61 @@ def test_check_folds_does_not_block_on_a_fifo_or_hash_a_damaged_header(tmp_path)
     os.mkfifo(fifo)
     bad = _with_rate(tmp_path / "audio" / "rate1.wav", 1)
     data = _data(tmp_path, {"spk1-u1": str(fifo), "spk1-u2": str(bad), "spk2-u3": str(good)})
-    (data / "utt2spk").write_text("spk1-u1 spk1\nspk1-u2 spk1\nspk2-u3 spk2\n")
-    (data / "spk2utt").write_text("spk1 spk1-u1 spk1-u2\nspk2 spk2-u3\n")
-    (data / "folds" / "1").mkdir(parents=True)
-    (data / "folds" / "1" / "train").write_text("spk1-u1\nspk1-u2\n")
-    (data / "folds" / "1" / "test").write_text("spk2-u3\n")
-    (data / "folds" / "protocol.json").write_text('{"name": "by hand", "folds": ["1"]}')
+    _one_fold(data, ["spk1-u1", "spk1-u2"], ["spk2-u3"])
     before = _snapshot(tmp_path)
     done = _sertool("check-folds", data, cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert ("2 utterances could not be read for the audio comparison, e.g. spk1-u1"
-            in done.stdout + done.stderr)
+    assert done.stdout.splitlines()[-3:] == [
+        "2 utterances could not be read for the audio comparison (not compared):",
+        f"  {data}/wav.scp:1: utterance spk1-u1 ({fifo}): not a regular file (a FIFO); give an "
+        "audio file",
+        f"  {data}/wav.scp:2: utterance spk1-u2 ({bad}): {RATE_PROBLEM.format(rate=1)}"]
     assert {p: d for p, d in _snapshot(tmp_path).items() if p in before} == before
+
+
+def test_check_folds_says_why_each_utterance_could_not_be_hashed(tmp_path):
+    """Each utterance left out of the audio comparison is named with its wav.scp line (through
+    segments) and why: missing, a directory, not audio, a pipe (never run by a check), a
+    segment past the end. Before, only the count and the first utterance's name were given."""
+    good = _tone(tmp_path / "audio" / "good.wav")
+    folder = tmp_path / "audio" / "folder.wav"
+    folder.mkdir()
+    notes = tmp_path / "audio" / "notes.wav"
+    notes.write_text("these are my notes\n")
+    gone = tmp_path / "audio" / "gone.wav"
+    pipe = f"cat {good} |"
+    data = _data(tmp_path, {"r1": str(good), "r2": str(folder), "r3": str(notes),
+                            "r4": str(gone), "r5": pipe},
+                 segments="spk1-u1 r1 0.0 0.5\nspk1-u2 r2 0.0 1.0\nspk1-u3 r3 0.0 1.0\n"
+                          "spk2-u4 r4 0.0 1.0\nspk2-u5 r5 0.0 1.0\nspk2-u6 r1 0.2 3.0\n"
+                          "spk2-u7 r1 0.0 0.5\n")
+    _one_fold(data, ["spk1-u1", "spk1-u2", "spk1-u3"], ["spk2-u4", "spk2-u5", "spk2-u6", "spk2-u7"])
+    before = _snapshot(tmp_path)
+    done = _sertool("check-folds", data, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stdout.splitlines()
+    # spk2-u7 is spk1-u1's audio: still found, the unreadable ones aside
+    assert lines[0] == ("LEAKING (identical audio): 1 identical recordings on both sides in 1 "
+                        "of 1 folds (e.g. fold 1: spk1-u1 = spk2-u7) [protocol by hand]")
+    where = f"{data}/wav.scp"
+    assert lines[-6:] == [
+        "5 utterances could not be read for the audio comparison (not compared):",
+        f"  {where}:2: utterance spk1-u2 ({folder}): is a directory, not an audio file",
+        f"  {where}:3: utterance spk1-u3 ({notes}): cannot decode audio (Error opening "
+        f"'{notes}': Format not recognised.)",
+        f"  {where}:4: utterance spk2-u4 ({gone}): audio file not found",
+        f"  {where}:5: utterance spk2-u5 ({pipe}): a pipe command: not run for the audio "
+        "comparison",
+        f"  {where}:1: utterance spk2-u6 ({good}): segment end 3.0s is past the end of the audio "
+        "(0.500s)"]
+    as_json = json.loads(_sertool("check-folds", data, "--json", cwd=tmp_path, timeout=60).stdout)
+    assert as_json["unhashed"] == ["spk1-u2", "spk1-u3", "spk2-u4", "spk2-u5", "spk2-u6"]
+    assert as_json["unhashed_reasons"]["spk2-u4"] == (
+        f"{where}:4: utterance spk2-u4 ({gone}): audio file not found")
+    after = _snapshot(tmp_path)
+    assert {p: d for p, d in after.items() if p in before} == before
+    assert [os.path.relpath(p, tmp_path) for p in after if p not in before] == [
+        "data/.audio_hashes.json"]  # the cache of the hashes made
 
 
 def test_predict_refuses_an_output_that_is_a_directory_before_any_work(bundle, tmp_path):

@@ -58,11 +58,32 @@ def _feats_with(tmp: Path, base: Shared, utt: str = INF_UTT,
                 value: float | None = np.inf) -> Path:
     """A copy of the shared features with ``value`` at one frame and dimension of ``utt``
     (None: unchanged), and the frontend.json that finetune reads."""
-    feats = tmp / "feats"
-    feats.mkdir()
     mats = {k: np.array(m) for k, m in kaldiio.load_scp(str(base.feats / "feats.scp")).items()}
     if value is not None:
         mats[utt][INF_AT] = value
+    return _write_feats(tmp, base, mats)
+
+
+def _held_out_overflowing(tmp: Path, base: Shared) -> Path:
+    """The shared features with train's held-out utterances (its default speaker split) made
+    finite but huge: the network in eval mode overflows on them, its training batches do not."""
+    from sertool.folds import speaker_heldout
+    from sertool.nnet.trainer import DEFAULTS
+
+    mats = {k: np.array(m) for k, m in kaldiio.load_scp(str(base.feats / "feats.scp")).items()}
+    utt2spk = dict(line.split() for line in (base.feats_data / "utt2spk").read_text().splitlines())
+    _, held = speaker_heldout(sorted(mats), utt2spk, {u: len(m) for u, m in mats.items()},
+                              DEFAULTS["heldout_fraction"], DEFAULTS["seed"],
+                              DEFAULTS["heldout_min_frames"])
+    assert held  # each of the 4 speakers gives one utterance
+    for utt, _, _ in held:
+        mats[utt] = np.full_like(mats[utt], 1e30)
+    return _write_feats(tmp, base, mats)
+
+
+def _write_feats(tmp: Path, base: Shared, mats: dict[str, np.ndarray]) -> Path:
+    feats = tmp / "feats"
+    feats.mkdir()
     with kaldiio.WriteHelper(f"ark,scp:{feats}/feats.1.ark,{feats}/feats.scp") as writer:
         for key, mat in mats.items():
             writer(key, mat)
@@ -201,6 +222,15 @@ ROWS = [
         _line(r"finetune: job 1 failed: fold 1: training diverged at epoch 1, step \d+: the loss "
               rf"is nan; {STOPPED} \(it is 1e\+30\); see {{tmp}}/exp/log/finetune.1.log"),
         may_create=FINETUNE_START),
+    # a held-out loss that is NaN while the weights are finite: exited 0 before, choosing an
+    # epoch on it (best held-out accuracy 0.250, valid_loss nan in train_log.csv)
+    Row("train-held-out-overflows", lambda t, s: [
+        "train", _held_out_overflowing(t, s), s.feats_data, t / "exp", "--model-conf",
+        "model_resnet_tiny.toml", "--no-progress", *TINY, "--set", "epochs=2"],
+        _line(r"the held-out evaluation of epoch 1 is not finite: valid_loss is nan, with finite "
+              r"weights \(held-out inputs too large for the model\?\); stopped before saving "
+              r"epoch 1: check the held-out features"),
+        may_create=("exp/config.json", "exp/train.log")),  # no model_1.pt, train_log.csv
     # ------------------------------------------------------------- features as they are read
     Row("train-inf-in-features", lambda t, s: [
         "train", _feats_with(t, s), s.feats_data, t / "exp", "--model-conf",

@@ -139,7 +139,7 @@ def test_bad_inputs_are_listed_and_the_rest_survive(tmp_path):
     d.save(data)
     result = extract_feats(data, tmp_path / "feats", nj=2, progress=False)
     assert result.n_extracted == 4
-    failed = {utt: (src, reason) for utt, src, reason in result.failed}
+    failed = {f.utt: (f.source, f.reason) for f in result.failed}
     assert set(failed) == set(bad)
     for utt, (src, reason) in failed.items():
         assert src == bad[utt] and reason

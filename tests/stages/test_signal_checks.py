@@ -82,7 +82,7 @@ def test_too_little_speech_can_fail_instead(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "feats" / "failed").read_text() == (
         f"s-short005\t{paths['short005']}\tVAD kept 1 of 3 frames (fewer than "
-        "vad.min_kept_frames=20)\n")
+        f"vad.min_kept_frames=20)\t{data}/wav.scp:1\n")
 
 
 @pytest.fixture(scope="module")

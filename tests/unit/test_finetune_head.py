@@ -105,3 +105,30 @@ def test_head_trainer_learns_and_keeps_the_best_heldout_epoch():
     # deterministic for a seed
     again = train_head(_head(8), x, y, xv, yv, conf, n_classes=3, seed=0)
     assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in result.history]
+
+
+def test_a_heldout_set_the_head_overflows_on_stops_training_at_its_epoch():
+    """Finite held-out vectors so large that the head's logits overflow (inf - inf: a NaN loss)
+    while its weights stay finite: the run stops at the first epoch, naming it and the number,
+    instead of keeping an epoch chosen on a NaN loss (train_head returned normally before)."""
+    from sertool.nnet.loop import DivergedError
+
+    x, y = _clusters(40, 8, seed=1, shift=0.0)
+    xv, yv = _clusters(15, 8, seed=2, shift=0.0)
+    xv = xv.sign() * 3e38  # the largest float32 magnitudes: finite, as the feature checks ask
+    assert torch.isfinite(xv).all()
+    with pytest.raises(DivergedError) as caught:
+        train_head(_head(8), x, y, xv, yv, {**DEFAULTS["head"], "epochs": 3}, n_classes=3,
+                   seed=0, desc="fold 1")
+    assert str(caught.value) == (
+        "fold 1: the held-out evaluation of epoch 1 is not finite: valid_loss is nan, with "
+        "finite weights (held-out inputs too large for the model?); stopped before saving "
+        "epoch 1: check the held-out features")
+
+
+def test_no_heldout_set_is_no_failure():
+    """keep="last" trains without a held-out set (evaluate gives nothing): not refused."""
+    x, y = _clusters(40, 8, seed=1, shift=0.0)
+    result = train_head(_head(8), x, y, None, None, {**DEFAULTS["head"], "epochs": 2},
+                        n_classes=3, seed=0, keep="last")
+    assert [h["epoch"] for h in result.history] == [1, 2] and result.best_epoch == 2

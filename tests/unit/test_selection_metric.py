@@ -96,6 +96,13 @@ def test_best_epoch_ties_nan_and_a_run_logged_before_ua():
     assert metrics.best_epoch(rows)["epoch"] == 2
     assert metrics.best_epoch([{"epoch": 1, "valid_loss": math.nan, "valid_ua": math.nan}]
                               ) is None
+    # a held-out set the model overflowed on (a NaN or infinite loss or metric): no candidate,
+    # however high its UA (it was chosen before: its decisions are argmaxes of NaN logits)
+    overflowed = [{"epoch": 1, "valid_loss": 0.9, "valid_ua": 0.5},
+                  {"epoch": 2, "valid_loss": math.nan, "valid_ua": 0.9},
+                  {"epoch": 3, "valid_loss": math.inf, "valid_ua": 0.8},
+                  {"epoch": 4, "valid_loss": 0.8, "valid_ua": math.inf}]
+    assert metrics.best_epoch(overflowed)["epoch"] == 1
     assert trainer.selection_metric("emotion", rows) == "valid_ua"
     assert trainer.selection_metric("speaker", rows) == "valid_acc"
     # epochs checkpointed before UA was logged: the resumed run keeps comparing accuracies
