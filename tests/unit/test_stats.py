@@ -172,8 +172,11 @@ def test_leave_one_speaker_out_resamples_the_folds():
     # fold UAs: 1, .75, 1, .75, 1 -> mean .9; the interval lies between the extremes
     low, high = stats.bootstrap_interval([folds], unweighted_accuracy, plan)
     assert 0.75 <= low < 0.9 < high <= 1.0
+    # one fold of one speaker among larger ones: resampled within folds, and named as a fold
+    # that cannot vary (the report notes it narrows the interval)
+    mixed = [folds[0], stats.fold_units("x", [0, 1, 1], [0, 1, 0], ["a", "b", "c"], 2)]
     within = stats.Resampling.draw([1, 3], 10, 0)
-    assert within.mode == stats.WITHIN_FOLDS
+    assert within.mode == stats.WITHIN_FOLDS and within.single_unit_folds(mixed) == ["0"]
 
 
 def test_draws_are_seeded_and_multinomial():
