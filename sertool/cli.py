@@ -51,7 +51,15 @@ from sertool.predict import (
     prediction_csv_row,
     warning_line,
 )
-from sertool.scoring import compare, plot_ablation, score_experiment, write_report
+from sertool.scoring import (
+    SystemRuns,
+    compare,
+    parse_group,
+    plot_ablation,
+    score_experiment,
+    write_report,
+)
+from sertool.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from sertool.threads import THREADS_ENV, torch_threads
 
 if TYPE_CHECKING:
@@ -587,14 +595,27 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
 
 
 @main.command("score")
-@click.argument("exp_dirs", nargs=-1, required=True, type=click.Path())
+@click.argument("exp_dirs", nargs=-1, type=click.Path())
 @click.option("-o", "--out-dir", type=click.Path(), default=None,
               help="Where the report goes (default EXP_DIR; with several experiments "
               "OUT_DIR/<experiment name>).")
 @click.option("--compare-out", type=click.Path(), default=None,
               help="Also write the side-by-side table to this .md file (and a .json beside it).")
 @click.option("--ablation-png", type=click.Path(), default=None,
-              help="Bar chart of UA and WA (mean ± std over folds) per experiment.")
+              help="Bar chart of UA and WA per experiment (or system): the mean over folds "
+              "with its bootstrap interval as error bars (± std with --bootstrap 0).")
+@click.option("--bootstrap", "bootstrap", type=click.IntRange(min=0), default=DEFAULT_RESAMPLES,
+              show_default=True, help="Resamples of the test speakers for the 95 % intervals, "
+              "and swaps for the paired test; 0: no intervals, no paired test.")
+@click.option("--bootstrap-seed", type=int, default=DEFAULT_SEED, show_default=True,
+              help="Seed of the resampling (reports are deterministic).")
+@click.option("--group", "groups", multiple=True, metavar="NAME=DIRS",
+              help="A system of several runs (seeds) on the same folds: DIRS is a comma-"
+              "separated list of experiment dirs or quoted globs ('exp/tl_seed*'). Its numbers "
+              "are the mean over folds x runs. Repeatable; the EXP_DIRS come first, each a "
+              "system of its own.")
+@click.option("--reference", default=None, metavar="NAME",
+              help="The system the others are tested against (default: the first).")
 @click.option("--allow-different-folds", is_flag=True,
               help="Compare experiments even if their folds differ (marked in the table).")
 @click.option("--allow-different-classes", is_flag=True,
@@ -604,41 +625,59 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
               help="Check only speakers, not identical audio, when re-checking the folds.")
 @long_work_options(network=False)
 def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | None,
-              ablation_png: str | None, allow_different_folds: bool,
+              ablation_png: str | None, bootstrap: int, bootstrap_seed: int,
+              groups: tuple[str, ...], reference: str | None, allow_different_folds: bool,
               allow_different_classes: bool, no_audio: bool, no_progress: bool) -> None:
-    """Score experiments: WA, UA, macro-F1 and confusions per fold and mean ± std over folds.
+    """Score experiments: WA, UA, macro-F1 and confusions per fold, mean ± std over folds and
+    a 95 % interval by a bootstrap over test speakers.
 
     Writes report.md (first line: the check-folds verdict, recomputed now), report.json and
-    confusion PNGs per experiment. With several EXP_DIRS also prints one side-by-side table
-    with their class sets, refused (before any report is written) if their folds or their
-    class sets differ.
+    confusion PNGs per experiment. With several EXP_DIRS (or --group) also prints one
+    side-by-side table with their class sets, refused (before any report is written) if their
+    folds or their class sets differ, and each system's paired difference in UA against the
+    reference with its interval and a sign-flip permutation p-value over test speakers.
     """
+    if not exp_dirs and not groups:
+        fail("score: give at least one EXP_DIR or --group NAME=DIRS")
     with contextlib.ExitStack() as locks:
         if out_dir is not None:
             locks.enter_context(dir_lock(out_dir))
         _score(exp_dirs, out_dir, compare_out, ablation_png, allow_different_folds,
-               allow_different_classes, no_audio, progress=not no_progress)
+               allow_different_classes, no_audio, progress=not no_progress,
+               bootstrap=bootstrap, bootstrap_seed=bootstrap_seed, groups=groups,
+               reference=reference)
 
 
 def _score(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | None,
            ablation_png: str | None, allow_different_folds: bool,
-           allow_different_classes: bool, no_audio: bool, progress: bool) -> None:
+           allow_different_classes: bool, no_audio: bool, progress: bool, *, bootstrap: int,
+           bootstrap_seed: int, groups: tuple[str, ...] = (),
+           reference: str | None = None) -> None:
+    grouped = [parse_group(spec) for spec in groups]
+    # every run once, in order: the EXP_DIRS, then each group's
+    all_dirs = list(dict.fromkeys([*exp_dirs, *(d for _, dirs in grouped for d in dirs)]))
     scores, outs = [], []
-    for exp_dir in exp_dirs:
-        score = score_experiment(exp_dir, audio_check=not no_audio, progress=progress)
+    by_dir = {}
+    for exp_dir in all_dirs:
+        score = score_experiment(exp_dir, audio_check=not no_audio, progress=progress,
+                                 bootstrap=bootstrap, bootstrap_seed=bootstrap_seed)
+        by_dir[exp_dir] = score
         out = out_dir
-        if out_dir is not None and len(exp_dirs) > 1:
+        if out_dir is not None and len(all_dirs) > 1:
             if any(s.name == score.name for s in scores):
                 fail(f"two experiments are named {score.name}: their reports would "
                      f"overwrite each other in {out_dir} (score them one by one)")
             out = str(Path(out_dir) / score.name)
         scores.append(score)
         outs.append(out)
-    comparing = len(scores) > 1 or bool(compare_out) or bool(ablation_png)
+    systems = [SystemRuns(by_dir[d].name, [by_dir[d]]) for d in dict.fromkeys(exp_dirs)]
+    systems += [SystemRuns(name, [by_dir[d] for d in dirs]) for name, dirs in grouped]
+    comparing = len(scores) > 1 or bool(grouped) or bool(compare_out) or bool(ablation_png)
     table, as_json = "", {}
     if comparing:  # before any report is written: a refused comparison leaves none behind
         table, as_json = compare(scores, allow_different_folds=allow_different_folds,
-                                 allow_different_classes=allow_different_classes)
+                                 allow_different_classes=allow_different_classes,
+                                 systems=systems, reference=reference)
     for score, out in zip(scores, outs, strict=True):
         written = write_report(score, out)
         click.echo(f"{score.verdict}\n{score.name}: {len(score.folds)} of "
@@ -650,8 +689,9 @@ def _score(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | No
     if compare_out:
         atomic_write_text(compare_out, table + "\n")
         atomic_write_json(Path(compare_out).with_suffix(".json"), as_json)
-    if ablation_png:
-        plot_ablation(scores, ablation_png)
+    if ablation_png:  # one bar per system: a group's is over its runs
+        plot_ablation(as_json["systems"] if grouped and "systems" in as_json else scores,
+                      ablation_png)
 
 
 # ----------------------------------------------------------- published speaker models (issue 12)

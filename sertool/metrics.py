@@ -51,38 +51,49 @@ def row_normalise(cm: np.ndarray) -> np.ndarray:
     return np.divide(cm, sums, out=np.zeros_like(cm), where=sums > 0)
 
 
-def weighted_accuracy(cm: np.ndarray) -> float:
+def _scalar_or_stack(value: np.ndarray) -> float | np.ndarray:
+    """A float for one confusion matrix, an array for a stack of them."""
+    return float(value) if np.ndim(value) == 0 else value
+
+
+# Every metric takes one confusion matrix (K, K) or a stack of them (..., K, K), so that the
+# bootstrap (sertool.stats) computes thousands of resampled metrics by the same definition
+# that the report uses, in one numpy call.
+
+
+def weighted_accuracy(cm: np.ndarray) -> float | np.ndarray:
     """WA: accuracy over all utterances."""
-    cm = np.asarray(cm)
-    return float(np.trace(cm) / cm.sum())
+    cm = np.asarray(cm, dtype=np.float64)
+    return _scalar_or_stack(np.trace(cm, axis1=-2, axis2=-1) / cm.sum(axis=(-2, -1)))
 
 
 def per_class_recall(cm: np.ndarray) -> np.ndarray:
     """Recall per class; NaN for a class absent from the reference."""
     cm = np.asarray(cm, dtype=np.float64)
-    support = cm.sum(axis=1)
-    return np.divide(np.diag(cm), support, out=np.full(len(cm), np.nan), where=support > 0)
+    support = cm.sum(axis=-1)
+    return np.divide(np.diagonal(cm, axis1=-2, axis2=-1), support,
+                     out=np.full(support.shape, np.nan), where=support > 0)
 
 
-def unweighted_accuracy(cm: np.ndarray) -> float:
+def unweighted_accuracy(cm: np.ndarray) -> float | np.ndarray:
     """UA: mean recall over the classes present in the reference (see module docstring)."""
-    return float(np.nanmean(per_class_recall(cm)))
+    return _scalar_or_stack(np.nanmean(per_class_recall(cm), axis=-1))
 
 
 def per_class_f1(cm: np.ndarray) -> np.ndarray:
     """F1 per class with zero_division=0; NaN for a class in neither reference nor decisions."""
     cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    support, predicted = cm.sum(axis=-1), cm.sum(axis=-2)
     denom = support + predicted  # F1 = 2TP / (2TP + FP + FN) = 2TP / (support + predicted)
-    f1 = np.divide(2 * tp, denom, out=np.zeros(len(cm)), where=denom > 0)
+    f1 = np.divide(2 * tp, denom, out=np.zeros(denom.shape), where=denom > 0)
     f1[denom == 0] = np.nan
     return f1
 
 
-def macro_f1(cm: np.ndarray) -> float:
+def macro_f1(cm: np.ndarray) -> float | np.ndarray:
     """Mean F1 over the classes present in the reference or the decisions."""
-    return float(np.nanmean(per_class_f1(cm)))
+    return _scalar_or_stack(np.nanmean(per_class_f1(cm), axis=-1))
 
 
 @dataclass(frozen=True)
@@ -91,7 +102,9 @@ class Metric:
 
     key: str  # in report.json ("ua"), and ua_mean / ua_std in the comparison's JSON
     label: str  # column header and chart legend ("UA")
-    function: Callable[[np.ndarray], float]  # confusion matrix -> a fraction in [0, 1]
+    # confusion matrix -> a fraction in [0, 1]; given a stack (..., K, K), ideally an array of
+    # them (sertool.stats then needs one call per fold, else it loops over the stack)
+    function: Callable[[np.ndarray], float | np.ndarray]
     definition: str  # its sentence under report.md's table of results
     format: str = ".2f"  # format spec of the percentage in tables
     chart: bool = False  # a bar in the ablation chart

@@ -1,7 +1,8 @@
 """Scoring of emotion experiments: metrics per fold and over folds, reports, comparisons.
 
 The experiment directory it reads (experiment.json, posteriors.tsv) is sertool.expdir's
-contract; the metrics and their conventions are sertool.metrics'.
+contract; the metrics and their conventions are sertool.metrics'; the intervals and the paired
+test (bootstrap and sign flips over test speakers) are sertool.stats'.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sertool import metrics  # its METRICS table is read at call time: one table, every report
+from sertool import (
+    metrics,  # its METRICS table is read at call time: one table, every report
+    stats,
+)
 from sertool.errors import SertoolError
 from sertool.expdir import POSTERIORS, fold_dir, load_experiment, read_posteriors
 from sertool.faults import kill_point
@@ -53,6 +57,36 @@ class ExperimentScore:
     missing: list[str]  # folds without posteriors
     test_lists: dict[str, list[str]]  # fold -> sorted test utterances (for comparisons)
     notes: list[str] = field(default_factory=list)
+    units: list[stats.FoldUnits] = field(default_factory=list)  # per scored fold, for stats
+    unit: str = "speaker"  # what the bootstrap resamples: "speaker" or "utterance"
+    resamples: int = 0  # 0: no intervals
+    bootstrap_seed: int = stats.DEFAULT_SEED
+    interval_mode: str = ""  # stats.WITHIN_FOLDS or stats.FOLDS
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high)
+
+    def compute_intervals(self, resamples: int, seed: int = stats.DEFAULT_SEED) -> None:
+        """Bootstrap intervals of every metric's mean over folds (sertool.stats); 0: none."""
+        self.resamples, self.bootstrap_seed, self.intervals = resamples, seed, {}
+        if resamples <= 0 or not self.units:
+            self.resamples = 0
+            return
+        plan = stats.Resampling.draw([len(f.units) for f in self.units], resamples, seed)
+        self.interval_mode = plan.mode
+        self.intervals = {m.key: stats.bootstrap_interval([self.units], m.function, plan)
+                          for m in metrics.METRICS}
+        flat = plan.single_unit_folds(self.units)
+        note = (f"fold(s) {', '.join(flat)} have a single test {self.unit}: resampling within "
+                f"them cannot vary, so the intervals are narrower than they should be")
+        if flat and note not in self.notes:
+            self.notes.append(note)
+
+    def interval_text(self) -> str:
+        """The intervals' method in words ('' without intervals)."""
+        if not self.intervals:
+            return ""
+        return stats.describe_interval(self.unit, self.interval_mode, self.resamples,
+                                       self.bootstrap_seed,
+                                       n_units=sum(len(f.units) for f in self.units))
 
     @property
     def complete(self) -> bool:
@@ -70,7 +104,18 @@ class ExperimentScore:
         """``<key>_mean`` and ``<key>_std`` of every metric (the comparison's JSON columns)."""
         summary = self.summary()
         return {**{f"{key}_mean": mean for key, (mean, _) in summary.items()},
-                **{f"{key}_std": std for key, (_, std) in summary.items()}}
+                **{f"{key}_std": std for key, (_, std) in summary.items()},
+                **{f"{key}_low": low for key, (low, _) in self.intervals.items()},
+                **{f"{key}_high": high for key, (_, high) in self.intervals.items()}}
+
+    def interval_dict(self) -> dict | None:
+        """report.json's "interval": method, settings and the bounds of each metric."""
+        if not self.intervals:
+            return None
+        return {"level": stats.LEVEL, "resampled": self.unit, "mode": self.interval_mode,
+                "resamples": self.resamples, "seed": self.bootstrap_seed,
+                "method": self.interval_text(),
+                **{key: list(bounds) for key, bounds in self.intervals.items()}}
 
     def to_dict(self) -> dict:
         summary = self.summary()
@@ -89,17 +134,30 @@ class ExperimentScore:
             "mean": {key: mean for key, (mean, _) in summary.items()},
             "std": {key: std for key, (_, std) in summary.items()},
             "std_convention": "sample std over folds (ddof=1); null with fewer than 2 folds",
+            "interval": self.interval_dict(),
             "pooled": pooled.to_dict(self.classes),
             "notes": self.notes,
             "experiment_json": self.meta,
         }
 
 
+def _read_speakers(data_dir: Path) -> tuple[dict[str, str] | None, str]:
+    """utt2spk of the data dir, or None and why not."""
+    from sertool.datadir import DataDirError, read_table
+
+    try:
+        return read_table(data_dir / "utt2spk"), ""
+    except (DataDirError, OSError, ValueError) as err:
+        return None, str(err)
+
+
 def score_experiment(exp_dir: str | os.PathLike, *, audio_check: bool = True,
-                     progress: bool = False) -> ExperimentScore:
+                     progress: bool = False, bootstrap: int = stats.DEFAULT_RESAMPLES,
+                     bootstrap_seed: int = stats.DEFAULT_SEED) -> ExperimentScore:
     """Score every fold of an experiment; the folds are re-checked with ``check_folds`` now.
 
     ``audio_check`` also compares the audio content of train and test (cached in the data dir).
+    ``bootstrap`` resamples of the test speakers give each metric's interval (0: none).
     """
     from sertool.datadir import DataDirError, read_folds
     from sertool.folds import check_folds  # lazy: it pulls in the audio hashing
@@ -133,6 +191,7 @@ def score_experiment(exp_dir: str | os.PathLike, *, audio_check: bool = True,
         test_lists = {}
     scored: list[FoldMetrics] = []
     missing: list[str] = []
+    decisions: list[tuple[str, list[str], np.ndarray, np.ndarray]] = []
     for fold in fold_names:
         path = fold_dir(exp_dir, fold) / POSTERIORS
         if not path.is_file():
@@ -158,11 +217,29 @@ def score_experiment(exp_dir: str | os.PathLike, *, audio_check: bool = True,
                          f"the most probable class in {path}; the decisions are scored")
         cm = confusion_matrix(post.labels, post.preds, len(classes))
         scored.append(FoldMetrics.from_confusion(fold, cm))
+        decisions.append((fold, list(post.utts), post.labels, post.preds))
     if not scored:
         raise ScoringError(f"{exp_dir}: no fold has a {POSTERIORS} (expected fold_<name>/"
                            f"{POSTERIORS} for folds {', '.join(fold_names) or '?'})")
-    return ExperimentScore(exp_dir, name, meta, classes, verdict, fold_check, fold_names, scored,
-                           missing, test_lists, notes)
+    # The unit of resampling is the test speaker; without utt2spk, the utterance (and say so).
+    utt2spk, why = _read_speakers(data_dir)
+    if utt2spk is not None:
+        unknown = [u for _, utts, _, _ in decisions for u in utts if u not in utt2spk]
+        if unknown:
+            utt2spk, why = None, (f"{data_dir / 'utt2spk'} has no speaker for {len(unknown)} "
+                                  f"test utterances (e.g. {unknown[0]})")
+    unit = "speaker" if utt2spk is not None else "utterance"
+    if utt2spk is None:
+        notes.append(f"the test speakers are unknown ({why}): the intervals resample "
+                     f"utterances instead, which makes them too narrow")
+    units = [stats.fold_units(fold, labels, preds,
+                              [utt2spk[u] for u in utts] if utt2spk is not None else utts,
+                              len(classes))
+             for fold, utts, labels, preds in decisions]
+    score = ExperimentScore(exp_dir, name, meta, classes, verdict, fold_check, fold_names, scored,
+                            missing, test_lists, notes, units, unit)
+    score.compute_intervals(bootstrap, bootstrap_seed)
+    return score
 
 
 # ----------------------------------------------------------------------------- reports
@@ -185,6 +262,10 @@ def _mean_std_text(metric: Metric, mean: float, std: float | None) -> str:
     if std is None:
         return f"{metric.show(mean)} (1 fold, no std)"
     return f"{metric.show(mean)} ± {metric.show(std)}"
+
+
+def _interval_text(metric: Metric, bounds: tuple[float, float]) -> str:
+    return f"[{metric.show(bounds[0])}, {metric.show(bounds[1])}]"
 
 
 def _row(*cells: object) -> str:
@@ -290,11 +371,17 @@ def report_markdown(score: ExperimentScore) -> str:
     label = f"mean ± std ({n_done} of {n_all} folds{', INCOMPLETE' if score.missing else ''})"
     lines.append(_row(f"**{label}**", sum(f.n for f in score.folds),
                       *(_mean_std_text(m, *summary[m.key]) for m in table)))
+    if score.intervals:
+        lines.append(_row(f"**{100 * stats.LEVEL:g} % interval of the mean** (bootstrap over "
+                          f"test {score.unit}s)", "",
+                          *(_interval_text(m, score.intervals[m.key]) for m in table)))
     pooled = score.pooled
     lines.append(_row("pooled confusion (all scored folds)", pooled.n,
                       *(m.show(pooled.values[m.key]) for m in table)))
-    lines += ["", "; ".join(m.definition for m in table) + f"; ± is the {std_note}.", "",
-              "## Confusion matrices (rows: reference, columns: decision)", "",
+    lines += ["", "; ".join(m.definition for m in table) + f"; ± is the {std_note}.", ""]
+    if score.intervals:
+        lines += [score.interval_text(), ""]
+    lines += ["## Confusion matrices (rows: reference, columns: decision)", "",
               "### All scored folds pooled", "", *_confusion_markdown(pooled.confusion,
                                                                        score.classes), ""]
     for fold in score.folds:
@@ -409,10 +496,153 @@ def _short_verdict(score: ExperimentScore) -> str:
     return "yes" if score.fold_check.get("clean") else "NO"
 
 
+@dataclass
+class SystemRuns:
+    """One system of a comparison: a name and its runs (one experiment each, e.g. seeds)."""
+
+    name: str
+    runs: list[ExperimentScore]
+
+
+def parse_group(spec: str) -> tuple[str, list[str]]:
+    """``NAME=DIRS`` (``--group``): DIRS a comma-separated list of experiment dirs and globs
+    (``'exp/tl_seed*'``, quoted so that sertool expands it), each glob in sorted order."""
+    import glob
+
+    name, sep, dirs = spec.partition("=")
+    if not sep or not name.strip() or not dirs.strip():
+        raise ScoringError(f"--group {spec}: expected NAME=DIR[,DIR...] (globs allowed, e.g. "
+                           f"tl='exp/tl_seed*')")
+    found: list[str] = []
+    for part in (p.strip() for p in dirs.split(",") if p.strip()):
+        if glob.has_magic(part):
+            matches = sorted(m for m in glob.glob(part) if Path(m).is_dir())
+            if not matches:
+                raise ScoringError(f"--group {spec}: {part} matches no directory")
+            found += matches
+        else:
+            found.append(part)
+    return name.strip(), list(dict.fromkeys(found))
+
+
+def _system_units(system: SystemRuns, classes: Sequence[str]) -> list[list[stats.FoldUnits]]:
+    """The runs' per-speaker counts with the classes in the reference's order."""
+    return [[f.reorder([run.classes.index(c) for c in classes]) for f in run.units]
+            for run in system.runs]
+
+
+def system_summary(system: SystemRuns) -> dict:
+    """Mean over folds x runs, sample std over them and the speaker-bootstrap interval (all
+    runs on the same draws) of every metric: the row of a system in the JSON and the chart."""
+    runs = system.runs
+    problem = _paired_problem([system]) if len(runs) > 1 else ""
+    if problem and runs[0].resamples:
+        raise ScoringError(f"the runs of system {system.name} cannot be combined: {problem}")
+    row: dict = {"experiment": system.name, "runs": [r.name for r in runs]}
+    units = _system_units(system, runs[0].classes)
+    plan = (stats.Resampling.draw([len(f.units) for f in units[0]], runs[0].resamples,
+                                  runs[0].bootstrap_seed) if runs[0].resamples else None)
+    for m in metrics.METRICS:
+        row[f"{m.key}_mean"], row[f"{m.key}_std"] = mean_std(
+            [f.values[m.key] for r in runs for f in r.folds])
+        if plan is not None:
+            row[f"{m.key}_low"], row[f"{m.key}_high"] = stats.bootstrap_interval(
+                units, m.function, plan)
+    return row
+
+
+def _paired_problem(systems: Sequence[SystemRuns]) -> str:
+    """Why the systems cannot be compared speaker by speaker ('' when they can)."""
+    runs = [r for s in systems for r in s.runs]
+    first = runs[0]
+    if not first.resamples:
+        return "the bootstrap is off (--bootstrap 0)"
+    if check_same_classes(runs):
+        return "the systems do not have the same classes"
+    if len(runs) > 1 and check_same_folds(runs):
+        return "the runs were not evaluated on the same folds"
+    for run in runs[1:]:
+        if run.unit != first.unit:
+            return (f"{run.name} resamples {run.unit}s but {first.name} {first.unit}s "
+                    f"(a data dir without utt2spk)")
+        if [(f.name, f.units) for f in run.units] != [(f.name, f.units) for f in first.units]:
+            return f"{run.name} and {first.name} do not have the same test {first.unit}s"
+        if (run.resamples, run.bootstrap_seed) != (first.resamples, first.bootstrap_seed):
+            return f"{run.name} and {first.name} were scored with other bootstrap settings"
+    return ""
+
+
+def paired_section(systems: Sequence[SystemRuns], reference: str | None = None
+                   ) -> tuple[list[str], dict]:
+    """Each system against the reference (the first, or the one named): the headline (UA)
+    with its interval, the paired difference with its interval and the sign-flip p-value."""
+    names = [s.name for s in systems]
+    ref_name = names[0] if reference is None else reference
+    if ref_name not in names:
+        raise ScoringError(f"--reference {ref_name}: no system of that name (the systems are "
+                           f"{', '.join(names)})")
+    if len(set(names)) != len(names):
+        raise ScoringError(f"two systems have the same name: {', '.join(names)}")
+    headline = next(m for m in metrics.METRICS if m.key == metrics.HEADLINE)
+    title = (f"## Paired comparison against {ref_name} ({headline.label}, same test "
+             f"{systems[0].runs[0].unit}s)")
+    problem = _paired_problem(systems)
+    if problem:
+        return [title, "", f"Not computed: {problem}."], {"reference": ref_name,
+                                                          "not_computed": problem}
+    ref = next(s for s in systems if s.name == ref_name)
+    classes = ref.runs[0].classes
+    ref_units = _system_units(ref, classes)
+    first = ref.runs[0]
+    plan = stats.Resampling.draw([len(f.units) for f in ref_units[0]], first.resamples,
+                                 first.bootstrap_seed)
+    pct = f"{100 * stats.LEVEL:g} %"
+    lines = [title, "",
+             _row("system", "runs", f"{headline.label} % [{pct}]",
+                  f"Δ {headline.label} (points) [{pct}]", "p (sign-flip)"),
+             "| --- | ---: | ---: | ---: | ---: |"]
+    rows = []
+    for system in systems:
+        units = _system_units(system, classes)
+        value = stats.point_estimate(units, headline.function)
+        low, high = stats.bootstrap_interval(units, headline.function, plan)
+        row: dict = {"system": system.name, "runs": [r.name for r in system.runs],
+                     headline.key: value, "interval": [low, high]}
+        if system is ref:
+            delta_text, p_text = "reference", "-"
+        else:
+            result = stats.paired_comparison(units, ref_units, headline.function, plan)
+            row["paired"] = result.to_dict()
+            delta_text = (f"{100 * result.difference:+.2f} [{100 * result.low:+.2f}, "
+                          f"{100 * result.high:+.2f}]")
+            p_text = ("n/a (unequal runs)" if result.p_value is None else
+                      f"{result.p_value:.3g}" + (f" (exact, {result.permutations} swaps)"
+                                                 if result.exact else ""))
+        rows.append(row)
+        lines.append(_row(_cell(system.name), len(system.runs),
+                          f"{headline.show(value)} {_interval_text(headline, (low, high))}",
+                          delta_text, p_text))
+    seeds = any(len(s.runs) > 1 for s in systems)
+    lines += ["", stats.describe_test()
+              + (" A system of several runs: its value is the mean over folds × runs, and every "
+                 "resample and swap applies to all its runs at once." if seeds else "")]
+    lines += [f"- {_cell(r['system'])}: {r['paired']['note']}" for r in rows
+              if r.get("paired", {}).get("note")]
+    return lines, {"reference": ref_name, "metric": headline.key, "level": stats.LEVEL,
+                   "resampled": first.unit, "resamples": first.resamples,
+                   "seed": first.bootstrap_seed, "test": "two-sided sign-flip permutation over "
+                   f"test {first.unit}s", "systems": rows}
+
+
 def compare(scores: Sequence[ExperimentScore], *, allow_different_folds: bool = False,
-            allow_different_classes: bool = False) -> tuple[str, dict]:
+            allow_different_classes: bool = False,
+            systems: Sequence[SystemRuns] | None = None,
+            reference: str | None = None) -> tuple[str, dict]:
     """Side-by-side markdown table and its JSON form, with the experiments' class sets;
-    ScoringError if the class sets or the folds differ (unless allowed: then marked)."""
+    ScoringError if the class sets or the folds differ (unless allowed: then marked).
+
+    ``systems`` (default: one per experiment) with more than one system, or one of several
+    runs, add the paired comparison against ``reference`` (default: the first system)."""
     columns = metrics.headline_first()
     numbers = _and_list([m.label for m in columns])
     # Refused unless asked, as different folds are: a UA over 4 classes and one over 3 are of
@@ -453,8 +683,16 @@ def compare(scores: Sequence[ExperimentScore], *, allow_different_folds: bool = 
         lines.append(_row(name, init, _cell(r["augmentation"]),
                           _cell(r["pooling"]), _cell(r["model"]), r["speaker_independent"], folds,
                           *(_mean_std_text(m, r[f"{m.key}_mean"], r[f"{m.key}_std"])
+                            + (f" {_interval_text(m, (r[f'{m.key}_low'], r[f'{m.key}_high']))}"
+                               if f"{m.key}_low" in r else "")
                             for m in columns)))
-    lines += ["", "mean ± sample std (ddof=1) over folds."]
+    # one method line; experiments resampled differently (one without utt2spk) each say theirs
+    methods = list(dict.fromkeys(s.interval_text() for s in scores if s.intervals))
+    if len(methods) > 1:
+        methods = [f"{s.name}: {s.interval_text()}" for s in scores if s.intervals]
+    lines += ["", "mean ± sample std (ddof=1) over folds" + (
+        f", then [its {100 * stats.LEVEL:g} % interval]. " + " ".join(methods)
+        if methods else ".")]
     if class_problems:
         lines += ["", f"**WARNING: the experiments do NOT have the same classes, so their "
                       f"{numbers} are not comparable:**"]
@@ -464,9 +702,19 @@ def compare(scores: Sequence[ExperimentScore], *, allow_different_folds: bool = 
     if problems:
         lines += ["", "**WARNING: the experiments were NOT evaluated on the same folds:**"]
         lines += [f"- {p}" for p in problems]
-    return "\n".join(lines), {"experiments": rows, "same_folds": not problems,
-                              "fold_differences": problems, "same_classes": not class_problems,
-                              "class_differences": class_problems}
+    as_json = {"experiments": rows, "same_folds": not problems, "fold_differences": problems,
+               "same_classes": not class_problems, "class_differences": class_problems}
+    if systems is None:
+        systems = [SystemRuns(s.name, [s]) for s in scores]
+    if reference is not None and reference not in [s.name for s in systems]:
+        raise ScoringError(f"--reference {reference}: no system of that name (the systems "
+                           f"are {', '.join(s.name for s in systems)})")
+    if len(systems) > 1 or any(len(s.runs) > 1 for s in systems):
+        if any(len(s.runs) > 1 for s in systems):  # else the same as "experiments"
+            as_json["systems"] = [system_summary(s) for s in systems]
+        paired_lines, as_json["paired"] = paired_section(systems, reference)
+        lines += ["", *paired_lines]
+    return "\n".join(lines), as_json
 
 
 # the chart's bar colours, in the order of its metrics (seaborn's "deep" palette)
@@ -475,31 +723,44 @@ _BAR_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"
 
 def plot_ablation(results: Sequence[ExperimentScore | Mapping], out_png: str | os.PathLike,
                   title: str | None = None) -> None:
-    """Bar chart of the chart metrics of the table (UA and WA), mean ± std over folds, per
-    experiment, like the paper's Fig. 4.
+    """Bar chart of the chart metrics of the table (UA and WA) per experiment, like the paper's
+    Fig. 4: the mean over folds, its bootstrap interval as error bars (± std over folds when
+    there are no intervals).
 
     ``results``: ExperimentScore objects or mappings with ``experiment`` (or ``name``) and
-    ``<key>_mean``, ``<key>_std`` of each chart metric (fractions; std may be None).
+    ``<key>_mean``, ``<key>_std`` of each chart metric (fractions; std may be None), and
+    optionally ``<key>_low``, ``<key>_high`` (the interval; then used for every bar).
     """
     from matplotlib.figure import Figure
 
     bars = [m for m in metrics.headline_first() if m.chart]
+    rows = [{"experiment": r.name, **r.summary_columns()} if isinstance(r, ExperimentScore)
+            else r for r in results]
+    intervals = bool(rows) and all(f"{m.key}_low" in r for r in rows for m in bars)
     if title is None:
-        title = _and_list([m.label for m in bars]) + ", mean ± std over folds"
+        title = _and_list([m.label for m in bars]) + (
+            f", mean over folds, {100 * stats.LEVEL:g} % bootstrap interval" if intervals
+            else ", mean ± std over folds")
     scored = [r for r in results if isinstance(r, ExperimentScore)]
     # bars over different class sets (compare lets them through only when asked): say so
     mark_classes = len(scored) > 1 and bool(check_same_classes(scored))
     names: list[str] = []
     means: dict[str, list[float]] = {m.key: [] for m in bars}
-    stds: dict[str, list[float]] = {m.key: [] for m in bars}
-    for r in results:
-        if isinstance(r, ExperimentScore):
-            suffix = f"\n({len(r.classes)} classes)" if mark_classes else ""
-            r = {"experiment": r.name + suffix, **r.summary_columns()}
-        names.append(str(r.get("experiment", r.get("name", "?"))))
+    below: dict[str, list[float]] = {m.key: [] for m in bars}  # error bar down and up
+    above: dict[str, list[float]] = {m.key: [] for m in bars}
+    for source, r in zip(results, rows, strict=True):
+        suffix = (f"\n({len(source.classes)} classes)"
+                  if mark_classes and isinstance(source, ExperimentScore) else "")
+        names.append(str(r.get("experiment", r.get("name", "?"))) + suffix)
         for m in bars:
-            means[m.key].append(100 * float(r[f"{m.key}_mean"]))
-            stds[m.key].append(100 * float(r[f"{m.key}_std"] or 0.0))
+            mean = 100 * float(r[f"{m.key}_mean"])
+            means[m.key].append(mean)
+            if intervals:
+                below[m.key].append(max(0.0, mean - 100 * float(r[f"{m.key}_low"])))
+                above[m.key].append(max(0.0, 100 * float(r[f"{m.key}_high"]) - mean))
+            else:
+                below[m.key].append(100 * float(r[f"{m.key}_std"] or 0.0))
+                above[m.key].append(below[m.key][-1])
     if not names:
         raise ValueError("plot_ablation: no results to plot")
     x = np.arange(len(names))
@@ -508,15 +769,16 @@ def plot_ablation(results: Sequence[ExperimentScore | Mapping], out_png: str | o
     ax = fig.subplots()
     for i, m in enumerate(bars):
         offset = (i - (len(bars) - 1) / 2) * width
-        drawn = ax.bar(x + offset, means[m.key], width, yerr=stds[m.key], capsize=4,
+        drawn = ax.bar(x + offset, means[m.key], width, yerr=[below[m.key], above[m.key]],
+                       capsize=4,
                        color=_BAR_COLOURS[i % len(_BAR_COLOURS)], label=m.label)
         # inside the bars: above them the labels would collide with the error bars
         ax.bar_label(drawn, labels=[f"{v:.1f}" for v in means[m.key]], label_type="center",
                      fontsize=8, color="white")
     ax.set_xticks(x, names, rotation=20, ha="right")
     ax.set_ylabel("%")
-    top = max(mean + std for m in bars for mean, std in zip(means[m.key], stds[m.key],
-                                                            strict=True))
+    top = max(mean + up for m in bars for mean, up in zip(means[m.key], above[m.key],
+                                                          strict=True))
     ax.set_ylim(0, min(100.0, top * 1.15 + 1))
     ax.legend()
     ax.set_title(title, fontsize=10)

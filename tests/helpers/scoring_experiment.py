@@ -55,3 +55,18 @@ def _experiment(root: Path, data: Path, name: str = "exp", init: str = "none",
         write_posteriors(exp / f"fold_{fold.name}" / "posteriors.tsv", fold.test, labels,
                          CLASSES, probs)
     return exp
+
+
+def capture_figures(monkeypatch) -> dict:
+    """The figures `sertool score` saves, by file name (still written to disk)."""
+    from sertool import scoring
+
+    figures: dict = {}
+    save = scoring._save_figure
+
+    def keep(fig, out_png):
+        figures[Path(out_png).name] = fig
+        save(fig, out_png)
+
+    monkeypatch.setattr(scoring, "_save_figure", keep)
+    return figures

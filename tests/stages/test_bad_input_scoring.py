@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
-from scoring_experiment import CLASSES, _data_dir, _experiment
+from scoring_experiment import CLASSES, _data_dir, _experiment, capture_figures
 
-from sertool import scoring
 from sertool.cli import main
 from sertool.expdir import read_posteriors, write_posteriors
 
@@ -69,11 +68,7 @@ def test_different_class_sets_are_refused_naming_both_and_nothing_is_written(tmp
 
 
 def test_allowed_different_class_sets_are_marked_in_table_json_and_chart(tmp_path, monkeypatch):
-    figures = {}
-    save = scoring._save_figure
-    monkeypatch.setattr(scoring, "_save_figure",
-                        lambda fig, out: (figures.__setitem__(Path(out).name, fig),
-                                          save(fig, out)))
+    figures = capture_figures(monkeypatch)
     three, four = _three_and_four(tmp_path)
     inputs = _tree(tmp_path)
     result = CliRunner().invoke(main, [
@@ -84,11 +79,17 @@ def test_allowed_different_class_sets_are_marked_in_table_json_and_chart(tmp_pat
     assert table[2].startswith("| three (3 classes) | none |")
     assert table[3].startswith("| four (4 classes) | speaker |")
     assert table[5:] == [
-        "mean ± sample std (ddof=1) over folds.", "",
+        "mean ± sample std (ddof=1) over folds, then [its 95 % interval]. 95 % intervals: "
+        "percentile bootstrap over the 4 test speakers (1000 resamples, seed 0); every fold has "
+        "a single test speaker, so the folds (the speakers) are drawn with replacement and "
+        "their per-fold metrics averaged, as the mean above.", "",
         "**WARNING: the experiments do NOT have the same classes, so their UA, WA and macro-F1 "
         "are not comparable:**",
         "- three: 3 classes (a b c)",
-        "- four: 4 classes (a b c d)"]
+        "- four: 4 classes (a b c d)", "",
+        # no paired test over different class sets: UA over 3 and over 4 classes differ in kind
+        "## Paired comparison against three (UA, same test speakers)", "",
+        "Not computed: the systems do not have the same classes."]
     assert (tmp_path / "cmp.md").read_text() == result.stdout
     as_json = json.loads((tmp_path / "cmp.json").read_text())
     assert as_json["same_classes"] is False
@@ -109,8 +110,12 @@ def test_the_comparison_shows_the_shared_class_set(tmp_path):
     a, b = _experiment(tmp_path, data, "a"), _experiment(tmp_path, data, "b", init="spk.pt")
     result = CliRunner().invoke(main, ["score", str(a), str(b), "--no-audio"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-2:] == ["", "Classes: a b c (the same in every "
-                                                   "experiment)."]
+    lines = result.stdout.splitlines()
+    # the class set right below the table's footnote, before the paired comparison
+    at = lines.index("Classes: a b c (the same in every experiment).")
+    assert lines[at - 1] == "" and lines[at - 2].startswith("mean ± sample std (ddof=1)")
+    assert lines[at + 1:at + 3] == ["", "## Paired comparison against a (UA, same test "
+                                        "speakers)"]
     assert "WARNING" not in result.stdout
 
 

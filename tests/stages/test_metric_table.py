@@ -2,9 +2,10 @@
 chart are all generated from ``sertool.metrics.METRICS``.
 
 The golden files in tests/stages/golden/metric_table/ were written by the code before the table
-existed (the temporary folder is replaced by ``<tmp>``); the outputs must stay byte-identical to
-them. After a deliberate change of a format, rewrite them with ``SERTOOL_WRITE_GOLDEN=1`` and review
-the diff.
+existed (the temporary folder is replaced by ``<tmp>``), and rewritten once, diff reviewed, when
+the speaker-bootstrap intervals and the paired comparison were added (issue 20); the outputs must
+stay byte-identical to them. After a deliberate change of a format, rewrite them with
+``SERTOOL_WRITE_GOLDEN=1`` and review the diff.
 """
 
 from __future__ import annotations
@@ -99,7 +100,10 @@ def test_one_entry_in_the_table_adds_the_metric_to_every_output(tmp_path, monkey
                  "| 4 | 6 | 50.00 | 50.00 | 50.00 | 50.00 |",
                  "| **mean ± std (4 of 4 folds)** | 24 | 75.00 ± 21.52 | 75.00 ± 21.52 | "
                  "74.44 ± 21.53 | 25.00 ± 21.52 |",
-                 "| pooled confusion (all scored folds) | 24 | 75.00 | 75.00 | 74.79 | 25.00 |"):
+                 "| pooled confusion (all scored folds) | 24 | 75.00 | 75.00 | 74.79 | 25.00 |",
+                 # its interval too: 1 - WA's, whose bounds are means of 4 drawn folds
+                 "| **95 % interval of the mean** (bootstrap over test speakers) |  | "
+                 "[58.33, 91.67] | [58.33, 91.67] | [57.78, 91.39] | [8.33, 41.67] |"):
         assert line in report
     assert ("(a 0/0 counts as 0); error rate = 1 - WA; ± is the sample std over folds "
             "(ddof=1).") in outputs["a.report.md"]
@@ -108,15 +112,19 @@ def test_one_entry_in_the_table_adds_the_metric_to_every_output(tmp_path, monkey
     assert result["mean"]["err"] == pytest.approx(0.25)
     assert result["std"]["err"] == pytest.approx(result["std"]["wa"])
     assert result["pooled"]["err"] == pytest.approx(6 / 24)
+    assert result["interval"]["err"] == pytest.approx([1 - result["interval"]["wa"][1],
+                                                       1 - result["interval"]["wa"][0]])
     table = outputs["cmp.md"].splitlines()
     assert table[0].endswith("| folds | UA % | WA % | macro-F1 % | error rate % |")
     assert table[1].endswith("| ---: | ---: | ---: | ---: | ---: |")
-    assert table[2].endswith("| 74.44 ± 21.53 | 25.00 ± 21.52 |")
-    assert table[3].endswith("| 95.56 ± 8.89 | 4.17 ± 8.33 |")
+    assert table[2].endswith("| 74.44 ± 21.53 [57.78, 91.39] | 25.00 ± 21.52 [8.33, 41.67] |")
+    assert table[3].endswith("| 95.56 ± 8.89 [86.67, 100.00] | 4.17 ± 8.33 [0.00, 12.50] |")
     assert outputs["stdout.txt"] == outputs["cmp.md"]
     rows = json.loads(outputs["cmp.json"])["experiments"]
     assert [r["err_mean"] for r in rows] == pytest.approx([0.25, 1 / 24])
     assert chart["legend"] == ["UA", "WA", "error rate"]
     assert chart["bars"][2]["height"] == pytest.approx([25.0, 4.1667])
     assert chart["bars"][2]["colour"] == ["#55a868"]
-    assert chart["title"] == "UA, WA and error rate, mean ± std over folds"
+    assert chart["title"] == "UA, WA and error rate, mean over folds, 95 % bootstrap interval"
+    # error bars span the intervals (half widths: a [8.33, 41.67], b [0, 12.50])
+    assert chart["yerr"][2] == pytest.approx([16.6667, 6.25])

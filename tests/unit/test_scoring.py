@@ -252,13 +252,25 @@ def test_side_by_side_table_and_refusal_on_different_folds(tmp_path):
     lines = table.splitlines()
     assert lines[0].startswith("| experiment | init | augmentation | pooling | model |")
     # macro-F1 per fold by hand: 1; (2/3 + 4/5 + 1)/3; (2/3 + 1/2 + 4/5)/3; 1/2
-    # -> mean 74.44, sample std 21.53
+    # -> mean 74.44, sample std 21.53. Interval: one speaker per fold, so the 4 folds are
+    # drawn with replacement; 2.5 and 97.5 percentiles of the mean of 4 draws of
+    # (100, 83.33, 66.67, 50): (50 + 50 + 66.67 + 66.67) / 4 and (100 + 100 + 83.33 + 83.33) / 4
     assert lines[2] == ("| baseline | none | conservative (+2 copies) | stats | resnet | yes | "
-                        "4/4 | 75.00 ± 21.52 | 75.00 ± 21.52 | 74.44 ± 21.53 |")
+                        "4/4 | 75.00 ± 21.52 [58.33, 91.67] | 75.00 ± 21.52 [58.33, 91.67] | "
+                        "74.44 ± 21.53 [57.78, 91.39] |")
     assert lines[3].startswith("| transfer | speaker | conservative (+2 copies) | stats | "
-                               "resnet | yes | 4/4 | 95.83 ± 8.33 | 95.83 ± 8.33 |")
+                               "resnet | yes | 4/4 | 95.83 ± 8.33 [87.50, 100.00] | "
+                               "95.83 ± 8.33 [87.50, 100.00] |")
     assert as_json["same_folds"] is True
     assert as_json["experiments"][1]["ua_mean"] == pytest.approx(23 / 24)
+    # transfer is better on 3 speakers (folds 2-4) and the same on fold 1: of the 16 swaps of
+    # 4 speakers, 2 reach the observed difference (8 distinct swaps, 2 of them extreme)
+    paired = as_json["paired"]["systems"][1]["paired"]
+    assert paired["difference"] == pytest.approx(23 / 24 - 18 / 24)
+    assert paired["exact"] and paired["permutations"] == 16
+    assert paired["p_value"] == pytest.approx(4 / 16)
+    assert "| transfer | 1 | 95.83 [87.50, 100.00] | +20.83 [+8.33, +33.33] | 0.25 (exact, " \
+           "16 swaps) |" in lines
 
     other = _data_dir(tmp_path / "d2", protocol=lambda u: speaker_kfold(u, k=2, seed=0))
     other_score = score_experiment(_experiment(tmp_path, other, "other"))
