@@ -592,8 +592,9 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
                 max_segment: float | None, segment_overlap: float | None,
                 min_pause: float | None, min_segment: float | None, plot: str | None,
                 summary_out: str | None, data_out: str | None) -> None:
-    """Class probabilities for each AUDIO file (wav/flac, 8-384 kHz, any channel count)
-    with the model BUNDLE that `sertool finetune` exported.
+    """Class probabilities for each AUDIO file (wav/flac, 8-384 kHz, any channel count; `-`:
+    a WAV or FLAC stream on standard input) with the model BUNDLE that `sertool finetune`
+    exported.
 
     A file that cannot be read is named on stderr and in the output's error column; the others
     are still predicted. Audio that makes a prediction doubtful (silent, clipped, too_short,
@@ -604,6 +605,8 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
     With --segments, a row per segment (file, segment, start, end, pred, the class
     probabilities, error, warning); each segment is classified as its audio alone would be.
     """
+    if audio.count("-") > 1:
+        fail("- (standard input) can be given once")
     vad_given = {"--max-segment": max_segment, "--segment-overlap": segment_overlap,
                  "--min-pause": min_pause, "--min-segment": min_segment}
     if segments_spec is None:

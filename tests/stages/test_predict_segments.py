@@ -195,3 +195,25 @@ def test_bad_segmentations_are_named(bundle, speech_file, tmp_path):
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert rows[0]["pred"] and not rows[0]["error"]
     assert rows[1]["pred"] == "" and f"{segments}:2: segment b ends at 9.5s" in rows[1]["error"]
+
+
+def test_stdin_gives_the_rows_of_the_file(bundle, speech_file):
+    by_file = _run(bundle, speech_file, "--segments", "vad")
+    assert by_file.exit_code == 0, by_file.output
+    piped = CliRunner().invoke(main, ["predict", str(bundle), "-", "--segments", "vad"],
+                               input=speech_file.read_bytes())
+    assert piped.exit_code == 0, piped.output
+    rows = [r.split(",", 1) for r in by_file.stdout.splitlines()[1:]]
+    piped_rows = [r.split(",", 1) for r in piped.stdout.splitlines()[1:]]
+    assert len(rows) > 1 and {f for f, _ in piped_rows} == {"-"}
+    # the same segments (ids named by the recording: stdin) and probabilities
+    assert [r.replace("talk-", "stdin-", 1) for _, r in rows] == [r for _, r in piped_rows]
+    whole = CliRunner().invoke(main, ["predict", str(bundle), "-"],
+                               input=speech_file.read_bytes())
+    assert whole.exit_code == 0, whole.output
+    file_row = _run(bundle, speech_file).stdout.splitlines()[1].split(",", 1)[1]
+    assert whole.stdout.splitlines()[1].split(",", 1)[1] == file_row
+    twice = _run(bundle, "-", "-")
+    assert twice.exit_code == 1 and "- (standard input) can be given once" in twice.stderr
+    empty = CliRunner().invoke(main, ["predict", str(bundle), "-"], input=b"")
+    assert empty.exit_code == 1 and "- (standard input): no data" in empty.stderr
