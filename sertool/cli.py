@@ -513,12 +513,57 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
     click.echo(summary.summary())
 
 
-def _predictions_to_stdout(preds: list, classes: list[str], err: Exception) -> NoReturn:
+def _results_to_stdout(results: list, header: str, row: Callable[[Any], str],
+                       err: Exception) -> NoReturn:
     """The output could not be written (e.g. the disk filled up): nothing predicted is lost."""
-    click.echo(csv_header(classes), nl=False)
-    for p in preds:
-        click.echo(prediction_csv_row(p, classes), nl=False)
-    fail(f"{err} (all {len(preds)} predictions made are on standard output instead)")
+    click.echo(header, nl=False)
+    for r in results:
+        click.echo(row(r), nl=False)
+    fail(f"{err} (all {len(results)} predictions made are on standard output instead)")
+
+
+def _stream_results(writer: Any, total: int, header: str, row: Callable[[Any], str],
+                    report: Callable[[Any], None], run: Callable[[Callable], list]) -> list:
+    """Run ``run(emit)``; each result is reported on stderr and goes out at once, to
+    ``writer`` (OUT.partial, then OUT) or to stdout, so an interrupted run keeps what it did;
+    a write that fails puts everything made on stdout. Whole-file and segment predict."""
+    if writer is None:
+        click.echo(header, nl=False)
+    done: list = []
+
+    def emit(result: Any) -> None:
+        done.append(result)
+        report(result)
+        if writer is not None:
+            writer.add(result)
+        else:
+            click.echo(row(result), nl=False)
+
+    try:
+        results = run(emit)
+    except KeyboardInterrupt:
+        if writer is None:
+            fail(f"interrupted after {len(done)} of {total} files")
+        fail(f"interrupted after {writer.kept()} of {total} files; the predictions made "
+             f"are in {writer.partial}")
+    except PredictError as err:
+        if writer is None or not writer.failed:
+            raise
+        _results_to_stdout(done, header, row, err)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        try:
+            writer.finish(results)
+        except PredictError as err:
+            _results_to_stdout(results, header, row, err)
+    return results
+
+
+def _file_error(file: str, error: str) -> None:
+    # the message names the file unless it is about the file's content
+    click.echo(f"sertool: {error if error.startswith(file) else f'{file}: {error}'}", err=True)
 
 
 @main.command("predict")
@@ -531,56 +576,81 @@ def _predictions_to_stdout(preds: list, classes: list[str], err: Exception) -> N
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=CHUNK_FRAMES,
               show_default=True, help="Frames per pass of the network over a long file "
               "(memory does not grow with the file's length; same result up to rounding).")
+@click.option("--segments", "segments_spec", default=None, metavar="vad|fixed:W[:H]|FILE",
+              help="Emotion over time: cut each file into speech segments by the bundle's VAD "
+              "(vad), into windows of W s every H s (fixed:W[:H]), or as a Kaldi segments "
+              "FILE says (seg_id reco_id start end; reco_id: the audio file's name without "
+              "extension, its name, or its path as given), and classify each segment.")
+@click.option("--max-segment", type=float, default=None, metavar="S",
+              help="vad: a longer speech run is cut into overlapping pieces  [default: 10]")
+@click.option("--segment-overlap", type=float, default=None, metavar="S",
+              help="vad: overlap of the pieces of a cut run  [default: 1]")
+@click.option("--min-pause", type=float, default=None, metavar="S",
+              help="vad: shorter pauses stay inside a segment  [default: the bundle's "
+              "vad.hangover_ms, 0.5]")
+@click.option("--min-segment", type=float, default=None, metavar="S",
+              help="vad: shorter speech runs are dropped  [default: 0.3]")
+@click.option("--plot", type=click.Path(), default=None,
+              help="--segments: a timeline PNG (class probabilities over time, speech "
+              "shaded): this .png for one file, else a directory with RECO.png per file.")
+@click.option("--summary-out", type=click.Path(), default=None,
+              help="--segments: each file's share of speech time per class and its dominant "
+              "class, to this .csv or .json (also in a JSON -o, and on stderr).")
+@click.option("--data-out", type=click.Path(), default=None, metavar="DIR",
+              help="--segments: write the classified segments as a Kaldi data directory "
+              "(wav.scp, segments, utt2spk, spk2utt, utt2emo = predicted class).")
 def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device: str,
-                no_progress: bool, chunk_frames: int) -> None:
-    """Class probabilities for each AUDIO file (wav/flac, 8-384 kHz, any channel count)
-    with the model BUNDLE that `sertool finetune` exported.
+                no_progress: bool, chunk_frames: int, segments_spec: str | None,
+                max_segment: float | None, segment_overlap: float | None,
+                min_pause: float | None, min_segment: float | None, plot: str | None,
+                summary_out: str | None, data_out: str | None) -> None:
+    """Class probabilities for each AUDIO file (wav/flac, 8-384 kHz, any channel count; `-`:
+    a WAV or FLAC stream on standard input) with the model BUNDLE that `sertool finetune`
+    exported.
 
     A file that cannot be read is named on stderr and in the output's error column; the others
     are still predicted. Audio that makes a prediction doubtful (silent, clipped, too_short,
     vad_fallback) is named on stderr and in the warning column. With -o, each prediction is
     kept in OUT.partial as it is made and OUT is written at the end (an interrupted run keeps
     OUT.partial). The exit status is non-zero only if every file failed.
+
+    With --segments, a row per segment (file, segment, start, end, pred, the class
+    probabilities, error, warning); each segment is classified as its audio alone would be.
     """
+    if audio.count("-") > 1:
+        fail("- (standard input) can be given once")
+    vad_given = {"--max-segment": max_segment, "--segment-overlap": segment_overlap,
+                 "--min-pause": min_pause, "--min-segment": min_segment}
+    if segments_spec is None:
+        needs = [name for name, value in {**vad_given, "--plot": plot,
+                                          "--summary-out": summary_out,
+                                          "--data-out": data_out}.items() if value is not None]
+        if needs:
+            fail(f"{', '.join(needs)} {'needs' if len(needs) == 1 else 'need'} --segments "
+                 "(vad, fixed:W[:H] or a segments file)")
+    else:
+        given = [name for name, value in vad_given.items() if value is not None]
+        if given and segments_spec != "vad":
+            fail(f"{', '.join(given)}: options of --segments vad, not {segments_spec}")
+        _predict_segments(bundle, list(audio), output, device, no_progress, chunk_frames,
+                          segments_spec, max_segment, segment_overlap, min_pause, min_segment,
+                          plot, summary_out, data_out)
+        return
     out_path = check_output(output) if output is not None else None  # before any work
     loaded = load_bundle(bundle, device)
     writer = PredictionWriter(out_path, loaded) if out_path is not None else None
-    if writer is None:
-        click.echo(csv_header(loaded.classes), nl=False)
-    done: list = []
 
-    def emit(p: Prediction) -> None:  # each result goes out as soon as it is made
-        done.append(p)
-        if p.error:  # the message names the file unless it is about the file's content
-            named = p.error if p.error.startswith(p.file) else f"{p.file}: {p.error}"
-            click.echo(f"sertool: {named}", err=True)
+    def report(p: Prediction) -> None:
+        if p.error:
+            _file_error(p.file, p.error)
         elif p.warnings:
             click.echo(f"sertool: warning: {warning_line(p)}", err=True)
-        if writer is not None:
-            writer.add(p)
-        else:
-            click.echo(prediction_csv_row(p, loaded.classes), nl=False)
 
-    try:
-        preds = predict_files(loaded, audio, progress=len(audio) > 1 and not no_progress,
-                              chunk_frames=chunk_frames, on_result=emit)
-    except KeyboardInterrupt:
-        if writer is None:
-            fail(f"interrupted after {len(done)} of {len(audio)} files")
-        fail(f"interrupted after {writer.kept()} of {len(audio)} files; the predictions made "
-             f"are in {writer.partial}")
-    except PredictError as err:
-        if writer is None or not writer.failed:
-            raise
-        _predictions_to_stdout(done, loaded.classes, err)
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is not None:
-        try:
-            writer.finish(preds)
-        except PredictError as err:
-            _predictions_to_stdout(preds, loaded.classes, err)
+    preds = _stream_results(
+        writer, len(audio), csv_header(loaded.classes),
+        lambda p: prediction_csv_row(p, loaded.classes), report,
+        lambda emit: predict_files(loaded, audio, progress=len(audio) > 1 and not no_progress,
+                                   chunk_frames=chunk_frames, on_result=emit))
     failed = sum(1 for p in preds if p.error)
     warned = sum(1 for p in preds if p.warnings)
     if output is not None or failed or warned:
@@ -588,6 +658,66 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
                    + (f", {warned} with a warning" if warned else "")
                    + (f"; wrote {output}" if output else ""), err=True)
     if failed == len(preds):
+        fail("no file could be predicted")
+
+
+def _predict_segments(bundle: str, audio: list[str], output: str | None, device: str,
+                      no_progress: bool, chunk_frames: int, spec: str,
+                      max_segment: float | None, segment_overlap: float | None,
+                      min_pause: float | None, min_segment: float | None, plot: str | None,
+                      summary_out: str | None, data_out: str | None) -> None:
+    """predict --segments (sertool.segments): every option is checked before any work."""
+    from sertool import segments as seg
+
+    out_path = check_output(output) if output is not None else None
+    summary_path = check_output(summary_out) if summary_out is not None else None
+    defaults = seg.VadOptions()
+    options = seg.VadOptions(
+        defaults.max_s if max_segment is None else max_segment,
+        defaults.overlap_s if segment_overlap is None else segment_overlap,
+        min_pause, defaults.min_s if min_segment is None else min_segment)
+    segmentation = seg.parse_segmentation(spec, audio, options)
+    pngs = seg.plot_paths(plot, audio) if plot is not None else {}
+    data_dir = (seg.check_data_out(data_out, audio, [bundle, *audio])
+                if data_out is not None else None)
+    loaded = load_bundle(bundle, device)
+    classes = loaded.classes
+    writer = seg.SegmentWriter(out_path, loaded, segmentation) if out_path is not None else None
+
+    def report(result: seg.FileSegments) -> None:
+        if result.error:
+            _file_error(result.file, result.error)
+            return
+        for s in result.segments:
+            if s.prediction.error:
+                _file_error(result.file, f"segment {s.segment.id}: {s.prediction.error}")
+        warned = [s for s in result.segments if s.prediction.warnings]
+        if warned:
+            flags = sorted({f for s in warned for f in s.prediction.warnings})
+            click.echo(f"sertool: warning: {result.file}: {len(warned)} of "
+                       f"{len(result.segments)} segments doubtful ({', '.join(flags)}; see "
+                       "the warning column)", err=True)
+        click.echo(f"sertool: {seg.summary_line(result)}", err=True)
+        if result.file in pngs:
+            pngs[result.file].parent.mkdir(parents=True, exist_ok=True)
+            seg.plot_timeline(result, classes, pngs[result.file])
+
+    results = _stream_results(
+        writer, len(audio), seg.csv_header(classes), lambda r: seg.csv_rows(r, classes),
+        report, lambda emit: seg.predict_segments(
+            loaded, audio, segmentation, progress=len(audio) > 1 and not no_progress,
+            chunk_frames=chunk_frames, with_speech=bool(pngs), on_result=emit))
+    wrote = [str(p) for p in (out_path, summary_path) if p is not None]
+    if summary_path is not None:
+        seg.write_summary(summary_path, results, classes)
+    if data_dir is not None:
+        count = seg.write_data_dir(data_dir, results, segmentation)
+        wrote.append(f"{data_dir} ({count} segments)")
+    failed = sum(1 for r in results if r.error)
+    segments = sum(len(r.segments) for r in results)
+    click.echo(f"{len(results) - failed} of {len(results)} files predicted, {segments} "
+               f"segments" + (f"; wrote {', '.join(wrote)}" if wrote else ""), err=True)
+    if failed == len(results):
         fail("no file could be predicted")
 
 

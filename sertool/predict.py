@@ -283,7 +283,6 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
 def _predict_one(bundle: Bundle, frontend: Any, name: str, sample_rate: int,
                  per_file_cmvn: bool, chunk_frames: int) -> Prediction:
     from sertool.frontend.audio import load_audio  # scipy: only where audio is read
-    from sertool.frontend.cmvn import segment_cmvn
 
     try:
         wave = load_audio(name, target_sr=sample_rate)
@@ -291,10 +290,28 @@ def _predict_one(bundle: Bundle, frontend: Any, name: str, sample_rate: int,
         return Prediction(name, error=str(err))
     duration = len(wave) / sample_rate
     try:
-        feats, stats = frontend.process(wave, sample_rate)
-        del wave
-        if per_file_cmvn:
-            feats = segment_cmvn(feats, frontend.conf["cmvn"]["norm_vars"])
+        feats, stats = wave_features(frontend, wave, per_file_cmvn)
+    except Exception as err:  # noqa: BLE001
+        return Prediction(name, duration_s=duration, error=f"cannot process: {err}")
+    del wave  # the network's activations are the peak: the samples are not needed for them
+    return classify_features(bundle, feats, stats.flags, name, duration, chunk_frames)
+
+
+def wave_features(frontend: Any, wave: np.ndarray, per_file_cmvn: bool) -> tuple[Any, Any]:
+    """The bundle's front-end on one waveform at its rate: features and the VAD statistics
+    (``per_file_cmvn``: the model was trained with conversation-level CMVN)."""
+    from sertool.frontend.cmvn import segment_cmvn
+
+    feats, stats = frontend.process(wave, frontend.sample_rate)
+    if per_file_cmvn:
+        feats = segment_cmvn(feats, frontend.conf["cmvn"]["norm_vars"])
+    return feats, stats
+
+
+def classify_features(bundle: Bundle, feats: Any, flags: Mapping[str, str], name: str,
+                      duration: float, chunk_frames: int = CHUNK_FRAMES) -> Prediction:
+    """The prediction for one waveform's features; a failure is the returned ``error``."""
+    try:
         probs = class_probabilities(bundle.model, feats, bundle.device, chunk_frames).tolist()
     except Exception as err:  # noqa: BLE001
         return Prediction(name, duration_s=duration, error=f"cannot process: {err}")
@@ -303,7 +320,20 @@ def _predict_one(bundle: Bundle, frontend: Any, name: str, sample_rate: int,
             f"the model {bundle.path / MODEL_FILE} gives NaN or infinite probabilities for it "
             f"({', '.join(f'{p:g}' for p in probs)})"))
     return Prediction(name, dict(zip(bundle.classes, probs, strict=True)), duration,
-                      warnings=dict(sorted(stats.flags.items())))
+                      warnings=dict(sorted(flags.items())))
+
+
+def classify_wave(bundle: Bundle, frontend: Any, wave: np.ndarray, name: str, *,
+                  per_file_cmvn: bool, chunk_frames: int = CHUNK_FRAMES) -> Prediction:
+    """The prediction for one waveform at the front-end's rate, the steps of a whole file's
+    (``predict --segments`` classifies each cut-out segment with it, so a segment gets the
+    answer its audio alone would get)."""
+    duration = len(wave) / frontend.sample_rate
+    try:
+        feats, stats = wave_features(frontend, wave, per_file_cmvn)
+    except Exception as err:  # noqa: BLE001
+        return Prediction(name, duration_s=duration, error=f"cannot process: {err}")
+    return classify_features(bundle, feats, stats.flags, name, duration, chunk_frames)
 
 
 CSV_TAIL = ("duration_s", "error", "warning")
@@ -395,8 +425,20 @@ class PredictionWriter:
                               0o666)  # the umask applies
         except OSError as err:
             raise PredictError(f"{self.partial}: cannot write ({err.strerror or err})") from err
-        if not self.json:
-            self._append(csv_header(bundle.classes))
+        if header := self._header():
+            self._append(header)
+
+    # What is written; ``predict --segments`` (sertool.segments) writes its rows and files
+    # through the same safe steps by overriding these three.
+    def _header(self) -> str:
+        return "" if self.json else csv_header(self.bundle.classes)
+
+    def _line(self, p: Any) -> str:
+        return (json.dumps(p.to_dict()) + "\n" if self.json
+                else prediction_csv_row(p, self.bundle.classes))
+
+    def _write_final(self, preds: Sequence[Any]) -> None:
+        write_predictions(self.path, preds, self.bundle)
 
     def _append(self, text: str) -> None:
         data = text.encode("utf-8")
@@ -414,8 +456,7 @@ class PredictionWriter:
         self.size += len(data)
 
     def add(self, p: Prediction) -> None:
-        self._append(json.dumps(p.to_dict()) + "\n" if self.json
-                     else prediction_csv_row(p, self.bundle.classes))
+        self._append(self._line(p))
         self.count += 1
 
     def kept(self) -> int:
@@ -428,7 +469,7 @@ class PredictionWriter:
         """Write the complete output atomically, then drop the ``.partial``."""
         self.close()
         try:
-            write_predictions(self.path, preds, self.bundle)
+            self._write_final(preds)
         except OSError as err:
             self.failed = True
             raise PredictError(f"{self.path}: cannot write ({err.strerror or err}); the "

@@ -122,12 +122,35 @@ def _pipe_output(source: str) -> bytearray:
     return output
 
 
+# ``predict -`` reads a WAV/FLAC stream from standard input (``sox ... -t wav - | sertool
+# predict BUNDLE -``): read whole, at most a pipe's limit, like a wav.scp pipe's output.
+STDIN = "-"
+
+
+def _stdin_bytes() -> bytes:
+    import sys
+
+    limit = pipe_byte_limit()
+    data = sys.stdin.buffer.read(limit + 1)
+    if len(data) > limit:
+        raise AudioError(f"{STDIN} (standard input): more than {limit} bytes, the most "
+                         f"{max_audio_seconds():g}s of audio may take ({MAX_SECONDS_ENV} sets "
+                         "the seconds)")
+    if not data:
+        raise AudioError(f"{STDIN} (standard input): no data (pipe audio in: "
+                         "`sox in.mp3 -t wav - | sertool predict BUNDLE -`)")
+    return data
+
+
 @contextlib.contextmanager
 def open_audio(source: str) -> Iterator[sf.SoundFile]:
-    """The audio of a wav.scp value (a file, or a pipe command ending in ``|``), open, with a
-    usable sample rate. Raises AudioError naming ``source`` for anything that cannot be read."""
-    if is_pipe(source):
-        handle: str | io.BytesIO = io.BytesIO(_pipe_output(source))
+    """The audio of a wav.scp value (a file, or a pipe command ending in ``|``; ``-``: standard
+    input), open, with a usable sample rate. Raises AudioError naming ``source`` for anything
+    that cannot be read."""
+    if source == STDIN:
+        handle: str | io.BytesIO = io.BytesIO(_stdin_bytes())
+    elif is_pipe(source):
+        handle = io.BytesIO(_pipe_output(source))
     else:
         if problem := file_problem(source):
             raise AudioError(f"{source}: {problem}")

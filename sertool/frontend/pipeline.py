@@ -252,24 +252,34 @@ class Frontend:
         """Fewer frames than this are ``too_short`` (the VAD's vad.min_kept_frames)."""
         return int(self.conf["vad"].get("min_kept_frames", MIN_FRAMES))
 
-    def _features_and_vad_bins(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _features_and_vad_bins(self, wave: np.ndarray, features: bool = True
+                               ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Features (before CMVN) of every frame and the spectrum bins the VAD reads, computed
         :data:`BLOCK_FRAMES` at a time: one pass's values (up to float rounding of the
-        mel matrix product), with the temporaries bounded."""
+        mel matrix product), with the temporaries bounded. ``features=False``: the bins
+        only (None for the features)."""
         n = num_frames(len(wave), self.spectrum)
         if n == 0:
             raise self._too_short(wave)
         emphasised = emphasise(wave, self.spectrum)
-        feats = np.empty((n, self.dim), dtype=np.float32)
+        feats = np.empty((n, self.dim), dtype=np.float32) if features else None
         step = self.vad.bin_step
         vad_bins = (np.empty((n, len(range(0, self.n_fft // 2 + 1, step))), dtype=np.float32)
                     if self.vad.enabled else None)
         for first in range(0, n, BLOCK_FRAMES):
             power = frame_power(emphasised, self.spectrum, self.n_fft, first, first + BLOCK_FRAMES)
-            feats[first:first + len(power)] = self.features(power)
+            if feats is not None:
+                feats[first:first + len(power)] = self.features(power)
             if vad_bins is not None:
                 vad_bins[first:first + len(power)] = power[:, ::step]
         return feats, vad_bins
+
+    def vad_bins(self, wave: np.ndarray) -> np.ndarray:
+        """The spectrum bins the VAD reads, of every frame (``detect_speech(...,
+        subsampled=True)``): what ``predict --segments vad`` cuts a recording with."""
+        if not self.vad.enabled:
+            raise FrontendError("vad.enabled is false: this front-end has no VAD")
+        return self._features_and_vad_bins(wave, features=False)[1]
 
     def features(self, power: np.ndarray) -> np.ndarray:
         """Log-mels (or MFCCs) of power-spectrum frames, before CMVN."""
