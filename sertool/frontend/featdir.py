@@ -209,8 +209,10 @@ class FeatDir(OpenedDir):
         from sertool.models import TRUNKS  # lazy: torch (loaded already: the model was read)
 
         trunk = TRUNKS.get(str(model_conf.get("type", "resnet")))
+        if trunk is None or trunk.frontend is None:  # any features (frontend.json not read)
+            return
         kind = self.frontend.get("kind", "?")
-        if trunk is not None and trunk.frontend is not None and kind != trunk.frontend:
+        if kind != trunk.frontend:
             raise FeatDirError(f"{self.path / FRONTEND_JSON}: features of kind {kind!r}, the "
                                f"{model_conf['type']} trunk of {model_path} reads "
                                f"{trunk.frontend!r} features (extract-feats --conf with "
