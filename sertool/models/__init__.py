@@ -83,6 +83,9 @@ HEAD_OPTIONAL: dict = {"head": "fc"}  # "fc": the type's own FC head; "linear": 
 # A trunk with several hidden layers (Whisper): "all" pools every layer (mean || std of each,
 # layer after layer) and the head mixes them ("concat" or a learned "weighted" sum).
 LAYERED_OPTIONAL: dict = {"pool_layers": "one", "layer_mix": "concat"}
+# Whisper: true fills each input to the 30 s window it was trained on (with silence) and pools
+# the input's own frames; false (default) cuts the position table to the input's length
+WHISPER_OPTIONAL: dict = {**LAYERED_OPTIONAL, "pad_to_window": False}
 EMBEDDING_HEADS = ("fc", "linear", "linear2")
 
 
@@ -215,7 +218,7 @@ TRUNKS: dict[str, TrunkType] = {
         WHISPER_DEFAULTS, {"n_mels": (1, 1024), "n_ctx": (1, 1 << 16), "d_model": WIDTH,
                            "n_heads": (1, 1024), "n_layers": (1, 1000), "layer": (-1001, 1000),
                            **FC_LIMITS},
-        "sertool.models.whisper", optional=LAYERED_OPTIONAL, frontend="whisper_mel",
+        "sertool.models.whisper", optional=WHISPER_OPTIONAL, frontend="whisper_mel",
         hidden_states=lambda conf: int(conf["n_layers"]) + 1),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"pooling": ("stats", "tstp", "none"),

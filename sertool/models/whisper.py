@@ -143,7 +143,8 @@ class WhisperTrunk(nn.Module):
     """
 
     def __init__(self, feat_dim: int, n_mels: int, n_ctx: int, d_model: int, n_heads: int,
-                 n_layers: int, layer: int = -1, pool_layers: str = "one"):
+                 n_layers: int, layer: int = -1, pool_layers: str = "one",
+                 pad_to_window: bool = False):
         super().__init__()
         if feat_dim != n_mels:
             raise ValueError(f"the Whisper encoder reads {n_mels} mel bins, "
@@ -156,6 +157,7 @@ class WhisperTrunk(nn.Module):
         self.encoder = WhisperEncoder(n_mels, n_ctx, d_model, n_heads, n_layers)
         self.layer = layer
         self.all_layers = pool_layers == "all"
+        self.pad_to_window = bool(pad_to_window)
         self.pool = StatsPool()
         self.n_hidden_states = n_layers + 1
         self.n_pooled_layers = self.n_hidden_states if self.all_layers else 1
@@ -165,9 +167,23 @@ class WhisperTrunk(nn.Module):
     def hidden_frames(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, T, n_mels) -> every hidden state of every window, each (B, ~T / 2, d_model)."""
         windows = x.transpose(1, 2).split(self.encoder.max_frames, dim=2)
-        per_window = [self.encoder(w, hidden_states=True) for w in windows]
+        per_window = [self._encode(w) for w in windows]
         return [torch.cat([states[i] for states in per_window], dim=1)
                 for i in range(self.n_hidden_states)]
+
+    def _encode(self, mel: torch.Tensor) -> list[torch.Tensor]:
+        """Every hidden state of one window (B, n_mels, t). With ``pad_to_window`` the window
+        is first filled to the encoder's 30 s with the log-mel of silence, as Whisper was
+        trained (zero audio gives log10 1e-10, clamped at the maximum - 8: the normalised
+        maximum - 2), and only the outputs of the input's own frames are kept."""
+        frames = mel.shape[-1]
+        if not self.pad_to_window or frames == self.encoder.max_frames:
+            return self.encoder(mel, hidden_states=True)
+        silence = mel.amax(dim=(1, 2), keepdim=True) - 2.0
+        filled = torch.cat([mel, silence.expand(-1, mel.shape[1],
+                                                self.encoder.max_frames - frames)], dim=2)
+        keep = int(conv_lengths(torch.tensor(frames)))
+        return [h[:, :keep] for h in self.encoder(filled, hidden_states=True)]
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, n_mels) -> hidden state ``layer`` of every window, (B, ~T / 2, d_model)."""
@@ -188,4 +204,5 @@ def trunk_from_conf(feat_dim: int, conf: Mapping) -> WhisperTrunk:
     """The trunk of a resolved ``whisper`` model configuration (sertool.models.TRUNKS)."""
     sizes = {k: int(conf[k]) for k in ("n_mels", "n_ctx", "d_model", "n_heads", "n_layers",
                                        "layer")}
-    return WhisperTrunk(feat_dim, **sizes, pool_layers=conf.get("pool_layers", "one"))
+    return WhisperTrunk(feat_dim, **sizes, pool_layers=conf.get("pool_layers", "one"),
+                        pad_to_window=bool(conf.get("pad_to_window", False)))

@@ -159,3 +159,22 @@ def test_standardise_leaves_a_constant_dimension_finite():
     layer.fit(x)
     out = layer(x)
     assert torch.isfinite(out).all() and torch.equal(out[:, 1], torch.zeros(2))
+
+
+def test_whisper_pad_to_window_pools_the_inputs_frames_of_a_silence_filled_window():
+    torch.manual_seed(0)
+    cut = build_model({**SMALL_WHISPER, "pool_layers": "all"}, 0, 16).eval()
+    padded = build_model({**SMALL_WHISPER, "pool_layers": "all", "pad_to_window": True}, 0,
+                         16).eval()
+    padded.trunk.load_state_dict(cut.trunk.state_dict())
+    x = torch.randn(1, 11, 16)
+    silence = x.max() - 2.0  # the normalised log-mel of zero audio after the clamp
+    window = torch.cat([x, silence.expand(1, 40 - 11, 16)], dim=1)
+    with torch.no_grad():
+        states = cut.trunk.encoder(window.transpose(1, 2), hidden_states=True)
+        by_hand = torch.cat([cut.trunk.pool(h[:, :6].transpose(1, 2)) for h in states], dim=1)
+        got = padded.pooled(x)
+        assert torch.allclose(got, by_hand, atol=1e-6)  # 11 frames -> 6 after the stride
+        assert not torch.allclose(got, cut.pooled(x), atol=1e-3)  # the context changed
+        full = torch.randn(1, 40, 16)  # a whole window is not filled
+        assert torch.allclose(padded.pooled(full), cut.pooled(full), atol=1e-6)
