@@ -6,8 +6,8 @@ front-end a model was trained with.
 
 Kinds ``kaldi_fbank``, ``ge2e_mel`` and ``whisper_mel`` reproduce the front-ends of published
 models (WeSpeaker, Resemblyzer, Whisper; see :mod:`sertool.frontend.published`); ``waveform``
-stores the samples themselves (the self-supervised encoders', :mod:`sertool.models.ssl`). They have their
-own, smaller set of options (:data:`DEFAULTS_BY_KIND`), so the resolved log-mel and MFCC
+stores the samples themselves (the self-supervised encoders', :mod:`sertool.models.ssl`). They
+have their own, smaller set of options (:data:`DEFAULTS_BY_KIND`), so the resolved log-mel and MFCC
 configurations are unchanged by their existence. An imported model records its front-end, and
 :func:`check_model_frontend` refuses features made with another one.
 """

@@ -330,6 +330,8 @@ class SSLTrunk(nn.Module):
         self.n_pooled_layers = n_states if self.all_layers else 1
         self.pooled_dim = 2 * encoder.d_model * self.n_pooled_layers
         self.min_frames = encoder.min_samples
+        # extract-embeddings makes no SpecAugment copies of a waveform (no mel bins to mask)
+        self.spec_augment = False
 
     def windows(self, wave: torch.Tensor) -> list[torch.Tensor]:
         pieces = list(wave.split(self.max_samples, dim=1))

@@ -231,10 +231,10 @@ def import_ssl(source: str | os.PathLike, out_dir: str | os.PathLike) -> ImportR
     except ValueError as err:  # sizes no such model has (hidden_size not a multiple of heads)
         raise SpeakerImportError(f"{path}: {err}") from err
     encoder = model.trunk.encoder
-    encoder.load_state_dict(assemble(encoder.state_dict(), _table(model_conf, prefix),
-                                     encoder_state, path, prefix))
-    frontend = resolve_conf({"kind": "waveform", "sample_rate": rate})
     name = NAMES[model_conf["arch"]]
+    encoder.load_state_dict(assemble(encoder.state_dict(), _table(model_conf, prefix),
+                                     encoder_state, path, prefix, f"{name}'s encoder"))
+    frontend = resolve_conf({"kind": "waveform", "sample_rate": rate})
     mask = [k for k in skipped if k.endswith(MASK_EMBED)]
     dropped = ([f"{len(skipped) - len(mask)} variable(s) outside the encoder (task head, "
                 "quantizer)"] if len(skipped) > len(mask) else [])
