@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from speaker_transfer import RAVDESS_FILES, _ravdess_subset
 
 from sertool.cli import main
 from sertool.frontend.pipeline import Frontend, resolve_conf
@@ -304,3 +305,37 @@ def test_finetune_picks_the_best_layer_of_an_imported_encoder(tmp_path):
                        "none"):
         finetune(feat_dir, data, tmp_path / "exp2", init=tmp_path / "enc" / "model.pt",
                  conf=conf, progress=False)
+
+
+@pytest.mark.transformers
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_imported_encoder_transfers_through_finetune_score_and_predict(ravdess_dir, tmp_path):
+    """An imported (random, small) WavLM as a trunk like any other: the waveform front-end,
+    every layer's statistics, the weighted layer mix, the report, and a bundle that predict
+    runs on audio files and on segments of one."""
+    run = CliRunner()
+    spk, feats, exp = tmp_path / "spk", tmp_path / "feats", tmp_path / "exp"
+    data = _ravdess_subset(ravdess_dir, tmp_path)
+    assert _import(_save(_hf_model("wavlm"), tmp_path / "hf"), spk).exit_code == 0
+    steps = [
+        ["extract-feats", data, feats, "--conf", spk / "frontend.toml", "--no-progress"],
+        ["finetune", feats, data, exp, "--init", spk / "model.pt", "--set", "head.epochs=2",
+         "--set", "layers.use=weighted", "--set", "augment.policy=none", "--no-progress"],
+        ["score", exp, "--no-audio", "--no-progress"],
+    ]
+    for args in steps:
+        result = run.invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0, (args[0], result.output)
+    assert json.loads((feats / "frontend.json").read_text())["kind"] == "waveform"
+    emb = json.loads((exp / "embeddings" / "emb.json").read_text())
+    assert (emb["feat_dim"], emb["pooled_dim"], emb["layers"]["n"]) == (1, 3 * 64, 3)
+    report = json.loads((exp / "report.json").read_text())
+    assert sum(f["n"] for f in report["folds"]) == 24
+    audio = ravdess_dir / "Audio_Speech_Actors_01-24" / RAVDESS_FILES[0]
+    result = run.invoke(main, ["predict", str(exp / "fold_1" / "bundle"), str(audio),
+                               "--segments", "fixed:2:1"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split(",") for line in result.stdout.strip().splitlines()]  # the CSV
+    assert rows[0][:5] == ["file", "segment", "start", "end", "pred"]
+    assert len(rows) == 1 + 3 and all(r[4] in ("ang", "hap", "neu", "sad") for r in rows[1:])
