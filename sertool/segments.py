@@ -523,6 +523,8 @@ def _segment_file(result: FileSegments, src: Any, bundle: Any, frontend: Any,
                   segmentation: Segmentation, rate: int, per_file_cmvn: bool,
                   chunk_frames: int, with_speech: bool, stream_above_s: float | None,
                   classify_span: Callable[..., Any], prediction: Callable[..., Any]) -> None:
+    from sertool.frontend.stream import release_freed_memory
+
     result.duration_s = src.n / rate
     try:
         if segmentation.kind == "vad" or with_speech:
@@ -539,6 +541,7 @@ def _segment_file(result: FileSegments, src: Any, bundle: Any, frontend: Any,
                                      per_file_cmvn=per_file_cmvn, chunk_frames=chunk_frames,
                                      stream_above_s=stream_above_s)
             result.segments.append(SegmentPrediction(seg, pred))
+            release_freed_memory()  # memory must not grow with the number of segments
     except SertoolError as err:
         result.error = f"cannot segment: {err}"
 

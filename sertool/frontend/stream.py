@@ -60,6 +60,28 @@ STREAM_ABOVE_S = 60.0
 SCAN_FRAMES = 1 << 20
 
 
+_LIBC: Any = None
+
+
+def release_freed_memory() -> None:
+    """Give memory freed inside the C heap back to the system (glibc ``malloc_trim``; nothing
+    elsewhere). Hundreds of segments of different lengths leave the heap fragmented: measured,
+    RSS then grows with the number of segments (~130 MB over 60 minutes of ``--segments
+    vad``) although nothing is kept; trimmed after each segment it does not."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
 # ----------------------------------------------------------------------------- resampling
 
 
