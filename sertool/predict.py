@@ -259,10 +259,12 @@ def class_probabilities(model: Any, feats: Any, device: str = "cpu",
 
 def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
                   progress: bool = False, chunk_frames: int = CHUNK_FRAMES,
-                  on_result: Callable[[Prediction], None] | None = None) -> list[Prediction]:
+                  on_result: Callable[[Prediction], None] | None = None,
+                  stream_above_s: float | None = None) -> list[Prediction]:
     """Predict every file; a file that cannot be read or processed gets ``error`` set and the
     others are still predicted. ``on_result`` is called with each prediction as it is made
-    (the CLI writes it out at once, so an interrupted run keeps what was done)."""
+    (the CLI writes it out at once, so an interrupted run keeps what was done). A file longer
+    than ``stream_above_s`` (None: sertool.frontend.stream.STREAM_ABOVE_S) is read in blocks."""
     from sertool.frontend.pipeline import Frontend
     from sertool.progress import progress_bar
 
@@ -274,27 +276,57 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
     for file in progress_bar(files, desc="predict", unit="file", disable=not progress):
         kill_point("predict:before-file")  # some files predicted, nothing written yet
         out.append(_predict_one(bundle, frontend, str(file), sample_rate, per_file_cmvn,
-                                chunk_frames))
+                                chunk_frames, stream_above_s))
         if on_result is not None:
             on_result(out[-1])
     return out
 
 
 def _predict_one(bundle: Bundle, frontend: Any, name: str, sample_rate: int,
-                 per_file_cmvn: bool, chunk_frames: int) -> Prediction:
-    from sertool.frontend.audio import load_audio  # scipy: only where audio is read
+                 per_file_cmvn: bool, chunk_frames: int,
+                 stream_above_s: float | None = None) -> Prediction:
+    from sertool.frontend.stream import AudioSource  # scipy: only where audio is read
 
     try:
-        wave = load_audio(name, target_sr=sample_rate)
+        src = AudioSource(name, sample_rate)
     except Exception as err:  # noqa: BLE001 - reported per file, the rest go on
         return Prediction(name, error=str(err))
-    duration = len(wave) / sample_rate
+    with src:
+        return classify_span(bundle, frontend, src, 0, src.n, name,
+                             per_file_cmvn=per_file_cmvn, chunk_frames=chunk_frames,
+                             stream_above_s=stream_above_s)
+
+
+def classify_span(bundle: Bundle, frontend: Any, src: Any, first: int, last: int, name: str,
+                  *, per_file_cmvn: bool, chunk_frames: int = CHUNK_FRAMES,
+                  stream_above_s: float | None = None) -> Prediction:
+    """The prediction for samples [first, last) of a source (sertool.frontend.stream): read
+    whole when short (:func:`classify_wave`), else streamed in blocks (the same answer up to
+    float rounding, in memory that does not grow with the span)."""
+    from sertool.frontend.audio import AudioError
+    from sertool.frontend.stream import (
+        STREAM_ABOVE_S,
+        stream_features,
+        streamable,
+        streamed_probabilities,
+    )
+
+    limit = STREAM_ABOVE_S if stream_above_s is None else stream_above_s
+    rate = frontend.sample_rate
+    duration = (last - first) / rate
     try:
-        feats, stats = wave_features(frontend, wave, per_file_cmvn)
+        if (last - first) <= limit * rate or not streamable(frontend):
+            wave = src.read(first, last)
+            return classify_wave(bundle, frontend, wave, name, per_file_cmvn=per_file_cmvn,
+                                 chunk_frames=chunk_frames)
+        normalise = per_file_cmvn or frontend.conf["cmvn"]["mode"] == "segment"
+        feats = stream_features(src, first, last, frontend, normalise)
+    except AudioError as err:  # it names the file
+        return Prediction(name, duration_s=duration, error=str(err))
     except Exception as err:  # noqa: BLE001
         return Prediction(name, duration_s=duration, error=f"cannot process: {err}")
-    del wave  # the network's activations are the peak: the samples are not needed for them
-    return classify_features(bundle, feats, stats.flags, name, duration, chunk_frames)
+    return _checked(bundle, lambda: streamed_probabilities(
+        bundle.model, feats, bundle.device, chunk_frames).tolist(), feats.flags, name, duration)
 
 
 def wave_features(frontend: Any, wave: np.ndarray, per_file_cmvn: bool) -> tuple[Any, Any]:
@@ -311,8 +343,14 @@ def wave_features(frontend: Any, wave: np.ndarray, per_file_cmvn: bool) -> tuple
 def classify_features(bundle: Bundle, feats: Any, flags: Mapping[str, str], name: str,
                       duration: float, chunk_frames: int = CHUNK_FRAMES) -> Prediction:
     """The prediction for one waveform's features; a failure is the returned ``error``."""
+    return _checked(bundle, lambda: class_probabilities(
+        bundle.model, feats, bundle.device, chunk_frames).tolist(), flags, name, duration)
+
+
+def _checked(bundle: Bundle, probabilities: Callable[[], list[float]],
+             flags: Mapping[str, str], name: str, duration: float) -> Prediction:
     try:
-        probs = class_probabilities(bundle.model, feats, bundle.device, chunk_frames).tolist()
+        probs = probabilities()
     except Exception as err:  # noqa: BLE001
         return Prediction(name, duration_s=duration, error=f"cannot process: {err}")
     if not all(math.isfinite(p) for p in probs):  # overflowing logits: no answer, not NaN

@@ -21,11 +21,12 @@ those its cut-out audio would get as a file of its own. Three ways to cut
                    given; a line naming none of them, or ``end <= start``, is an error naming
                    the file and line.
 
-The audio is read once, resampled to the front-end's rate, and segment times are turned into
-samples of it as ``load_audio`` turns a segment's (``round(t * rate)``). Segments are produced
-one at a time (:meth:`Segmentation.segments` is an iterator), so a streaming reader can take
-the whole-file waveform's place (issue 22, item 2); the VAD's noise estimate is still taken
-over the whole recording.
+The audio is read in spans (:class:`sertool.frontend.stream.AudioSource`, equal to the
+whole-file waveform resampled to the front-end's rate), and segment times are turned into
+samples of it as ``load_audio`` turns a segment's (``round(t * rate)``). A VAD pass over more
+than a minute, and a segment longer than that, are read in blocks with the whole-span
+statistics taken in passes (:mod:`sertool.frontend.stream`), so memory does not grow with the
+recording; segments are produced one at a time (:meth:`Segmentation.segments`).
 
 Per file, a summary (:func:`summarise`): the seconds and share of the segmented time each
 class was predicted for, and the dominant class. Overlapping segments (fixed windows with
@@ -299,23 +300,36 @@ def speech_runs(wave: np.ndarray, rate: int, frontend_conf: Mapping | None,
     recording one loud stretch raises the floor for the others, and a recording's noise
     changes. The second pass gives each region the statistics of its own neighbourhood (a
     region it finds no speech in keeps the first pass's run)."""
+    from sertool.frontend.stream import ArraySource
+
+    return source_speech_runs(ArraySource(wave), rate, frontend_conf, min_pause_s, min_s)
+
+
+def source_speech_runs(src: Any, rate: int, frontend_conf: Mapping | None,
+                       min_pause_s: float | None = None, min_s: float = 0.0,
+                       stream_above_s: float | None = None) -> list[tuple[float, float]]:
+    """:func:`speech_runs` of a source (sertool.frontend.stream): a pass over a span longer
+    than ``stream_above_s`` reads it in blocks (the same decisions; memory bounded)."""
     from sertool.frontend.features import num_frames
+    from sertool.frontend.stream import STREAM_ABOVE_S
 
     frontend = segmentation_frontend(frontend_conf)
     if rate != frontend.sample_rate:
         raise SegmentsError(f"expected {frontend.sample_rate} Hz audio, got {rate} Hz")
-    if num_frames(len(wave), frontend.spectrum) == 0:
+    n = src.n
+    if num_frames(n, frontend.spectrum) == 0:
         return []
     vad = frontend.vad
     if min_pause_s is not None:
         vad = dataclasses.replace(vad, hangover_ms=1000.0 * min_pause_s)
-    regions = _vad_runs(wave, frontend, vad)
+    above = int((STREAM_ABOVE_S if stream_above_s is None else stream_above_s) * rate)
+    regions = _vad_runs(src, 0, n, frontend, vad, above)
     context = int(round(REGION_CONTEXT_S * rate))
     refined: list[tuple[int, int]] = []
     for i, (first, last) in enumerate(regions):
         lo = max(regions[i - 1][1] if i else 0, first - context)
-        hi = min(regions[i + 1][0] if i + 1 < len(regions) else len(wave), last + context)
-        local = _vad_runs(wave[lo:hi], frontend, vad)
+        hi = min(regions[i + 1][0] if i + 1 < len(regions) else n, last + context)
+        local = _vad_runs(src, lo, hi, frontend, vad, above)
         refined += [(lo + a, lo + b) for a, b in local] or [(first, last)]
     # runs of neighbouring regions' passes can meet: one run, as the hang-over would make it
     gap = int(round(vad.hangover_ms / 1000 * rate))
@@ -328,20 +342,28 @@ def speech_runs(wave: np.ndarray, rate: int, frontend_conf: Mapping | None,
     return [(a / rate, b / rate) for a, b in merged if (b - a) / rate >= min_s]
 
 
-def _vad_runs(wave: np.ndarray, frontend: Any, vad: Any) -> list[tuple[int, int]]:
-    """One VAD pass: its speech runs as samples [first, last) of ``wave``."""
+def _vad_runs(src: Any, lo: int, hi: int, frontend: Any, vad: Any, stream_above: int
+              ) -> list[tuple[int, int]]:
+    """One VAD pass over samples [lo, hi) of ``src``: its speech runs as samples
+    [first, last) of that span (read whole up to ``stream_above`` samples, else in blocks)."""
     from sertool.frontend.features import num_frames
+    from sertool.frontend.stream import vad_decisions
     from sertool.frontend.vad import detect_speech
 
     spec = frontend.spectrum
-    if num_frames(len(wave), spec) == 0:
+    n = hi - lo
+    if num_frames(n, spec) == 0:
         return []
-    speech = detect_speech(frontend.vad_bins(wave), vad, spec.frame_shift_ms, subsampled=True)
+    if n <= stream_above:
+        speech = detect_speech(frontend.vad_bins(src.read(lo, hi)), vad, spec.frame_shift_ms,
+                               subsampled=True)
+    else:
+        speech = vad_decisions(src, lo, hi, frontend, vad)
     padded = np.concatenate([[False], speech, [False]]).astype(np.int8)
     starts = np.flatnonzero(np.diff(padded) == 1)
     ends = np.flatnonzero(np.diff(padded) == -1)
     hop, win = spec.hop_length, spec.win_length
-    return [(int(a) * hop, min(len(wave), (int(b) - 1) * hop + win))
+    return [(int(a) * hop, min(n, (int(b) - 1) * hop + win))
             for a, b in zip(starts, ends, strict=True)]
 
 
@@ -461,15 +483,18 @@ def summary_line(result: FileSegments) -> str:
 def predict_segments(bundle: Any, files: Sequence[str], segmentation: Segmentation, *,
                      progress: bool = False, chunk_frames: int | None = None,
                      with_speech: bool = False,
-                     on_result: Callable[[FileSegments], None] | None = None
-                     ) -> list[FileSegments]:
-    """Every file cut and each segment classified (:func:`sertool.predict.classify_wave`); a
+                     on_result: Callable[[FileSegments], None] | None = None,
+                     stream_above_s: float | None = None) -> list[FileSegments]:
+    """Every file cut and each segment classified (:func:`sertool.predict.classify_span`); a
     file that cannot be read gets ``error`` set, a segment that cannot be classified its
     prediction's ``error``, and the rest go on. ``with_speech``: find the VAD's speech runs
-    whatever the segmentation (for the timeline picture)."""
+    whatever the segmentation (for the timeline picture). The audio is read in spans
+    (sertool.frontend.stream.AudioSource): a segment's samples, or blocks of a VAD pass over
+    more than ``stream_above_s`` seconds; never the whole recording at once."""
     from sertool.faults import kill_point
     from sertool.frontend.pipeline import Frontend
-    from sertool.predict import CHUNK_FRAMES, Prediction, classify_wave
+    from sertool.frontend.stream import AudioSource
+    from sertool.predict import CHUNK_FRAMES, Prediction, classify_span
     from sertool.progress import progress_bar
 
     frontend = Frontend(bundle.frontend_conf)
@@ -480,37 +505,45 @@ def predict_segments(bundle: Any, files: Sequence[str], segmentation: Segmentati
         kill_point("predict:before-file")
         result = FileSegments(file, segmentation.recording(file), classes=list(bundle.classes))
         try:
-            wave = read_wave(file, rate)
+            src = AudioSource(file, rate)
         except SertoolError as err:
             result.error = str(err)
         else:
-            result.duration_s = len(wave) / rate
-            try:
-                if segmentation.kind == "vad" or with_speech:
-                    result.speech = segmentation.speech(wave, rate, bundle.frontend_conf)
-                for seg in segmentation.segments(file, result.duration_s, result.speech):
-                    try:
-                        first, last = seg.samples(rate, len(wave))
-                    except SegmentsError as err:
-                        pred = Prediction(file, error=str(err))
-                    else:
-                        pred = classify_wave(bundle, frontend, wave[first:last], file,
-                                             per_file_cmvn=per_file_cmvn,
-                                             chunk_frames=chunk_frames or CHUNK_FRAMES)
-                    result.segments.append(SegmentPrediction(seg, pred))
-            except SertoolError as err:
-                result.error = f"cannot segment: {err}"
+            with src:
+                _segment_file(result, src, bundle, frontend, segmentation, rate, per_file_cmvn,
+                              chunk_frames or CHUNK_FRAMES, with_speech, stream_above_s,
+                              classify_span, Prediction)
         out.append(result)
         if on_result is not None:
             on_result(result)
     return out
 
 
-def read_wave(file: str, rate: int) -> np.ndarray:
-    """The whole recording at ``rate`` (``-``: a WAV, FLAC, ... on standard input)."""
-    from sertool.frontend.audio import load_audio
+def _segment_file(result: FileSegments, src: Any, bundle: Any, frontend: Any,
+                  segmentation: Segmentation, rate: int, per_file_cmvn: bool,
+                  chunk_frames: int, with_speech: bool, stream_above_s: float | None,
+                  classify_span: Callable[..., Any], prediction: Callable[..., Any]) -> None:
+    from sertool.frontend.stream import release_freed_memory
 
-    return load_audio(file, target_sr=rate)
+    result.duration_s = src.n / rate
+    try:
+        if segmentation.kind == "vad" or with_speech:
+            result.speech = source_speech_runs(src, rate, bundle.frontend_conf,
+                                               segmentation.vad.min_pause_s,
+                                               segmentation.vad.min_s, stream_above_s)
+        for seg in segmentation.segments(result.file, result.duration_s, result.speech):
+            try:
+                first, last = seg.samples(rate, src.n)
+            except SegmentsError as err:
+                pred = prediction(result.file, error=str(err))
+            else:
+                pred = classify_span(bundle, frontend, src, first, last, result.file,
+                                     per_file_cmvn=per_file_cmvn, chunk_frames=chunk_frames,
+                                     stream_above_s=stream_above_s)
+            result.segments.append(SegmentPrediction(seg, pred))
+            release_freed_memory()  # memory must not grow with the number of segments
+    except SertoolError as err:
+        result.error = f"cannot segment: {err}"
 
 
 # ----------------------------------------------------------------------------- outputs

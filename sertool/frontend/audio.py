@@ -143,28 +143,54 @@ def _stdin_bytes() -> bytes:
 
 
 @contextlib.contextmanager
-def open_audio(source: str) -> Iterator[sf.SoundFile]:
+def spool_stdin() -> Iterator[str]:
+    """Standard input copied to a temporary file (removed afterwards), at most a pipe's limit,
+    in blocks: a stream that is read more than once (``predict`` reads long audio in passes)
+    without holding it in memory. Yields the file's path."""
+    import sys
+
+    limit = pipe_byte_limit()
+    with tempfile.NamedTemporaryFile(prefix="sertool-stdin-", suffix=".audio") as spool:
+        size = 0
+        while block := sys.stdin.buffer.read(1 << 20):
+            size += len(block)
+            if size > limit:
+                raise AudioError(f"{STDIN} (standard input): more than {limit} bytes, the most "
+                                 f"{max_audio_seconds():g}s of audio may take "
+                                 f"({MAX_SECONDS_ENV} sets the seconds)")
+            spool.write(block)
+        if not size:
+            raise AudioError(f"{STDIN} (standard input): no data (pipe audio in: "
+                             "`sox in.mp3 -t wav - | sertool predict BUNDLE -`)")
+        spool.flush()
+        yield spool.name
+
+
+@contextlib.contextmanager
+def open_audio(source: str, name: str | None = None) -> Iterator[sf.SoundFile]:
     """The audio of a wav.scp value (a file, or a pipe command ending in ``|``; ``-``: standard
-    input), open, with a usable sample rate. Raises AudioError naming ``source`` for anything
-    that cannot be read."""
+    input), open, with a usable sample rate. Raises AudioError naming ``source`` (or ``name``,
+    what the user called it: ``-`` for a spooled standard input) for anything that cannot be
+    read."""
+    shown = name or source
     if source == STDIN:
         handle: str | io.BytesIO = io.BytesIO(_stdin_bytes())
     elif is_pipe(source):
         handle = io.BytesIO(_pipe_output(source))
     else:
         if problem := file_problem(source):
-            raise AudioError(f"{source}: {problem}")
+            raise AudioError(f"{shown}: {problem}")
         handle = source
     try:
         snd = sf.SoundFile(handle)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         rate = _wav_rate(handle)  # libsndfile refuses 0 Hz and 4e9 Hz itself, not saying why
         if rate is not None and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-            raise AudioError(_rate_problem(source, rate)) from err
-        raise AudioError(f"{source}: cannot decode audio ({err})") from err
+            raise AudioError(_rate_problem(shown, rate)) from err
+        raise AudioError(f"{shown}: cannot decode audio ({err})") from err
     with snd:
         if not MIN_SAMPLE_RATE <= snd.samplerate <= MAX_SAMPLE_RATE:
-            raise AudioError(_rate_problem(source, snd.samplerate))
+            raise AudioError(_rate_problem(shown, snd.samplerate))
         yield snd
 
 

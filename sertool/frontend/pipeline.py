@@ -136,15 +136,23 @@ class FrontendError(SertoolError, ValueError):
 
 def signal_flags(wave: np.ndarray) -> dict[str, str]:
     """``silent`` and ``clipped``, each with what was seen (empty when the signal is fine)."""
+    if not len(wave):
+        return {}
+    return flags_of_signal(len(wave), float(np.ptp(wave)), float(wave[0]),
+                           int(np.count_nonzero(np.abs(wave) >= CLIP_LEVEL)))
+
+
+def flags_of_signal(n: int, peak_to_peak: float, first: float, clipped: int
+                    ) -> dict[str, str]:
+    """:func:`signal_flags` from what a pass over the samples gathers: their count, range,
+    first value and the count at full scale (a long file is read in blocks)."""
     flags = {}
-    if len(wave) and float(np.ptp(wave)) < SILENCE_PEAK_TO_PEAK:
-        flags["silent"] = (f"no signal: every sample is {float(wave[0]):.6g} "
+    if n and peak_to_peak < SILENCE_PEAK_TO_PEAK:
+        flags["silent"] = (f"no signal: every sample is {first:.6g} "
                            "(digital silence or DC only)")
-    if len(wave):
-        clipped = int(np.count_nonzero(np.abs(wave) >= CLIP_LEVEL))
-        if clipped >= max(1, CLIP_FRACTION * len(wave)):
-            flags["clipped"] = (f"{clipped} of {len(wave)} samples at full scale "
-                                f"({100 * clipped / len(wave):.2g}%)")
+    if n and clipped >= max(1, CLIP_FRACTION * n):
+        flags["clipped"] = (f"{clipped} of {n} samples at full scale "
+                            f"({100 * clipped / n:.2g}%)")
     return flags
 
 
@@ -340,7 +348,12 @@ class Frontend:
         n = power.shape[0]
         if not self.vad.enabled:
             return np.ones(n, dtype=bool), VadStats(n, n)
-        mask = detect_speech(power, self.vad, self.spectrum.frame_shift_ms, subsampled)
+        return self.kept_frames(detect_speech(power, self.vad, self.spectrum.frame_shift_ms,
+                                              subsampled))
+
+    def kept_frames(self, mask: np.ndarray) -> tuple[np.ndarray, VadStats]:
+        """:meth:`speech_mask` from the VAD's decisions ``mask`` (vad.min_kept_frames)."""
+        n = len(mask)
         kept = int(mask.sum())
         if kept < self.vad.min_kept_frames:
             if self.vad.on_too_little == "fail":

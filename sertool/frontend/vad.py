@@ -57,6 +57,53 @@ class VadStats:
 _TINY = 1e-12  # added to every power value: an all-zero bin must not divide by zero
 
 
+def frame_energy_db(used: np.ndarray) -> np.ndarray:
+    """Energy in dB of each frame of the VAD's bins ``used`` (T, K), float64."""
+    return 10 * np.log10(used.sum(axis=1, dtype=np.float64) + used.shape[1] * _TINY)
+
+
+def noise_frames(energy_db: np.ndarray, conf: VadConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(audible, quiet): the frames above the silence floor, and the indices of the quietest
+    of them (``noise_quantile``), whose mean spectrum is the noise estimate.
+
+    Frames far below the loudest one are digital silence (noise-gated or zero-padded
+    recordings): never speech, and left out of the noise estimate, which would otherwise be so
+    low that the room noise between words looks like speech."""
+    audible = energy_db > energy_db.max() - conf.silence_floor_db
+    candidates = np.flatnonzero(audible)
+    n_init = max(1, int(np.ceil(conf.noise_quantile * len(candidates))))
+    quiet = candidates[np.argsort(energy_db[candidates], kind="stable")[:n_init]]
+    return audible, quiet
+
+
+@dataclass
+class SohnState:
+    """What the VAD's recursions carry from one frame to the next: the decision-directed
+    term per bin and the HMM's log odds. A signal in blocks, each with the state the last
+    left, gets the decisions of the signal in one piece (``predict`` streaming long files)."""
+
+    carried: np.ndarray
+    odds: float = 0.0
+
+    @classmethod
+    def start(cls, n_bins: int) -> SohnState:
+        return cls(np.zeros(n_bins))
+
+
+def log_odds_block(used: np.ndarray, noise: np.ndarray, audible: np.ndarray,
+                   conf: VadConfig, state: SohnState) -> np.ndarray:
+    """The smoothed log odds of speech of consecutive frames ``used`` (their VAD bins,
+    contiguous float32) given the noise estimate; ``state`` is updated for the next block."""
+    scores = _sohn_scores(used, 1, noise, conf.alpha, 10.0 ** (conf.xi_min_db / 10),
+                          state.carried) - conf.threshold
+    scores[~audible] = -conf.threshold - 1.0
+    a00, a01, a10, a11 = 1 - conf.a01, conf.a01, conf.a10, 1 - conf.a10
+    log_odds = _hmm_log_odds(scores, a00, a01, a10, a11, state.odds)
+    if len(log_odds):
+        state.odds = float(log_odds[-1])
+    return log_odds
+
+
 def frame_log_likelihood_ratios(power: np.ndarray, conf: VadConfig,
                                 subsampled: bool = False) -> np.ndarray:
     """Smoothed log odds of speech per frame (> 0 means speech).
@@ -72,22 +119,10 @@ def frame_log_likelihood_ratios(power: np.ndarray, conf: VadConfig,
         return np.zeros(0)
     power = np.ascontiguousarray(power, dtype=np.float32)
     step = 1 if subsampled else conf.bin_step
-    used = power[:, ::step]
-    energy_db = 10 * np.log10(used.sum(axis=1, dtype=np.float64) + used.shape[1] * _TINY)
-    # Frames far below the loudest one are digital silence (noise-gated or zero-padded
-    # recordings): never speech, and left out of the noise estimate, which would otherwise
-    # be so low that the room noise between words looks like speech.
-    audible = energy_db > energy_db.max() - conf.silence_floor_db
-    candidates = np.flatnonzero(audible)
-    n_init = max(1, int(np.ceil(conf.noise_quantile * len(candidates))))
-    quiet = candidates[np.argsort(energy_db[candidates], kind="stable")[:n_init]]
+    used = np.ascontiguousarray(power[:, ::step])
+    audible, quiet = noise_frames(frame_energy_db(used), conf)
     noise = used[quiet].mean(axis=0, dtype=np.float64) + _TINY
-
-    scores = _sohn_scores(power, step, noise, conf.alpha,
-                          10.0 ** (conf.xi_min_db / 10)) - conf.threshold
-    scores[~audible] = -conf.threshold - 1.0
-    a00, a01, a10, a11 = 1 - conf.a01, conf.a01, conf.a10, 1 - conf.a10
-    return _hmm_log_odds(scores, a00, a01, a10, a11)
+    return log_odds_block(used, noise, audible, conf, SohnState.start(used.shape[1]))
 
 
 # The two recursions below are the front-end's only sequential steps. They are compiled with
@@ -97,14 +132,16 @@ def frame_log_likelihood_ratios(power: np.ndarray, conf: VadConfig,
 
 @numba.njit(cache=True, nogil=True)
 def _sohn_scores(power: np.ndarray, bin_step: int, noise: np.ndarray, alpha: float,
-                 xi_min: float) -> np.ndarray:  # pragma: no cover - compiled
+                 xi_min: float, carried: np.ndarray) -> np.ndarray:  # pragma: no cover
+
     """Mean log likelihood ratio per frame, sum_k (gamma_k G_k - log(1 + xi_k)) / K, with
     the a-posteriori SNR gamma = min(P / lambda_N, 1e4), the decision-directed a-priori SNR
         xi_t = max(alpha * G_{t-1}^2 gamma_{t-1} + (1 - alpha) * max(gamma_t - 1, 0), xi_min)
     and the Wiener gain G = xi / (1 + xi). The sum of log(1 + xi) is taken as the log of
-    products of 16 factors (each < 1e4 + 1, so no overflow): 16x fewer logs."""
+    products of 16 factors (each < 1e4 + 1, so no overflow): 16x fewer logs. ``carried``
+    (alpha * G_{t-1}^2 gamma_{t-1} = alpha |A_{t-1}|^2 / lambda_N per bin; zeros before the
+    first frame) is updated in place: the next block of frames goes on from it."""
     n_frames, n_bins = power.shape[0], noise.shape[0]
-    carried = np.zeros(n_bins)  # alpha * G_{t-1}^2 gamma_{t-1} = alpha |A_{t-1}|^2 / lambda_N
     scores = np.empty(n_frames)
     for t in range(n_frames):
         total = 0.0
@@ -125,13 +162,13 @@ def _sohn_scores(power: np.ndarray, bin_step: int, noise: np.ndarray, alpha: flo
 
 @numba.njit(cache=True, nogil=True)
 def _hmm_log_odds(scores: np.ndarray, a00: float, a01: float, a10: float,
-                  a11: float) -> np.ndarray:  # pragma: no cover - compiled
+                  a11: float, odds: float) -> np.ndarray:  # pragma: no cover - compiled
     """Two-state HMM forward recursion on the posterior log odds of speech (Sohn's hang-over):
         odds_t = score_t + log((a01 + a11 e^odds_{t-1}) / (a00 + a10 e^odds_{t-1})).
     The prior term is flat beyond |odds| = 50 (to double precision), so the exponent is
-    clamped there instead of overflowing."""
+    clamped there instead of overflowing. ``odds``: the last frame's before these (0 at the
+    start)."""
     log_odds = np.empty(scores.shape[0])
-    odds = 0.0
     for t in range(scores.shape[0]):
         e = math.exp(min(max(odds, -50.0), 50.0))
         odds = scores[t] + math.log((a01 + a11 * e) / (a00 + a10 * e))
@@ -170,6 +207,12 @@ def detect_speech(power: np.ndarray, conf: VadConfig, frame_shift_ms: float = 10
                   subsampled: bool = False) -> np.ndarray:
     """Boolean speech mask per frame, after HMM smoothing and the hang-over (``subsampled``:
     see :func:`frame_log_likelihood_ratios`)."""
-    speech = frame_log_likelihood_ratios(power, conf, subsampled) > 0
+    return smooth_decisions(frame_log_likelihood_ratios(power, conf, subsampled) > 0, conf,
+                            frame_shift_ms)
+
+
+def smooth_decisions(speech: np.ndarray, conf: VadConfig, frame_shift_ms: float = 10.0
+                     ) -> np.ndarray:
+    """The frame decisions after ``min_speech_ms`` and the hang-over (``hangover_ms``)."""
     speech = drop_short_runs(speech, int(round(conf.min_speech_ms / frame_shift_ms)))
     return fill_short_gaps(speech, int(round(conf.hangover_ms / frame_shift_ms)))

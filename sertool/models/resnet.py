@@ -16,7 +16,7 @@ Input convention (all sertool models): features ``(B, T, F)`` - batch, frames, f
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -123,23 +123,40 @@ class ResNetTrunk(nn.Module):
         exactly the input it sees in one pass (chunk starts are multiples of the stride, so the
         output grid is the same), and the result equals ``forward(x)`` up to float rounding.
         """
-        total_frames = x.shape[1]
+        return self.pooled_stream(iter([x]), x.shape[1], chunk_frames)
+
+    def pooled_stream(self, blocks: Iterable[torch.Tensor], total_frames: int,
+                      chunk_frames: int) -> torch.Tensor:
+        """:meth:`pooled_chunked` of an input given as consecutive blocks ``(B, n, F)`` of
+        ``total_frames`` frames in all (features made a block at a time): only the frames of
+        the chunk being run, its context and the block being read are held."""
+        blocks = iter(blocks)
         if self.pooling_type == "none" or total_frames <= chunk_frames:
-            return self(x)
+            return self(torch.cat(list(blocks), dim=1))
         stride, field = self.time_context()
         context = math.ceil((field // 2) / stride) * stride
         step = max(stride, chunk_frames // stride * stride)
+        held, held_from = None, 0  # input frames [held_from, held_from + held.shape[1])
         count, total, total_sq = 0, None, None
         for start in range(0, total_frames, step):
             end = min(total_frames, start + step)
-            first = max(0, start - context)
-            out = self.frames(x[:, first:min(total_frames, end + context)])
+            first, last = max(0, start - context), min(total_frames, end + context)
+            while held is None or held_from + held.shape[1] < last:
+                block = next(blocks, None)
+                if block is None:
+                    got = held_from + (0 if held is None else held.shape[1])
+                    raise ValueError(f"the input ended at frame {got}, before the "
+                                     f"{total_frames} frames it was said to have")
+                held = block if held is None else torch.cat([held, block], dim=1)
+            out = self.frames(held[:, first - held_from:last - held_from])
             skip = (start - first) // stride
             core = out[:, :, skip:skip + math.ceil(end / stride) - start // stride].double()
             part, part_sq = core.sum(dim=-1), (core * core).sum(dim=-1)
             total = part if total is None else total + part
             total_sq = part_sq if total_sq is None else total_sq + part_sq
             count += core.shape[-1]
+            keep_from = max(0, end - context)  # the next chunk's first frame
+            held, held_from = held[:, keep_from - held_from:], keep_from
         return self.pool.from_sums(count, total, total_sq)
 
 
