@@ -210,7 +210,7 @@ def load_bundle(path: str | os.PathLike, device: str = "cpu") -> Bundle:
 
 # ----------------------------------------------------------------------------- prediction
 
-# Frames (30 s) per pass of the network over a long file (streamed: sertool.frontend.stream): its activations, the largest memory
+# Frames (30 s) per pass of the network over a long file: its activations, the largest memory
 # use of predict, then stay bounded (ResNet with statistics pooling: pooled_chunked, exact up to
 # float rounding). Emotion corpora's utterances are shorter and go through in one pass.
 CHUNK_FRAMES = 3000
