@@ -334,6 +334,7 @@ class StreamedFeatures:
                 feats = normalise(feats, *self.cmvn, self.frontend.conf["cmvn"]["norm_vars"])
             if len(feats):
                 yield feats
+            release_freed_memory()  # the blocks' temporaries: a heap that does not grow
 
 
 def stream_features(src: Any, lo: int, hi: int, frontend: Any, normalise: bool
