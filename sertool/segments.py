@@ -756,9 +756,6 @@ class SegmentWriter(PredictionWriter):
         self.segmentation = segmentation
         super().__init__(path, bundle)
 
-    def _header(self) -> str:
-        return "" if self.json else csv_header(self.bundle.classes)
-
     def _line(self, result: Any) -> str:
         return (json.dumps(result.to_dict()) + "\n" if self.json
                 else csv_rows(result, self.bundle.classes))

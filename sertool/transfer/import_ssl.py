@@ -30,10 +30,9 @@ from sertool.models import build_model, resolve_model_conf
 from sertool.transfer.import_model import (
     ImportResult,
     SpeakerImportError,
-    load_tensors,
     write_import,
 )
-from sertool.transfer.import_whisper import HF_WEIGHTS, SourceTable, _read_safetensors, assemble
+from sertool.transfer.import_whisper import SourceTable, assemble, read_hf_weights
 
 # config.json's model_type -> sertool's arch
 MODEL_TYPES = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm",
@@ -214,12 +213,7 @@ def import_ssl(source: str | os.PathLike, out_dir: str | os.PathLike) -> ImportR
     model_conf = model_conf_of(read_json(config_path), config_path)
     normalize, rate, preprocessor = _preprocessor(folder)
     model_conf["do_normalize"] = normalize
-    path = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
-    if path is None:
-        raise SpeakerImportError(f"{folder}: holds neither {' nor '.join(HF_WEIGHTS)}")
-    state = _read_safetensors(path) if path.suffix == ".safetensors" else load_tensors(path)
-    if not isinstance(state, dict):
-        raise SpeakerImportError(f"{path}: not a state dict ({type(state).__name__})")
+    path, state = read_hf_weights(folder)
     prefix = _prefix_of(state, path)
     encoder_state = {k: v for k, v in state.items()
                      if k.startswith(tuple(prefix + part for part in ENCODER_PARTS))}

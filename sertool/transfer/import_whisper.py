@@ -339,6 +339,18 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise SpeakerImportError(f"{path}: not a safetensors file ({err})") from err
 
 
+def read_hf_weights(folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """(the weights file, its state dict) of a Hugging Face folder: model.safetensors, else
+    pytorch_model.bin (weights only); refused, naming the file, when neither is a state dict."""
+    path = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
+    if path is None:
+        raise SpeakerImportError(f"{folder}: holds neither {' nor '.join(HF_WEIGHTS)}")
+    state = _read_safetensors(path) if path.suffix == ".safetensors" else load_tensors(path)
+    if not isinstance(state, dict):
+        raise SpeakerImportError(f"{path}: not a state dict ({type(state).__name__})")
+    return path, state
+
+
 def _read_hf(folder: Path) -> WhisperSource:
     config_path = folder / "config.json"
     try:
@@ -358,12 +370,7 @@ def _read_hf(folder: Path) -> WhisperSource:
         raise SpeakerImportError(f"{config_path}: encoder_ffn_dim {ffn} and activation_function "
                                  f"{activation!r}: sertool's Whisper encoder has "
                                  f"{4 * dims['d_model']} and gelu")
-    path = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
-    if path is None:
-        raise SpeakerImportError(f"{folder}: holds neither {' nor '.join(HF_WEIGHTS)}")
-    state = _read_safetensors(path) if path.suffix == ".safetensors" else load_tensors(path)
-    if not isinstance(state, dict):
-        raise SpeakerImportError(f"{path}: not a state dict ({type(state).__name__})")
+    path, state = read_hf_weights(folder)
     # WhisperForConditionalGeneration saves its WhisperModel under "model."
     prefix = "model." if any(k.startswith("model.encoder.") for k in state) else ""
     skipped = [k for k in state if not k.startswith(prefix + "encoder.")]
