@@ -330,6 +330,10 @@ def report_markdown(score: ExperimentScore) -> str:
                  else f"transfer from speaker model {init}")
     init_text += "; trunk fine-tuned (unfrozen)" if meta["unfreeze"] else (
         "; trunk frozen" if str(init) != "none" else "")
+    if (meta.get("model") or {}).get("type") == "functionals":  # the classical baseline
+        feature_set = (meta.get("frontend") or {}).get("feature_set", "?")
+        init_text = (f"functionals: openSMILE {feature_set}, a parameter-free trunk ({init}); "
+                     "nothing transferred")
     lines = [
         score.verdict,
         "",

@@ -110,8 +110,8 @@ SSL_DEFAULTS: dict = {
     "fc_layers": 2,
 }
 # Fixed features (sertool.models.functionals): no parameters, the pooled output is the
-# utterance's openSMILE functionals; embed_dim / fc_layers only for head "fc" (the shipped
-# conf/model_functionals.toml has head "linear": standardised functionals, logistic regression)
+# utterance's openSMILE functionals; embed_dim / fc_layers only for finetune's head.kind "fc"
+# (the baseline is head.kind "linear": standardised functionals, logistic regression)
 FUNCTIONALS_DEFAULTS: dict = {
     "type": "functionals",
     "embed_dim": 256,
