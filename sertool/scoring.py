@@ -679,6 +679,7 @@ def compare(scores: Sequence[ExperimentScore], *, allow_different_folds: bool = 
     for r in rows:
         init = ("none" if r["init"] == "none" else "random trunk (frozen)"
                 if r["init"].startswith("random") else "speaker (unfrozen)" if r["unfreeze"]
+                else "functionals (no parameters)" if r["model"] == "functionals"
                 else "speaker")
         folds = f"{r['folds']}/{r['folds_expected']}" + (
             " INCOMPLETE" if r["folds"] < r["folds_expected"] else "")

@@ -170,6 +170,12 @@ def test_finetune_score_predict_on_real_ravdess(ravdess_dir, tmp_path):
                      "head.epochs=2", "--set", "augment.policy=none", "--no-progress")
     assert result.exit_code == 0, result.output
     assert all((fc / f"fold_{k}" / "posteriors.tsv").is_file() for k in "12")
+    result = _invoke("score", exp, fc, "--no-audio", "--no-progress", "--bootstrap", "0",
+                     "--compare-out", tmp_path / "compare.md")
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "compare.md").read_text().splitlines()[2:4]
+    assert [r.split(" | ")[1:3] for r in rows] == [
+        ["functionals (no parameters)", "none (+0 copies)"]] * 2, rows
 
     # refused, before anything is written: SpecAugment copies (the default policy), a random,
     # scratch or unfrozen "training" of a trunk without parameters, another feature set
