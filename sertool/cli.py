@@ -829,7 +829,8 @@ def _score(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | No
 
 @main.group("import-speaker-model")
 def import_speaker_model_cmd() -> None:
-    """Import a published speaker model or speech encoder as a sertool model in folder OUT.
+    """Import a published speaker model or speech encoder as a sertool model in folder OUT
+    (or, `functionals`, make the parameter-free openSMILE baseline's).
 
     OUT/model.pt is the model (for finetune --init and extract-embeddings), OUT/frontend.toml
     its own front-end: make its features with `sertool extract-feats DATA FEAT --conf
@@ -887,4 +888,21 @@ def import_hf_cmd(model_dir: str, out: str) -> None:
 
     with dir_lock(out):
         result = import_ssl(model_dir, out)
+    click.echo(result.summary())
+
+
+@import_speaker_model_cmd.command("functionals")
+@click.argument("out", type=click.Path())
+@click.option("--feature-set", type=click.Choice(["eGeMAPSv02", "ComParE_2016"]),
+              default="eGeMAPSv02", show_default=True,
+              help="openSMILE functionals: eGeMAPSv02 (88 values) or ComParE_2016 (6373).")
+def import_functionals_cmd(out: str, feature_set: str) -> None:
+    """The classical baseline's model -> OUT: the parameter-free `functionals` trunk (its output
+    is the utterance's openSMILE functionals) and its front-end (kind opensmile; pip install
+    'sertool[opensmile]'). Then finetune --init OUT/model.pt --set head.kind=linear --set
+    augment.policy=none: standardised functionals into logistic regression."""
+    from sertool.transfer.import_functionals import make_functionals
+
+    with dir_lock(out):
+        result = make_functionals(out, feature_set)
     click.echo(result.summary())

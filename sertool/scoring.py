@@ -330,6 +330,10 @@ def report_markdown(score: ExperimentScore) -> str:
                  else f"transfer from speaker model {init}")
     init_text += "; trunk fine-tuned (unfrozen)" if meta["unfreeze"] else (
         "; trunk frozen" if str(init) != "none" else "")
+    if (meta.get("model") or {}).get("type") == "functionals":  # the classical baseline
+        feature_set = (meta.get("frontend") or {}).get("feature_set", "?")
+        init_text = (f"functionals: openSMILE {feature_set}, a parameter-free trunk ({init}); "
+                     "nothing transferred")
     lines = [
         score.verdict,
         "",
@@ -675,6 +679,7 @@ def compare(scores: Sequence[ExperimentScore], *, allow_different_folds: bool = 
     for r in rows:
         init = ("none" if r["init"] == "none" else "random trunk (frozen)"
                 if r["init"].startswith("random") else "speaker (unfrozen)" if r["unfreeze"]
+                else "functionals (no parameters)" if r["model"] == "functionals"
                 else "speaker")
         folds = f"{r['folds']}/{r['folds_expected']}" + (
             " INCOMPLETE" if r["folds"] < r["folds_expected"] else "")

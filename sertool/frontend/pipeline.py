@@ -6,7 +6,9 @@ front-end a model was trained with.
 
 Kinds ``kaldi_fbank``, ``ge2e_mel`` and ``whisper_mel`` reproduce the front-ends of published
 models (WeSpeaker, Resemblyzer, Whisper; see :mod:`sertool.frontend.published`); ``waveform``
-stores the samples themselves (the self-supervised encoders', :mod:`sertool.models.ssl`). They
+stores the samples themselves (the self-supervised encoders', :mod:`sertool.models.ssl`); kind
+``opensmile`` is openSMILE's published functionals (eGeMAPS, ComParE; see
+:mod:`sertool.frontend.functionals`), one vector per utterance stored as a 1-frame matrix. They
 have their own, smaller set of options (:data:`DEFAULTS_BY_KIND`), so the resolved log-mel and MFCC
 configurations are unchanged by their existence. An imported model records its front-end, and
 :func:`check_model_frontend` refuses features made with another one.
@@ -98,12 +100,26 @@ WAVEFORM_DEFAULTS: dict[str, Any] = {
     "vad": {"enabled": False},
     "cmvn": {"mode": "none", "norm_vars": False},
 }
+# openSMILE functionals (the opensmile package's SMILExtract): statistics of its low-level
+# descriptors over the whole signal, one vector per utterance (a 1-frame matrix). Computed on
+# the whole signal, as nkululeko and the openSMILE papers do (eGeMAPS has its own voicing
+# gates), so no VAD; no CMVN (it would zero a single frame): the linear head standardises
+# with the training vectors' statistics.
+OPENSMILE_DEFAULTS: dict[str, Any] = {
+    "kind": "opensmile",
+    "sample_rate": 16000,
+    "feature_set": "eGeMAPSv02",
+    "vad": {"enabled": False},
+    "cmvn": {"mode": "none", "norm_vars": False},
+}
 DEFAULTS_BY_KIND: dict[str, dict[str, Any]] = {
     "logmel": DEFAULTS, "mfcc": DEFAULTS,
     "kaldi_fbank": KALDI_FBANK_DEFAULTS, "ge2e_mel": GE2E_MEL_DEFAULTS,
     "whisper_mel": WHISPER_MEL_DEFAULTS, "waveform": WAVEFORM_DEFAULTS,
+    "opensmile": OPENSMILE_DEFAULTS,
 }
-PUBLISHED_KINDS = ("kaldi_fbank", "ge2e_mel", "whisper_mel", "waveform")
+# the kinds computed straight from the waveform, with no VAD and no spectrum options of ours
+PUBLISHED_KINDS = ("kaldi_fbank", "ge2e_mel", "whisper_mel", "waveform", "opensmile")
 
 
 # The upper bounds keep a configuration (a bundle's frontend.json, too) from asking for arrays
@@ -208,6 +224,8 @@ def resolve_conf(conf: dict | None = None, path: str | Path | None = None,
     if resolved["cmvn"]["mode"] not in ("segment", "conversation", "none"):
         raise FrontendError(f"{where}cmvn.mode must be segment, conversation or none, "
                             f"got {resolved['cmvn']['mode']!r}")
+    if kind == "opensmile":
+        _check_opensmile(resolved, where)
     if kind in PUBLISHED_KINDS:
         if resolved["vad"]["enabled"]:
             raise FrontendError(f"{where}front-end kind {kind} reproduces a published model's "
@@ -228,12 +246,32 @@ def resolve_conf(conf: dict | None = None, path: str | Path | None = None,
     return resolved
 
 
+def _check_opensmile(resolved: Mapping, where: str) -> None:
+    """The options of kind ``opensmile``: a known feature set, no VAD, no CMVN."""
+    from sertool.frontend.functionals import FEATURE_SETS
+
+    if resolved["feature_set"] not in FEATURE_SETS:
+        raise FrontendError(f"{where}feature_set must be one of {', '.join(FEATURE_SETS)}, "
+                            f"got {resolved['feature_set']!r}")
+    if resolved["vad"]["enabled"]:
+        raise FrontendError(f"{where}front-end kind opensmile computes its functionals on the "
+                            "whole signal: vad.enabled must be false")
+    if resolved["cmvn"]["mode"] != "none":
+        raise FrontendError(f"{where}front-end kind opensmile gives one vector per utterance, "
+                            "which CMVN would make all zero: cmvn.mode must be none (the "
+                            "linear head standardises with the training vectors' statistics)")
+
+
 class Frontend:
     """Turns a waveform into a (frames, dim) float32 matrix and VAD statistics."""
 
     def __init__(self, conf: dict | None = None):
         self.conf = resolve_conf(conf)
         c = self.conf
+        if self.kind == "opensmile":  # the package is needed from here on: checked now
+            from sertool.frontend.functionals import Functionals
+
+            self.functionals = Functionals(c["feature_set"], c["sample_rate"])
         if self.kind in PUBLISHED_KINDS:  # features straight from the waveform, no VAD
             return
         self.spectrum = SpectrumConfig(c["sample_rate"], **{
@@ -257,6 +295,10 @@ class Frontend:
             return 1
         if self.kind == "mfcc":
             return self.conf["mfcc"]["num_ceps"]
+        if self.kind == "opensmile":
+            from sertool.frontend.functionals import FEATURE_SETS
+
+            return FEATURE_SETS[self.conf["feature_set"]]
         return self.conf["mel"]["num_bins"]
 
     @property
@@ -270,6 +312,13 @@ class Frontend:
     def min_frames(self) -> int:
         """Fewer frames than this are ``too_short`` (the VAD's vad.min_kept_frames)."""
         return int(self.conf["vad"].get("min_kept_frames", MIN_FRAMES))
+
+    def frames_of(self, wave: np.ndarray, feats: np.ndarray) -> int:
+        """The signal's length in frames for the ``too_short`` check: the feature matrix's
+        rows, or for kind opensmile (one row per utterance) its 10 ms frames."""
+        if self.kind == "opensmile":
+            return len(wave) * 100 // self.sample_rate
+        return len(feats)
 
     def _features_and_vad_bins(self, wave: np.ndarray, features: bool = True
                                ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -309,7 +358,8 @@ class Frontend:
         return feats
 
     def published_features(self, wave: np.ndarray) -> np.ndarray:
-        """Features of the kinds kaldi_fbank, ge2e_mel, whisper_mel and waveform, before CMVN."""
+        """Features of the kinds kaldi_fbank, ge2e_mel, whisper_mel, waveform and opensmile,
+        before CMVN."""
         from sertool.frontend import published
 
         c = self.conf
@@ -317,6 +367,8 @@ class Frontend:
             if len(wave) == 0:
                 raise FrontendError("empty signal")
             return np.asarray(wave, dtype=np.float32).reshape(-1, 1)
+        if self.kind == "opensmile":
+            return self.functionals(wave)
         frame = c["frame"]
         if self.kind == "kaldi_fbank":
             win = int(c["sample_rate"] * frame["frame_length_ms"] / 1000)
@@ -392,9 +444,10 @@ class Frontend:
                 if stats.frames_kept < len(mask):
                     feats = feats[mask]
         stats.flags = {**signal_flags(wave), **stats.flags}
-        if stats.frames_in < self.min_frames():
+        frames = self.frames_of(wave, feats)
+        if frames < self.min_frames():
             stats.flags["too_short"] = (f"{len(wave) / self.sample_rate:.3f} s: "
-                                        f"{stats.frames_in} frame(s), fewer than "
+                                        f"{frames} frame(s), fewer than "
                                         f"{self.min_frames()}")
         if normalise and self.conf["cmvn"]["mode"] == "segment":
             feats = segment_cmvn(feats, self.conf["cmvn"]["norm_vars"])

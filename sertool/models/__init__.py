@@ -1,6 +1,7 @@
 """Networks of sertool: the paper's ResNet (with/without statistics pooling) and the 1D-CNN,
 and the trunks of imported models (Resemblyzer's GE2E LSTM, Whisper's encoder, the self-supervised
-wav2vec2 / HuBERT / WavLM / data2vec-audio encoders on the waveform).
+wav2vec2 / HuBERT / WavLM / data2vec-audio encoders on the waveform) and the parameterless
+``functionals`` trunk (openSMILE functionals, the classical baseline).
 
 Every model is a :class:`SERModel` taking features ``(B, T, F)`` (batch, frames, feature dim)
 and made of ``trunk`` (frame-level network + pooling -> ``(B, pooled_dim)``) and ``head``
@@ -108,6 +109,14 @@ SSL_DEFAULTS: dict = {
     "embed_dim": 256,         # the new FC layers of the transfer (as for the ResNet)
     "fc_layers": 2,
 }
+# Fixed features (sertool.models.functionals): no parameters, the pooled output is the
+# utterance's openSMILE functionals; embed_dim / fc_layers only for finetune's head.kind "fc"
+# (the baseline is head.kind "linear": standardised functionals, logistic regression)
+FUNCTIONALS_DEFAULTS: dict = {
+    "type": "functionals",
+    "embed_dim": 256,
+    "fc_layers": 2,
+}
 # Options every trunk type takes, absent from resolved configurations unless set (so the
 # configurations of existing runs stay byte-identical): the head (sertool.models.heads).
 HEAD_OPTIONAL: dict = {"head": "fc"}  # "fc": the type's own FC head; "linear": logistic regression
@@ -191,7 +200,9 @@ class SERModel(nn.Module):
 
     def replace_head(self, num_classes: int) -> None:
         """New randomly initialised FC layers (same architecture) for ``num_classes`` classes."""
-        device = next(self.trunk.parameters()).device
+        # a trunk without parameters (functionals) is on the device of the head it replaces
+        tensors = [*self.trunk.parameters(), *self.trunk.buffers(), *self.head.parameters()]
+        device = tensors[0].device if tensors else torch.device("cpu")
         self.head = _make_head(self.model_conf, self.pooled_dim, num_classes,
                                int(getattr(self.trunk, "n_pooled_layers", 1))).to(device)
         self.num_classes = int(num_classes)
@@ -261,6 +272,8 @@ TRUNKS: dict[str, TrunkType] = {
                        "layer": (-1001, 1000), **FC_LIMITS},
         "sertool.models.ssl", optional=LAYERED_OPTIONAL, frontend="waveform",
         hidden_states=lambda conf: int(conf["num_layers"]) + 1),
+    "functionals": TrunkType(FUNCTIONALS_DEFAULTS, dict(FC_LIMITS), "sertool.models.functionals",
+                             frontend="opensmile"),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"pooling": ("stats", "tstp", "none"),
                                        "activation": ("prelu", "relu"),

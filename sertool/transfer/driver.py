@@ -100,6 +100,7 @@ class FinetuneResult:
     mode: Mode
     folds: list[FoldOutcome]
     bundle: Path | None = None  # the all-data bundle, with export_all
+    description: str = ""  # what the run is (FinetunePlan.description); "" : the mode's
 
     def fold_lines(self) -> list[str]:
         """One line per fold (and the all-data bundle): what the run did."""
@@ -117,7 +118,8 @@ class FinetuneResult:
         return lines
 
     def summary(self) -> str:
-        return (f"{self.exp_dir}: {self.mode.description}, {len(self.folds)} fold(s); "
+        return (f"{self.exp_dir}: {self.description or self.mode.description}, "
+                f"{len(self.folds)} fold(s); "
                 f"next: sertool score {self.exp_dir}")
 
 
@@ -189,7 +191,7 @@ def run(plan: FinetunePlan, cluster: Cluster | None = None) -> FinetuneResult:
         if not (bundle / "bundle.json").is_file():
             plan.device = resolve_device(plan.device)
             _run_fold(plan, "all", plan.used, [], exp_dir / "final")
-    return FinetuneResult(exp_dir, plan.mode, outcomes, bundle)
+    return FinetuneResult(exp_dir, plan.mode, outcomes, bundle, plan.description)
 
 
 def _adopt_unmarked_folds(exp_dir: Path, jobs: Sequence[Job]) -> None:

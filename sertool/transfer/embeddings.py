@@ -173,8 +173,9 @@ def extract_embeddings(feat_dir: str | os.PathLike | FeatDir, model_path: str | 
     if copies and not getattr(model.trunk, "spec_augment", True):
         # SpecAugment masks mel bins and 10 ms frames; a waveform has neither (a "frequency"
         # mask over its one column would blank the whole utterance)
-        raise EmbeddingError(f"{model_path}: its {model.model_conf['type']} trunk reads the "
-                             f"waveform, which SpecAugment ({policy}) does not apply to: set "
+        reads = getattr(model.trunk, "reads", "the waveform")
+        raise EmbeddingError(f"{model_path}: its {model.model_conf['type']} trunk reads "
+                             f"{reads}, which SpecAugment ({policy}) does not apply to: set "
                              "augment.policy = none (finetune --set augment.policy=none)")
     feat_dim = int(model_meta.get("feat_dim", features.dim))
     if features.dim != feat_dim:

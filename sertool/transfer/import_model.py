@@ -53,9 +53,10 @@ class ImportResult:
     out_dir: Path
     source: str
     dropped: list[str] = field(default_factory=list)  # source keys left out, with the reason
+    verb: str = "imported"  # "made": a model with nothing imported (the functionals system)
 
     def summary(self) -> str:
-        text = (f"{self.out_dir}: imported {self.source} -> {self.out_dir / MODEL_FILE}; "
+        text = (f"{self.out_dir}: {self.verb} {self.source} -> {self.out_dir / MODEL_FILE}; "
                 f"extract its features with `sertool extract-feats DATA FEAT --conf "
                 f"{self.out_dir / FRONTEND_FILE}`")
         if self.dropped:

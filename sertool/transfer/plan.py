@@ -186,6 +186,13 @@ class FinetunePlan:
         return self.layer_use != "model"
 
     @property
+    def description(self) -> str:
+        """What the run is, as finetune's summary says it (the mode's, or the baseline's)."""
+        if self.model_conf.get("type") == "functionals":
+            return "functionals (openSMILE, parameter-free trunk, nothing transferred)"
+        return self.mode.description
+
+    @property
     def init_text(self) -> str:
         """``init`` as experiment.json and finetune.json record it."""
         if self.init is None:
@@ -265,6 +272,7 @@ def resolve(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
                             "frozen trunk's stored embeddings; with --unfreeze or --init none "
                             "use selection heldout_speakers")
     _check_head_and_layers(conf, mode, model_conf)
+    _check_functionals(conf, mode, model_conf, str(init) == "random")
     if mode is Mode.FROZEN:
         train_conf = None  # not used: kept out of the configuration identity
     elif train_conf is None:
@@ -383,10 +391,34 @@ def _check_head_and_layers(conf: Mapping, mode: Mode, model_conf: Mapping) -> No
                                 f"states (0..{n_states - 1}, or -1 for the last)")
 
 
+def _check_functionals(conf: Mapping, mode: Mode, model_conf: Mapping, random: bool) -> None:
+    """The parameter-free ``functionals`` trunk (openSMILE functionals) is the frozen system
+    only, without SpecAugment copies: refused here, before anything is written."""
+    if model_conf.get("type") != "functionals":
+        return
+    how = ("make its model with `sertool import-speaker-model functionals OUT` and run "
+           "finetune --init OUT/model.pt --set head.kind=linear --set augment.policy=none")
+    if random or mode is not Mode.FROZEN:
+        what = "--init random" if random else ("--unfreeze" if mode is Mode.UNFREEZE
+                                               else "--init none")
+        raise FinetuneError(f"{what}: the functionals trunk has no parameters (its output is "
+                            "the openSMILE functionals vector), so there is nothing random, "
+                            f"trained or unfrozen in it; {how}")
+    if conf["augment"]["policy"] != "none":
+        # refused, not silently switched off: finetune's default policy is conservative, and
+        # finetune.json must say what the run did
+        raise FinetuneError(f"augment.policy = {conf['augment']['policy']!r}: SpecAugment masks "
+                            "10 ms frames and mel bands of a spectrogram; the functionals trunk "
+                            "reads one vector of openSMILE functionals per utterance, which has "
+                            "neither: set --set augment.policy=none")
+
+
 def _frontend_summary(frontend: Mapping) -> dict:
     """The experiment.json ``frontend`` entry from the feature dir's frontend.json."""
     cmvn = frontend.get("cmvn", {})
-    return {"kind": frontend.get("kind", "?"),
+    # the feature set of kind opensmile (only there: other experiments keep their record)
+    extra = {"feature_set": frontend["feature_set"]} if "feature_set" in frontend else {}
+    return {"kind": frontend.get("kind", "?"), **extra,
             "normalisation": cmvn.get("mode", "segment") if isinstance(cmvn, Mapping) else cmvn,
             "vad": bool(frontend.get("vad", {}).get("enabled", True))}
 

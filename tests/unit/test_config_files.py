@@ -10,13 +10,18 @@ import pytest
 
 from sertool.config import CONF_DIR, load_toml
 from sertool.frontend.pipeline import DEFAULTS as FRONTEND
+from sertool.frontend.pipeline import OPENSMILE_DEFAULTS
 from sertool.frontend.wave_augment import WAVE_AUGMENT_DEFAULTS
 from sertool.nnet.trainer import DEFAULTS as TRAINER
 from sertool.transfer.driver import DEFAULTS as FINETUNE
 
 REPO = Path(__file__).resolve().parents[2]
+# a front-end of kind opensmile: its kind against the front-end default (logmel), the rest
+# against the kind's own defaults (resolve_conf fills them from DEFAULTS_BY_KIND)
+OPENSMILE = {**OPENSMILE_DEFAULTS, "kind": FRONTEND["kind"]}
 SCHEMAS = {"frontend": FRONTEND, "mfcc": FRONTEND, "finetune": FINETUNE,
-           "wave_augment": WAVE_AUGMENT_DEFAULTS, "train": TRAINER}
+           "wave_augment": WAVE_AUGMENT_DEFAULTS, "train": TRAINER,
+           "opensmile_egemaps": OPENSMILE, "opensmile_compare": OPENSMILE}
 
 
 def _schema(path: Path) -> Mapping:
