@@ -599,11 +599,15 @@ def _file_error(file: str, error: str) -> None:
 @click.option("--data-out", type=click.Path(), default=None, metavar="DIR",
               help="--segments: write the classified segments as a Kaldi data directory "
               "(wav.scp, segments, utt2spk, spk2utt, utt2emo = predicted class).")
+@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=None, metavar="P",
+              help="Flag a prediction (or segment) whose largest class probability is below "
+              "P as low_confidence in the warning column; it is kept, not dropped.")
 def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device: str,
                 no_progress: bool, chunk_frames: int, segments_spec: str | None,
                 max_segment: float | None, segment_overlap: float | None,
                 min_pause: float | None, min_segment: float | None, plot: str | None,
-                summary_out: str | None, data_out: str | None) -> None:
+                summary_out: str | None, data_out: str | None,
+                min_confidence: float | None) -> None:
     """Class probabilities for each AUDIO file (wav/flac, 8-384 kHz, any channel count; `-`:
     a WAV or FLAC stream on standard input) with the model BUNDLE that `sertool finetune`
     exported.
@@ -634,7 +638,7 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
             fail(f"{', '.join(given)}: options of --segments vad, not {segments_spec}")
         _predict_segments(bundle, list(audio), output, device, no_progress, chunk_frames,
                           segments_spec, max_segment, segment_overlap, min_pause, min_segment,
-                          plot, summary_out, data_out)
+                          plot, summary_out, data_out, min_confidence)
         return
     out_path = check_output(output) if output is not None else None  # before any work
     loaded = load_bundle(bundle, device)
@@ -650,7 +654,8 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
         writer, len(audio), csv_header(loaded.classes),
         lambda p: prediction_csv_row(p, loaded.classes), report,
         lambda emit: predict_files(loaded, audio, progress=len(audio) > 1 and not no_progress,
-                                   chunk_frames=chunk_frames, on_result=emit))
+                                   chunk_frames=chunk_frames, on_result=emit,
+                                   min_confidence=min_confidence))
     failed = sum(1 for p in preds if p.error)
     warned = sum(1 for p in preds if p.warnings)
     if output is not None or failed or warned:
@@ -665,7 +670,8 @@ def _predict_segments(bundle: str, audio: list[str], output: str | None, device:
                       no_progress: bool, chunk_frames: int, spec: str,
                       max_segment: float | None, segment_overlap: float | None,
                       min_pause: float | None, min_segment: float | None, plot: str | None,
-                      summary_out: str | None, data_out: str | None) -> None:
+                      summary_out: str | None, data_out: str | None,
+                      min_confidence: float | None = None) -> None:
     """predict --segments (sertool.segments): every option is checked before any work."""
     from sertool import segments as seg
 
@@ -706,7 +712,8 @@ def _predict_segments(bundle: str, audio: list[str], output: str | None, device:
         writer, len(audio), seg.csv_header(classes), lambda r: seg.csv_rows(r, classes),
         report, lambda emit: seg.predict_segments(
             loaded, audio, segmentation, progress=len(audio) > 1 and not no_progress,
-            chunk_frames=chunk_frames, with_speech=bool(pngs), on_result=emit))
+            chunk_frames=chunk_frames, with_speech=bool(pngs), on_result=emit,
+            min_confidence=min_confidence))
     wrote = [str(p) for p in (out_path, summary_path) if p is not None]
     if summary_path is not None:
         seg.write_summary(summary_path, results, classes)

@@ -25,7 +25,10 @@ and one ``EXP_DIR/fold_<name>/posteriors.tsv`` per fold of the protocol (written
 :func:`write_posteriors`): a header ``utt<TAB>label<TAB>pred<TAB><class1><TAB>...`` with the
 class columns exactly ``classes`` in order, then one row per test utterance of the fold with the
 reference label, the decision (normally the argmax) and the class probabilities (each in [0, 1],
-summing to 1 within :data:`SUM_TOLERANCE`). The rows must be exactly the fold's test list.
+summing to 1 within :data:`SUM_TOLERANCE`), then :data:`UNCERTAINTY_COLUMNS`: ``entropy`` (the
+posterior's entropy over log K, 0..1) and ``max_prob`` (sertool.uncertainty). The rows must be
+exactly the fold's test list. A file without the two trailing columns (written before them)
+reads the same: they are recomputed from the probabilities, never trusted from the file.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ EXPERIMENT_JSON = "experiment.json"
 POSTERIORS = "posteriors.tsv"
 REQUIRED_KEYS = ("corpus", "data_dir", "feat_dir", "classes", "class_map", "protocol",
                  "frontend", "model", "init", "augmentation", "unfreeze", "command", "seed")
+UNCERTAINTY_COLUMNS = ("entropy", "max_prob")  # reserved: no class may be named so
 SUM_TOLERANCE = 1e-3  # rows are written with 6 decimals per class: rounding stays far below
 
 
@@ -65,6 +69,13 @@ class Posteriors:
     preds: np.ndarray
     classes: list[str]
     probs: np.ndarray  # (n_utts, n_classes)
+
+    @property
+    def entropy(self) -> np.ndarray:
+        """Each utterance's posterior entropy over log K (0..1; sertool.uncertainty)."""
+        from sertool.uncertainty import normalised_entropy
+
+        return normalised_entropy(self.probs)
 
 
 def write_posteriors(path: str | os.PathLike, utts: Sequence[str], labels: Sequence[str],
@@ -89,10 +100,20 @@ def write_posteriors(path: str | os.PathLike, utts: Sequence[str], labels: Seque
         if label not in known or pred not in known:
             raise ValueError(f"{path}: utterance {utt}: label {label!r} or decision {pred!r} "
                              f"is not one of the classes {list(classes)}")
+    reserved = set(UNCERTAINTY_COLUMNS) & known
+    if reserved:
+        raise ValueError(f"{path}: a class may not be named {' or '.join(sorted(reserved))} "
+                         "(a column of posteriors.tsv)")
+    from sertool.uncertainty import max_probability, normalised_entropy
+
+    entropy = normalised_entropy(probs) if len(utts) else []
+    top = max_probability(probs) if len(utts) else []
     with atomic_open(path, "w", encoding="utf-8") as handle:
-        handle.write("\t".join(["utt", "label", "pred", *classes]) + "\n")
-        for utt, label, pred, row in zip(utts, labels, preds, probs, strict=True):
-            handle.write("\t".join([utt, label, pred, *(f"{p:.6f}" for p in row)]) + "\n")
+        handle.write("\t".join(["utt", "label", "pred", *classes, *UNCERTAINTY_COLUMNS]) + "\n")
+        for utt, label, pred, row, h, m in zip(utts, labels, preds, probs, entropy, top,
+                                               strict=True):
+            handle.write("\t".join([utt, label, pred, *(f"{p:.6f}" for p in row),
+                                    f"{h:.6f}", f"{m:.6f}"]) + "\n")
 
 
 def read_posteriors(path: str | os.PathLike,
@@ -112,7 +133,12 @@ def read_posteriors(path: str | os.PathLike,
     if header[:3] != ["utt", "label", "pred"] or len(header) < 5:
         raise ExperimentError(f"{path}:1: header must be utt<TAB>label<TAB>pred<TAB><class>... "
                            f"with at least 2 classes, got {lines[0]!r}")
-    file_classes = header[3:]
+    # the trailing uncertainty columns (absent in older files) are derived: not read
+    extra = len(UNCERTAINTY_COLUMNS) if tuple(header[-2:]) == UNCERTAINTY_COLUMNS else 0
+    file_classes = header[3:len(header) - extra]
+    if len(file_classes) < 2:
+        raise ExperimentError(f"{path}:1: at least 2 class columns are needed, got "
+                              f"{file_classes}")
     if len(set(file_classes)) != len(file_classes):
         raise ExperimentError(f"{path}:1: repeated class column in {file_classes}")
     if classes is not None and list(classes) != file_classes:
@@ -141,12 +167,12 @@ def read_posteriors(path: str | os.PathLike,
                 raise ExperimentError(f"{path}:{lineno}: unknown {what} {value!r} for {utt} "
                                    f"(classes: {' '.join(file_classes)})")
         try:
-            row = [float(x) for x in fields[3:]]
+            row = [float(x) for x in fields[3:len(fields) - extra]]
         except ValueError as err:
             raise ExperimentError(f"{path}:{lineno}: bad probability for {utt}: {err}") from err
         if not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in row):
             raise ExperimentError(f"{path}:{lineno}: probabilities of {utt} must lie in [0, 1]: "
-                               f"{fields[3:]}")
+                               f"{fields[3:len(fields) - extra]}")
         total = sum(row)
         if abs(total - 1.0) > SUM_TOLERANCE:
             raise ExperimentError(f"{path}:{lineno}: probabilities of {utt} sum to {total:.6f}, "

@@ -236,10 +236,36 @@ class Prediction:
     def pred(self) -> str | None:
         return max(self.probs, key=self.probs.get) if self.probs else None
 
+    @property
+    def entropy(self) -> float | None:
+        """The posterior's entropy over log K: 0 (certain) .. 1 (uniform); None on error."""
+        from sertool.uncertainty import normalised_entropy
+
+        return (float(normalised_entropy(np.array([list(self.probs.values())]))[0])
+                if self.probs else None)
+
+    @property
+    def max_prob(self) -> float | None:
+        return max(self.probs.values()) if self.probs else None
+
     def to_dict(self) -> dict:
         return {"file": self.file, "pred": self.pred, "probs": self.probs,
+                "entropy": self.entropy, "max_prob": self.max_prob,
                 "duration_s": self.duration_s, "error": self.error,
                 "warnings": dict(self.warnings)}
+
+
+LOW_CONFIDENCE = "low_confidence"  # the warning flag of --min-confidence
+
+
+def flag_low_confidence(p: Prediction, min_confidence: float | None) -> Prediction:
+    """Add the ``low_confidence`` warning to ``p`` when its max probability is below
+    ``min_confidence`` (None: no check); the prediction is kept, never dropped."""
+    top = p.max_prob
+    if min_confidence is not None and top is not None and top < min_confidence:
+        p.warnings = dict(sorted({**p.warnings, LOW_CONFIDENCE: (
+            f"max probability {top:.3f} below {min_confidence:g}")}.items()))
+    return p
 
 
 def class_probabilities(model: Any, feats: Any, device: str = "cpu",
@@ -260,11 +286,13 @@ def class_probabilities(model: Any, feats: Any, device: str = "cpu",
 def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
                   progress: bool = False, chunk_frames: int = CHUNK_FRAMES,
                   on_result: Callable[[Prediction], None] | None = None,
-                  stream_above_s: float | None = None) -> list[Prediction]:
+                  stream_above_s: float | None = None,
+                  min_confidence: float | None = None) -> list[Prediction]:
     """Predict every file; a file that cannot be read or processed gets ``error`` set and the
     others are still predicted. ``on_result`` is called with each prediction as it is made
     (the CLI writes it out at once, so an interrupted run keeps what was done). A file longer
-    than ``stream_above_s`` (None: sertool.frontend.stream.STREAM_ABOVE_S) is read in blocks."""
+    than ``stream_above_s`` (None: sertool.frontend.stream.STREAM_ABOVE_S) is read in blocks.
+    ``min_confidence``: see :func:`flag_low_confidence`."""
     from sertool.frontend.pipeline import Frontend
     from sertool.progress import progress_bar
 
@@ -275,8 +303,9 @@ def predict_files(bundle: Bundle, files: Sequence[str | os.PathLike], *,
     out: list[Prediction] = []
     for file in progress_bar(files, desc="predict", unit="file", disable=not progress):
         kill_point("predict:before-file")  # some files predicted, nothing written yet
-        out.append(_predict_one(bundle, frontend, str(file), sample_rate, per_file_cmvn,
-                                chunk_frames, stream_above_s))
+        out.append(flag_low_confidence(_predict_one(
+            bundle, frontend, str(file), sample_rate, per_file_cmvn, chunk_frames,
+            stream_above_s), min_confidence))
         if on_result is not None:
             on_result(out[-1])
     return out
@@ -377,10 +406,20 @@ def classify_wave(bundle: Bundle, frontend: Any, wave: np.ndarray, name: str, *,
 CSV_TAIL = ("duration_s", "error", "warning")
 
 
+UNCERTAINTY = ("entropy", "max_prob")  # after the class columns (sertool.uncertainty)
+
+
+def probability_cells(p: Prediction, classes: Sequence[str]) -> list[str]:
+    """The class probabilities, then entropy and max_prob (empty cells on error)."""
+    if not p.probs:
+        return [""] * (len(classes) + len(UNCERTAINTY))
+    return [*(f"{p.probs[c]:.6f}" for c in classes), f"{p.entropy:.6f}", f"{p.max_prob:.6f}"]
+
+
 def _csv_row(p: Prediction, classes: Sequence[str]) -> list[str]:
-    probs = [f"{p.probs[c]:.6f}" for c in classes] if p.probs else [""] * len(classes)
     duration = "" if p.duration_s is None or math.isnan(p.duration_s) else f"{p.duration_s:.3f}"
-    return [p.file, p.pred or "", *probs, duration, p.error or "", ";".join(p.warnings)]
+    return [p.file, p.pred or "", *probability_cells(p, classes), duration, p.error or "",
+            ";".join(p.warnings)]
 
 
 def _csv_text(rows: Sequence[Sequence[str]]) -> str:
@@ -390,7 +429,7 @@ def _csv_text(rows: Sequence[Sequence[str]]) -> str:
 
 
 def csv_header(classes: Sequence[str]) -> str:
-    return _csv_text([["file", "pred", *classes, *CSV_TAIL]])
+    return _csv_text([["file", "pred", *classes, *UNCERTAINTY, *CSV_TAIL]])
 
 
 def prediction_csv_row(p: Prediction, classes: Sequence[str]) -> str:
@@ -399,8 +438,9 @@ def prediction_csv_row(p: Prediction, classes: Sequence[str]) -> str:
 
 
 def predictions_csv(preds: Sequence[Prediction], classes: Sequence[str]) -> str:
-    """CSV text: ``file,pred,<class>...,duration_s,error,warning`` (empty cells for a failed
-    file; ``warning``: the flags joined by ``;``, empty when the audio looks fine)."""
+    """CSV text: ``file,pred,<class>...,entropy,max_prob,duration_s,error,warning`` (empty
+    cells for a failed file; ``entropy``: the posterior's over log K, 0..1; ``warning``: the
+    flags joined by ``;``, empty when nothing looks doubtful)."""
     return csv_header(classes) + "".join(prediction_csv_row(p, classes) for p in preds)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from sertool import (
     metrics,  # its METRICS table is read at call time: one table, every report
     stats,
+    uncertainty,
 )
 from sertool.errors import SertoolError
 from sertool.expdir import POSTERIORS, fold_dir, load_experiment, read_posteriors
@@ -63,6 +64,9 @@ class ExperimentScore:
     bootstrap_seed: int = stats.DEFAULT_SEED
     interval_mode: str = ""  # stats.WITHIN_FOLDS or stats.FOLDS
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high)
+    # accuracy when the most uncertain are set aside, pooled over the scored folds
+    # (sertool.uncertainty.coverage_table)
+    coverage: list[dict] = field(default_factory=list)
 
     def compute_intervals(self, resamples: int, seed: int = stats.DEFAULT_SEED) -> None:
         """Bootstrap intervals of every metric's mean over folds (sertool.stats); 0: none."""
@@ -136,6 +140,8 @@ class ExperimentScore:
             "std_convention": "sample std over folds (ddof=1); null with fewer than 2 folds",
             "interval": self.interval_dict(),
             "pooled": pooled.to_dict(self.classes),
+            "coverage": {"ordering": uncertainty.ORDERING, "pooled_over": "scored folds",
+                         "rows": self.coverage},
             "notes": self.notes,
             "experiment_json": self.meta,
         }
@@ -192,6 +198,7 @@ def score_experiment(exp_dir: str | os.PathLike, *, audio_check: bool = True,
     scored: list[FoldMetrics] = []
     missing: list[str] = []
     decisions: list[tuple[str, list[str], np.ndarray, np.ndarray]] = []
+    posteriors: list[np.ndarray] = []
     for fold in fold_names:
         path = fold_dir(exp_dir, fold) / POSTERIORS
         if not path.is_file():
@@ -218,6 +225,7 @@ def score_experiment(exp_dir: str | os.PathLike, *, audio_check: bool = True,
         cm = confusion_matrix(post.labels, post.preds, len(classes))
         scored.append(FoldMetrics.from_confusion(fold, cm))
         decisions.append((fold, list(post.utts), post.labels, post.preds))
+        posteriors.append(post.probs)
     if not scored:
         raise ScoringError(f"{exp_dir}: no fold has a {POSTERIORS} (expected fold_<name>/"
                            f"{POSTERIORS} for folds {', '.join(fold_names) or '?'})")
@@ -239,6 +247,9 @@ def score_experiment(exp_dir: str | os.PathLike, *, audio_check: bool = True,
     score = ExperimentScore(exp_dir, name, meta, classes, verdict, fold_check, fold_names, scored,
                             missing, test_lists, notes, units, unit)
     score.compute_intervals(bootstrap, bootstrap_seed)
+    score.coverage = uncertainty.coverage_table(
+        np.concatenate([d[2] for d in decisions]), np.concatenate([d[3] for d in decisions]),
+        np.concatenate(posteriors), len(classes))
     return score
 
 
@@ -385,6 +396,8 @@ def report_markdown(score: ExperimentScore) -> str:
     lines += ["", "; ".join(m.definition for m in table) + f"; ± is the {std_note}.", ""]
     if score.intervals:
         lines += [score.interval_text(), ""]
+    if score.coverage:
+        lines += coverage_markdown(score.coverage)
     lines += ["## Confusion matrices (rows: reference, columns: decision)", "",
               "### All scored folds pooled", "", *_confusion_markdown(pooled.confusion,
                                                                        score.classes), ""]
@@ -392,6 +405,37 @@ def report_markdown(score: ExperimentScore) -> str:
         lines += [f"### Fold {fold.name}", "", *_confusion_markdown(fold.confusion,
                                                                     score.classes), ""]
     return "\n".join(lines)
+
+
+def coverage_markdown(rows: Sequence[Mapping]) -> list[str]:
+    """report.md's accuracy-vs-coverage section."""
+    lines = ["## Accuracy when the most uncertain are set aside (all scored folds pooled)", "",
+             f"Ordering: {uncertainty.ORDERING} (entropy / log K, 0..1). UA and WA (%) of the "
+             "utterances kept; no threshold is tuned here (the shares are fixed).", "",
+             "| set aside | kept | coverage | UA | WA |", "| ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        lines.append(_row(f"{row['set_aside_pct']} %", row["kept"],
+                          f"{100 * row['coverage']:.1f} %", f"{100 * row['ua']:.2f}",
+                          f"{100 * row['wa']:.2f}"))
+    return [*lines, ""]
+
+
+def plot_coverage(rows: Sequence[Mapping], title: str, out_png: str | os.PathLike) -> None:
+    """UA and WA against the share of utterances kept (most uncertain set aside first)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.8, 3.4))
+    ax = fig.subplots()
+    coverage = [100 * r["coverage"] for r in rows]
+    for key, label in (("ua", "UA"), ("wa", "WA")):
+        ax.plot(coverage, [100 * r[key] for r in rows], marker="o", label=label)
+    ax.invert_xaxis()  # from everything kept to the most set aside
+    ax.set_xlabel("coverage: utterances kept (%), most uncertain (entropy) set aside")
+    ax.set_ylabel("accuracy of the kept (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    _save_figure(fig, out_png)
 
 
 def _save_figure(fig, out_png: str | os.PathLike) -> None:
@@ -444,6 +488,9 @@ def write_report(score: ExperimentScore, out_dir: str | os.PathLike | None = Non
         plot_confusion(fold.confusion, score.classes, f"{score.name}: fold {fold.name} "
                        f"(n={fold.n})", png)
         pngs.append(png)
+    if score.coverage:
+        pngs.append(out / "coverage.png")
+        plot_coverage(score.coverage, f"{score.name}: accuracy vs coverage", pngs[-1])
     atomic_write_json(out / "report.json", score.to_dict())
     atomic_write_text(out / "report.md", report_markdown(score) + "\n")
     return [out / "report.md", out / "report.json", *pngs]

@@ -403,7 +403,8 @@ class SegmentPrediction:
         p = self.prediction
         return {"segment": self.segment.id, "start": round(self.segment.start, 5),
                 "end": round(self.segment.end, 5), "pred": p.pred, "probs": p.probs,
-                "error": p.error, "warnings": dict(p.warnings)}
+                "entropy": p.entropy, "max_prob": p.max_prob, "error": p.error,
+                "warnings": dict(p.warnings)}
 
 
 @dataclass
@@ -484,17 +485,19 @@ def predict_segments(bundle: Any, files: Sequence[str], segmentation: Segmentati
                      progress: bool = False, chunk_frames: int | None = None,
                      with_speech: bool = False,
                      on_result: Callable[[FileSegments], None] | None = None,
-                     stream_above_s: float | None = None) -> list[FileSegments]:
+                     stream_above_s: float | None = None,
+                     min_confidence: float | None = None) -> list[FileSegments]:
     """Every file cut and each segment classified (:func:`sertool.predict.classify_span`); a
     file that cannot be read gets ``error`` set, a segment that cannot be classified its
     prediction's ``error``, and the rest go on. ``with_speech``: find the VAD's speech runs
     whatever the segmentation (for the timeline picture). The audio is read in spans
     (sertool.frontend.stream.AudioSource): a segment's samples, or blocks of a VAD pass over
-    more than ``stream_above_s`` seconds; never the whole recording at once."""
+    more than ``stream_above_s`` seconds; never the whole recording at once.
+    ``min_confidence``: each segment's low-confidence warning (sertool.predict)."""
     from sertool.faults import kill_point
     from sertool.frontend.pipeline import Frontend
     from sertool.frontend.stream import AudioSource
-    from sertool.predict import CHUNK_FRAMES, Prediction, classify_span
+    from sertool.predict import CHUNK_FRAMES, Prediction, classify_span, flag_low_confidence
     from sertool.progress import progress_bar
 
     frontend = Frontend(bundle.frontend_conf)
@@ -513,6 +516,8 @@ def predict_segments(bundle: Any, files: Sequence[str], segmentation: Segmentati
                 _segment_file(result, src, bundle, frontend, segmentation, rate, per_file_cmvn,
                               chunk_frames or CHUNK_FRAMES, with_speech, stream_above_s,
                               classify_span, Prediction)
+        for s in result.segments:
+            flag_low_confidence(s.prediction, min_confidence)
         out.append(result)
         if on_result is not None:
             on_result(result)
@@ -550,7 +555,10 @@ def _segment_file(result: FileSegments, src: Any, bundle: Any, frontend: Any,
 
 
 def csv_header(classes: Sequence[str]) -> str:
-    return _csv([["file", "segment", "start", "end", "pred", *classes, "error", "warning"]])
+    from sertool.predict import UNCERTAINTY
+
+    return _csv([["file", "segment", "start", "end", "pred", *classes, *UNCERTAINTY, "error",
+                  "warning"]])
 
 
 def _csv(rows: Sequence[Sequence[str]]) -> str:
@@ -563,15 +571,16 @@ def csv_rows(result: FileSegments, classes: Sequence[str]) -> str:
     """The CSV lines of one file: one per segment (a file that failed, or has no segment: one
     line with its error, or none, and empty cells)."""
     if result.error or not result.segments:
-        return _csv([[result.file, "", "", "", "", *[""] * len(classes), result.error or "",
-                      ""]])
+        return _csv([[result.file, "", "", "", "", *[""] * (len(classes) + 2),
+                      result.error or "", ""]])
+    from sertool.predict import probability_cells
+
     rows = []
     for s in result.segments:
         p = s.prediction
-        probs = [f"{p.probs[c]:.6f}" for c in classes] if p.probs else [""] * len(classes)
         rows.append([result.file, s.segment.id, fmt_time(s.segment.start),
-                     fmt_time(s.segment.end), p.pred or "", *probs, p.error or "",
-                     ";".join(p.warnings)])
+                     fmt_time(s.segment.end), p.pred or "", *probability_cells(p, classes),
+                     p.error or "", ";".join(p.warnings)])
     return _csv(rows)
 
 

@@ -115,12 +115,17 @@ class ChunkBatchSampler(torch.utils.data.Sampler):
     Order: a permutation seeded by (seed, epoch), split between DDP ranks like
     ``DistributedSampler(drop_last=True)`` (rank r takes every world-th item, equal counts);
     the last incomplete batch is dropped (it would upset batch norm). ``skip`` leaves out the
-    first batches (a resumed epoch).
+    first batches (a resumed epoch). ``draw`` (one probability per item, summing to 1;
+    sertool.nnet.balance.balanced_probabilities): the epoch's order is ``n_items`` draws with
+    replacement by those probabilities instead of a permutation (still a function of seed
+    and epoch, so resume holds).
     """
 
     def __init__(self, n_items: int, batch_size: int, chunk_frames: Sequence[int], seed: int,
-                 epoch: int, rank: int = 0, world: int = 1, skip: int = 0):
+                 epoch: int, rank: int = 0, world: int = 1, skip: int = 0,
+                 draw: np.ndarray | None = None):
         self.n_items, self.batch_size = n_items, batch_size
+        self.draw = draw
         self.chunk_frames = list(chunk_frames)
         self.seed, self.epoch, self.rank, self.world, self.skip = seed, epoch, rank, world, skip
 
@@ -132,7 +137,8 @@ class ChunkBatchSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(self.n_items)
+        order = (rng.permutation(self.n_items) if self.draw is None
+                 else rng.choice(self.n_items, size=self.n_items, p=self.draw))
         per_rank = self.n_items // self.world
         mine = order[self.rank::self.world][:per_rank]
         lengths = rng.choice(self.chunk_frames, size=max(1, self.batches_per_epoch()))

@@ -114,8 +114,11 @@ def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 epoch: EpochBatches, device: str | torch.device, *, number: int,
                 on_step: StepHook | None = None, bar: Any = None,
                 times: StepTimes | None = None,
-                autocast: torch.dtype | None = None, desc: str = "") -> torch.Tensor:
+                autocast: torch.dtype | None = None, desc: str = "",
+                class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """SGD steps over one epoch's batches; returns (loss sum, correct, count) as float64.
+    ``class_weight`` (one per class, or None) weights the cross-entropy
+    (sertool.nnet.balance).
     ``times`` (if given) accumulates the seconds spent waiting for batches and stepping.
     A NaN or infinite loss raises DivergedError before its step is taken."""
     sums = torch.zeros(3, dtype=torch.float64)
@@ -125,6 +128,7 @@ def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
     device_type = torch.device(device).type
     batches = iter(epoch.batches)
     step = epoch.done
+    weight = None if class_weight is None else class_weight.to(device)
     while True:
         waited = time.perf_counter()
         try:
@@ -137,7 +141,7 @@ def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
             logits = net(x)
-            loss = torch.nn.functional.cross_entropy(logits, y)
+            loss = torch.nn.functional.cross_entropy(logits, y, weight=weight)
         # one transfer from the device for both numbers, before the backward pass: DDP
         # processes hold the same weights, so when they diverge all stop at the same step
         # instead of one waiting for the others in the gradients' all-reduce
@@ -165,7 +169,8 @@ def fit(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
         reduce: Callable[[torch.Tensor], None] | None = None,
         on_step: StepHook | None = None, on_epoch: EpochHook | None = None,
         progress: bool = False, desc: str = "",
-        autocast: torch.dtype | None = None) -> list[dict]:
+        autocast: torch.dtype | None = None,
+        class_weight: torch.Tensor | None = None) -> list[dict]:
     """Train epochs ``start_epoch``..``epochs``; return the history, one row per epoch:
     epoch, lr, train_loss, train_acc, what ``evaluate`` returns, time_s, data_wait_s, step_s.
 
@@ -173,6 +178,7 @@ def fit(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
     mode (default ``net.train()``; a frozen trunk keeps its batch-norm statistics);
     ``reduce(sums)`` sums the statistics over processes (DDP); ``evaluate()`` scores the
     held-out set in eval mode. ``on_epoch`` runs after the scheduler stepped (checkpoints).
+    ``class_weight`` weights the training cross-entropy (held-out losses stay unweighted).
     """
     history = [] if history is None else history
     for number in range(start_epoch, epochs + 1):
@@ -187,7 +193,8 @@ def fit(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                           disable=not progress, leave=False) as bar:
             times = StepTimes()
             sums = train_steps(net, optimizer, epoch, device, number=number, on_step=on_step,
-                               bar=bar, times=times, autocast=autocast, desc=desc)
+                               bar=bar, times=times, autocast=autocast, desc=desc,
+                               class_weight=class_weight)
         check_finite_weights(net, optimizer, desc=desc, epoch=number, step=epoch.total)
         if reduce is not None:
             reduce(sums)

@@ -71,6 +71,14 @@ from sertool.models import (
     load_model_conf,
     resolve_model_conf,
 )
+from sertool.nnet.balance import (
+    CLASS_WEIGHTS,
+    SAMPLERS,
+    balanced_probabilities,
+    check_sampler,
+    loss_weights,
+)
+from sertool.nnet.balance import DEFAULTS as BALANCE_DEFAULTS
 from sertool.nnet.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -114,7 +122,14 @@ DEFAULTS: dict = {
     "model": {},                 # model configuration (sertool.models); {}: the init model's
     "augment": {"policy": "none", "copies": 2},
     "amp": "none",               # "bf16": autocast the training steps (CUDA only)
+    # unbalanced classes (sertool.nnet.balance, from the training items only): "balanced"
+    # weights the cross-entropy by n / (n_classes * n_c); sampler "balanced" draws each
+    # epoch's items with class-equal probability instead of a permutation
+    "class_weights": "none",
+    "sampler": "shuffle",
 }
+# added after runs were made: left out of the identity at these values, so those runs resume
+LATER_DEFAULTS = {"amp": "none", **BALANCE_DEFAULTS}
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
 LIMITS = {"seed": SEED_RANGE,
           "epochs": (1, None), "batch_size": (1, None), "lr": (1e-12, None),
@@ -161,6 +176,10 @@ def load_train_conf(path: str | os.PathLike | None = None, overrides: Iterable[s
     if conf["amp"] not in AMP_DTYPES:
         raise ConfigError(f"amp = {conf['amp']!r} (from {path} or --set) is not one of "
                           f"{', '.join(AMP_DTYPES)}")
+    for key, known in (("class_weights", CLASS_WEIGHTS), ("sampler", SAMPLERS)):
+        if conf[key] not in known:
+            raise ConfigError(f"{key} = {conf[key]!r} (from {path} or --set) is not one of "
+                              f"{', '.join(known)}")
     conf["model"] = {k: v for k, v in conf["model"].items() if v is not None}
     if conf["model"]:
         try:
@@ -271,8 +290,9 @@ def _identity(config: Mapping) -> dict:
     ident = json.loads(json.dumps(config))
     for key in MAY_CHANGE:
         ident["conf"].pop(key, None)
-    if ident["conf"].get("amp") == "none":
-        del ident["conf"]["amp"]  # added later: runs made before it resume as they were
+    for key, default in LATER_DEFAULTS.items():
+        if ident["conf"].get(key) == default:
+            del ident["conf"][key]  # added later: runs made before it resume as they were
     return ident
 
 
@@ -414,11 +434,17 @@ def train(feat_dir: str | os.PathLike | FeatDir, data_dir: str | os.PathLike,
     epochs = int(conf["epochs"])
     every = int(conf["checkpoint_every_steps"])
     n_batches = 0
+    item_labels = np.array([it.label for it in train_items], dtype=np.int64)
+    weights = loss_weights(str(conf["class_weights"]), item_labels, len(labels))
+    class_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    check_sampler(str(conf["sampler"]))
+    draw = balanced_probabilities(item_labels) if conf["sampler"] == "balanced" else None
 
     def batches(epoch: int) -> EpochBatches:
         nonlocal skip, skip_sums, n_batches
         sampler = ChunkBatchSampler(len(dataset), int(conf["batch_size"]),
-                                    conf["chunk_frames"], seed, epoch, rank, world, skip)
+                                    conf["chunk_frames"], seed, epoch, rank, world, skip,
+                                    draw=draw)
         n_batches = sampler.batches_per_epoch()
         if n_batches == 0:
             raise TrainError(f"{len(dataset)} training items give no full batch of "
@@ -475,7 +501,7 @@ def train(feat_dir: str | os.PathLike | FeatDir, data_dir: str | os.PathLike,
             history=history, train_mode=train_mode,
             reduce=reduce if distributed else None, on_step=on_step,
             on_epoch=on_epoch, progress=progress and is_main, desc=desc,
-            autocast=autocast)
+            autocast=autocast, class_weight=class_weight)
     return _finish(exp_dir, history, labels, resumed_from, is_main,
                    selection_metric(task, history))
 

@@ -348,7 +348,8 @@ def _frozen_fold(plan: FinetunePlan, name: str, split: HeldoutSplit, test_utts: 
             return model, result.history
         rows = []
         for i, strength in enumerate(conf["head"]["linear_c"] if c is None else [c]):
-            fit_linear(model.head, x_train, y_train, float(strength))
+            fit_linear(model.head, x_train, y_train, float(strength),
+                       class_weights=str(conf["head"]["class_weights"]))
             if valid:
                 rows.append({"epoch": i + 1, "c": float(strength),
                              **heldout_scores(model.head, x_valid, y_valid,

@@ -2,7 +2,10 @@
 
 The head is trained through the one training loop (sertool.nnet.loop.fit) with the paper's
 schedule; the epoch with the best held-out UA (sertool.metrics, ties: lower held-out loss) is
-kept. Batches are a seeded permutation of the stored vectors per epoch.
+kept. Batches are a seeded permutation of the stored vectors per epoch, or with
+``sampler = "balanced"`` as many seeded draws with class-equal probability; ``class_weights =
+"balanced"`` weights the cross-entropy by the training vectors' class counts
+(sertool.nnet.balance).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sertool.metrics import (
     unweighted_accuracy,
     weighted_accuracy,
 )
+from sertool.nnet.balance import balanced_probabilities, check_sampler, loss_weights
 from sertool.nnet.loop import EpochBatches, fit
 from sertool.nnet.schedule import paper_scheduler
 from sertool.threads import training_threads
@@ -54,10 +58,18 @@ def train_head(head: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tens
     scheduler = paper_scheduler(optimizer, int(conf["lr_constant_epochs"]),
                                 int(conf["lr_halve_every"]))
     size = int(conf["batch_size"])
+    # later options: a head section without them trains as before
+    weights = loss_weights(str(conf.get("class_weights", "none")), y_train.numpy(), n_classes)
+    class_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    sampler = str(conf.get("sampler", "shuffle"))
+    check_sampler(sampler)
+    draw = (torch.as_tensor(balanced_probabilities(y_train.numpy()))
+            if sampler == "balanced" else None)
 
     def batches(_epoch: int) -> EpochBatches:
         kill_point("finetune:head-epoch")  # a fold's head half-trained (only in memory)
-        order = torch.randperm(len(x_train), generator=gen)
+        order = (torch.randperm(len(x_train), generator=gen) if draw is None else
+                 torch.multinomial(draw, len(x_train), replacement=True, generator=gen))
         # a batch of one breaks batch norm in the head: dropped (unless it is all there is)
         chunks = [order[i:i + size] for i in range(0, len(order), size)
                   if len(order[i:i + size]) >= 2 or len(order) == 1]
@@ -86,7 +98,7 @@ def train_head(head: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tens
     with training_threads(head):  # a small head: one thread unless more were asked for
         history = fit(head, optimizer, scheduler, epochs=int(conf["epochs"]), batches=batches,
                       evaluate=evaluate, on_epoch=keep_best if keep == "best" else None,
-                      progress=progress, desc=desc)
+                      progress=progress, desc=desc, class_weight=class_weight)
     if keep != "best":  # the last epoch's weights are the head as it stands
         best.update(epoch=history[-1]["epoch"],
                     state={k: v.detach().clone() for k, v in head.state_dict().items()})

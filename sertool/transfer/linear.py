@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sertool.models.heads import LayerMix, fit_standardisers
+from sertool.nnet.balance import loss_weights
 
 # L-BFGS iterations. Measured on RAVDESS (Whisper tiny.en, every layer: 3840 dims, 3600
 # vectors, 8 classes): after 100 the objective is within 1e-4 of its value after 300 and the
@@ -23,9 +24,14 @@ MAX_ITER = 100
 
 
 def fit_linear(head: nn.Sequential, x: torch.Tensor, y: torch.Tensor, c: float, *,
-               max_iter: int = MAX_ITER) -> float:
+               max_iter: int = MAX_ITER, class_weights: str = "none") -> float:
     """Fit ``head`` (Standardise, optionally LayerMix, Linear) to ``(x, y)`` with strength
-    ``c``; returns the final objective. ``x`` (N, D) float, ``y`` (N,) long."""
+    ``c``; returns the final objective. ``x`` (N, D) float, ``y`` (N,) long.
+
+    ``class_weights = "balanced"``: the cross-entropy of each vector weighted by
+    ``N / (K * n_c)`` of its class (sertool.nnet.balance, from ``y``: the training part), as
+    scikit-learn's ``class_weight="balanced"``; the objective is then their weighted sum over
+    N (not the weighted mean), so the penalty keeps its meaning as C."""
     output = head[-1]
     if not isinstance(output, nn.Linear):
         raise TypeError(f"a linear head ends with nn.Linear, not {type(output).__name__}")
@@ -42,6 +48,16 @@ def fit_linear(head: nn.Sequential, x: torch.Tensor, y: torch.Tensor, c: float, 
             if isinstance(module, LayerMix):
                 module.weights.zero_()
     penalty = 1.0 / (2.0 * float(c) * len(x))
+    weights = loss_weights(class_weights, y.numpy(), output.out_features)
+    # per-vector weights over N: sum_i w_i CE_i / N, scikit-learn's objective divided by C N
+    sample_w = (None if weights is None
+                else torch.as_tensor(weights, dtype=torch.float64)[y])
+
+    def data_loss() -> torch.Tensor:
+        if sample_w is None:  # the unweighted fit exactly as before
+            return nn.functional.cross_entropy(head(x), y)
+        return (nn.functional.cross_entropy(head(x), y, reduction="none") * sample_w).mean()
+
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
                                   tolerance_grad=1e-9, tolerance_change=1e-12,
@@ -50,15 +66,13 @@ def fit_linear(head: nn.Sequential, x: torch.Tensor, y: torch.Tensor, c: float, 
 
     def objective() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = (nn.functional.cross_entropy(head(x), y)
-                + penalty * output.weight.pow(2).sum())
+        loss = data_loss() + penalty * output.weight.pow(2).sum()
         loss.backward()
         return loss
 
     optimizer.step(objective)
     with torch.no_grad():  # step() returns the objective where it started
-        final = float(nn.functional.cross_entropy(head(x), y)
-                      + penalty * output.weight.pow(2).sum())
+        final = float(data_loss() + penalty * output.weight.pow(2).sum())
     head.to(dtype).eval()
     return final
 

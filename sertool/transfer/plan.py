@@ -30,6 +30,7 @@ from sertool.frontend.featdir import FAILED, FEATS_SCP, FeatDir
 from sertool.io_utils import ensure_writable
 from sertool.jobs import check_identity
 from sertool.labels import LabelMap, read_label_map, read_utt2emo
+from sertool.nnet.balance import CLASS_WEIGHTS, SAMPLERS, without_defaults
 from sertool.transfer.embdir import EmbeddingDir
 
 # The finetune schema with its defaults, the one source (the shipped conf/finetune.toml
@@ -69,6 +70,12 @@ DEFAULTS: dict = {
         # penalty as scikit-learn's C, chosen among linear_c on the training speakers only)
         "kind": "fc",
         "linear_c": [0.001, 0.01, 0.1, 1.0],
+        # Unbalanced corpora (sertool.nnet.balance, from each fold's TRAINING part only):
+        # "balanced" weights the cross-entropy of class c by n / (n_classes * n_c) (the FC
+        # head and the linear head); sampler "balanced" draws each FC-head batch with
+        # class-equal probability instead of a shuffle (the linear head is full-batch: none)
+        "class_weights": "none",
+        "sampler": "shuffle",
     },
     # --unfreeze: the trunk's learning rate is the trainer's LR times this factor
     "unfreeze": {"trunk_lr_factor": 0.1},
@@ -81,7 +88,8 @@ HEAD_KINDS = ("fc", "linear")
 # options added after experiments were made with the defaults: left out of finetune.json while
 # they hold their defaults, so those experiments keep their identity and resume
 LATER_OPTIONS = {("layers",): DEFAULTS["layers"], ("head", "kind"): "fc",
-                 ("head", "linear_c"): DEFAULTS["head"]["linear_c"]}
+                 ("head", "linear_c"): DEFAULTS["head"]["linear_c"],
+                 ("head", "class_weights"): "none", ("head", "sampler"): "shuffle"}
 LIMITS = {"seed": SEED_RANGE,
           "heldout_speakers": (0, None), "heldout_fraction": (0.0, 0.9), "inner_folds": (2, None),
           "augment.copies": (0, None), "head.epochs": (1, None), "head.batch_size": (2, None),
@@ -209,7 +217,11 @@ class FinetunePlan:
                     "data_dir": str(self.data_dir.resolve()), "init": self.init_text,
                     "mode": self.mode.value, "conf": _identity_conf(self.conf),
                     "model_conf": self.model_conf,
-                    "train_conf": self.train_conf, "classes": self.classes,
+                    # the trainer's later options at their defaults left out (as in its own
+                    # config.json identity), so existing --unfreeze experiments resume
+                    "train_conf": (None if self.train_conf is None
+                                   else without_defaults(self.train_conf)),
+                    "classes": self.classes,
                     # only with --labels, so experiments made before it keep their identity
                     **({"label_map": {"names": dict(self.label_map.names),
                                       "new_codes": list(self.label_map.new_codes)}}
@@ -374,6 +386,21 @@ def _check_head_and_layers(conf: Mapping, mode: Mode, model_conf: Mapping) -> No
         raise FinetuneError(f"head.kind = {kind!r} and layers.use = {use!r} are for the frozen "
                             "trunk's stored embeddings; with --unfreeze or --init none the "
                             "network is the model's own (head.kind fc, layers.use model)")
+    weights, sampler = conf["head"]["class_weights"], conf["head"]["sampler"]
+    if weights not in CLASS_WEIGHTS:
+        raise FinetuneError(f"head.class_weights must be one of {', '.join(CLASS_WEIGHTS)}, "
+                            f"got {weights!r}")
+    if sampler not in SAMPLERS:
+        raise FinetuneError(f"head.sampler must be one of {', '.join(SAMPLERS)}, got "
+                            f"{sampler!r}")
+    if mode is not Mode.FROZEN and (weights, sampler) != ("none", "shuffle"):
+        raise FinetuneError("head.class_weights and head.sampler are the frozen trunk's head; "
+                            "with --unfreeze or --init none the trainer's options do it: "
+                            "--set train.class_weights=balanced, --set train.sampler=balanced")
+    if kind == "linear" and sampler != "shuffle":
+        raise FinetuneError("head.sampler = \"balanced\" draws the FC head's batches; the "
+                            "linear head is fitted on every training vector at once: use "
+                            "head.class_weights = \"balanced\" with it")
     if not conf["head"]["linear_c"]:
         raise FinetuneError("head.linear_c must list at least one regularisation strength")
     if use != "model":

@@ -99,8 +99,8 @@ def test_predict_warns_about_silent_short_and_clipped_audio(cases):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     header = result.stdout.splitlines()[0].split(",")
-    assert header == ["file", "pred", "ang", "hap", "neu", "sad", "duration_s", "error",
-                      "warning"]
+    assert header == ["file", "pred", "ang", "hap", "neu", "sad", "entropy", "max_prob",
+                      "duration_s", "error", "warning"]
     warnings = {Path(r["file"]).stem: r["warning"] for r in rows}
     assert warnings == {"speech": "", "zeros": "silent;vad_fallback", "dc": "silent;vad_fallback",
                         "short005": "too_short;vad_fallback",
@@ -113,6 +113,27 @@ def test_predict_warns_about_silent_short_and_clipped_audio(cases):
     assert f"sertool: warning: {paths['clipped']}: clipped (" in stderr
     assert str(paths["speech"]) not in stderr
     assert "6 of 6 files predicted, 5 with a warning" in stderr
+    for r in rows:  # entropy over log 4 and the max probability, from the row's probabilities
+        probs = np.array([float(r[c]) for c in ("ang", "hap", "neu", "sad")])
+        assert float(r["max_prob"]) == pytest.approx(probs.max(), abs=1e-6)
+        h = -(probs[probs > 0] * np.log(probs[probs > 0])).sum() / np.log(4)
+        assert float(r["entropy"]) == pytest.approx(h, abs=1e-5)
+
+
+def test_predict_min_confidence_flags_and_keeps_the_row(cases):
+    bundle, paths = cases
+    speech = str(paths["speech"])
+    plain = list(csv.DictReader(io.StringIO(CliRunner().invoke(
+        main, ["predict", str(bundle), speech]).stdout)))[0]
+    top = float(plain["max_prob"])
+    above = CliRunner().invoke(main, ["predict", str(bundle), speech, "--min-confidence",
+                                      f"{top + 0.01:.3f}"])
+    row = list(csv.DictReader(io.StringIO(above.stdout)))[0]
+    assert row["warning"] == "low_confidence" and row["pred"] == plain["pred"]
+    assert f"low_confidence (max probability {top:.3f} below {top + 0.01:.3f})" in above.stderr
+    below = CliRunner().invoke(main, ["predict", str(bundle), speech, "--min-confidence",
+                                      f"{top - 0.01:.3f}"])
+    assert list(csv.DictReader(io.StringIO(below.stdout)))[0]["warning"] == ""
 
 
 def test_predict_json_carries_the_warnings(cases, tmp_path):

@@ -240,3 +240,19 @@ def test_finetune_reads_the_label_map_once_and_prints_its_summary(tmp_path, monk
     assert result.stdout == (f"{tmp_path / 'exp'}: transfer, trunk frozen, 2 fold(s); "
                              f"next: sertool score {tmp_path / 'exp'}\n")
     assert {p: b for p, b in _tree(tmp_path).items() if not p.startswith("exp")} == before
+
+
+def test_balance_options_are_checked_and_change_the_identity_only_when_set(tmp_path):
+    _inputs(tmp_path)
+    plan = _resolve(tmp_path)
+    assert "class_weights" not in plan.identity["conf"]["head"]
+    weighted = _resolve(tmp_path, sets=["head.class_weights=balanced"])
+    assert weighted.identity["conf"]["head"]["class_weights"] == "balanced"
+    scratch = _resolve(tmp_path, init="none")
+    assert not {"class_weights", "sampler"} & set(scratch.identity["train_conf"])
+    with pytest.raises(SertoolError, match="head.sampler = \"balanced\" draws the FC head's"):
+        _resolve(tmp_path, sets=["head.kind=linear", "head.sampler=balanced"])
+    with pytest.raises(SertoolError, match="head.class_weights must be one of none, balanced"):
+        _resolve(tmp_path, sets=["head.class_weights=inverse"])
+    with pytest.raises(SertoolError, match="--set train.class_weights=balanced"):
+        _resolve(tmp_path, init="none", sets=["head.class_weights=balanced"])

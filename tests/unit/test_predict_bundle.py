@@ -62,12 +62,16 @@ def test_csv_has_probabilities_or_the_error_per_file():
              Prediction("q.wav", {"ang": 0.5, "sad": 0.5}, 0.05,
                         warnings={"too_short": "0.050 s", "vad_fallback": "kept all"})]
     rows = list(csv.reader(io.StringIO(predictions_csv(preds, ["ang", "sad"]))))
-    # the warning column comes last: the columns before it keep their places
-    assert rows == [["file", "pred", "ang", "sad", "duration_s", "error", "warning"],
-                    ["a.wav", "sad", "0.250000", "0.750000", "1.500", "", ""],
-                    ["bad, name.wav", "", "", "", "", "bad, name.wav: cannot decode audio", ""],
-                    ["q.wav", "ang", "0.500000", "0.500000", "0.050", "",
-                     "too_short;vad_fallback"]]
+    # the warning column comes last; entropy (over log 2: .25/.75 -> 0.811278) and max_prob
+    # follow the class columns
+    assert rows == [["file", "pred", "ang", "sad", "entropy", "max_prob", "duration_s",
+                     "error", "warning"],
+                    ["a.wav", "sad", "0.250000", "0.750000", "0.811278", "0.750000", "1.500",
+                     "", ""],
+                    ["bad, name.wav", "", "", "", "", "", "",
+                     "bad, name.wav: cannot decode audio", ""],
+                    ["q.wav", "ang", "0.500000", "0.500000", "1.000000", "0.500000", "0.050",
+                     "", "too_short;vad_fallback"]]
 
 
 def test_predict_cli_rejects_a_bad_bundle_and_output_name(tmp_path):

@@ -88,9 +88,12 @@ def test_posteriors_round_trip(tmp_path):
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
     path = tmp_path / "posteriors.tsv"
     write_posteriors(path, ["u1", "u2"], ["a", "b"], CLASSES, probs)
-    assert path.read_text().splitlines()[:2] == ["utt\tlabel\tpred\ta\tb\tc",
-                                                 "u1\ta\ta\t0.700000\t0.200000\t0.100000"]
+    # entropy over log 3: -(.7 ln .7 + .2 ln .2 + .1 ln .1) / ln 3 = 0.729847; max_prob 0.7
+    assert path.read_text().splitlines()[:2] == [
+        "utt\tlabel\tpred\ta\tb\tc\tentropy\tmax_prob",
+        "u1\ta\ta\t0.700000\t0.200000\t0.100000\t0.729847\t0.700000"]
     post = read_posteriors(path, CLASSES)
+    np.testing.assert_allclose(post.entropy, [0.729847, 0.581672], atol=1e-6)
     assert post.utts == ["u1", "u2"] and post.labels.tolist() == [0, 1]
     assert post.preds.tolist() == [0, 2] and np.allclose(post.probs, probs)
 
@@ -139,7 +142,7 @@ def test_report_of_a_clean_experiment(tmp_path):
     written = write_report(score)
     assert [p.name for p in written] == ["report.md", "report.json", "confusion_all.png",
                                          "confusion_1.png", "confusion_2.png", "confusion_3.png",
-                                         "confusion_4.png"]
+                                         "confusion_4.png", "coverage.png"]
     report = (exp / "report.md").read_text().splitlines()
     assert report[0] == ("SPEAKER-INDEPENDENT: no speaker and no identical recording on both "
                          "sides of any of 4 folds")
@@ -213,7 +216,8 @@ def test_decisions_that_are_not_the_argmax_are_noted(tmp_path):
     exp = _experiment(tmp_path, data)
     path = exp / "fold_1" / "posteriors.tsv"
     lines = path.read_text().splitlines()
-    lines[1] = "s1-0\ta\tb\t0.8\t0.1\t0.1"  # decides b while a is the most probable
+    # decides b while a is the most probable (entropy and max_prob: not read, recomputed)
+    lines[1] = "s1-0\ta\tb\t0.8\t0.1\t0.1\t0.5\t0.8"
     path.write_text("\n".join(lines) + "\n")
     score = score_experiment(exp, audio_check=False)
     assert score.notes == [f"fold 1: 1 of 6 decisions are not the most probable class in "

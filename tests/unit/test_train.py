@@ -161,3 +161,22 @@ def test_amp_option_checked_and_bf16_refused_on_cpu(tmp_path):
         train(feat_dir, data_dir, tmp_path / "exp", tiny_conf(amp="bf16"), device="cpu",
               progress=False)
     assert not (tmp_path / "exp").exists()  # refused before anything is written
+
+
+def test_balance_options_reach_the_trainer(tmp_path):
+    feat_dir, data_dir = make_feats(tmp_path, emotion=True)
+    runs = {}
+    for name, sets in {"plain": {}, "balanced": {"class_weights": "balanced",
+                                                  "sampler": "balanced"}}.items():
+        runs[name] = train(feat_dir, data_dir, tmp_path / name, tiny_conf(epochs=1, **sets),
+                           task="emotion", progress=False)
+    config = json.loads((tmp_path / "balanced" / "config.json").read_text())
+    assert config["conf"]["class_weights"] == "balanced" and config["conf"]["sampler"] == "balanced"
+    a = load_checkpoint(runs["plain"].final_model)["model"]
+    b = load_checkpoint(runs["balanced"].final_model)["model"]
+    assert not torch.equal(a["head.0.weight"], b["head.0.weight"])  # other draws, other loss
+    from sertool.config import ConfigError
+    from sertool.nnet.trainer import load_train_conf
+
+    with pytest.raises(ConfigError, match="sampler = 'bogus' .* is not one of shuffle, balanced"):
+        load_train_conf(None, ["sampler=bogus"])
