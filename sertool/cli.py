@@ -478,6 +478,17 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
               help="Embedding directory for the frozen trunk (default EXP_DIR/embeddings).")
 @click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel jobs for the embedding extraction (the folds are one job each).")
+@click.option("--test-data", type=click.Path(), default=None, metavar="OTHER_DATA_DIR",
+              help="Cross-corpus: train on every utterance of DATA_DIR, test on every "
+              "utterance of OTHER_DATA_DIR (one fold, 'cross'), on the classes both share.")
+@click.option("--test-feats", type=click.Path(), default=None, metavar="OTHER_FEAT_DIR",
+              help="Features of --test-data (made with the same front-end as FEAT_DIR).")
+@click.option("--strict-classes", is_flag=True,
+              help="Cross-corpus: refuse corpora whose class sets differ (default: a class "
+              "of one corpus only is left out on both sides, and listed).")
+@click.option("--test-emb-dir", type=click.Path(), default=None,
+              help="Cross-corpus, frozen trunk: the test corpus's embeddings "
+              "(default EXP_DIR/embeddings_test).")
 @cluster_options
 @long_work_options()
 @threads_option
@@ -485,8 +496,9 @@ def extract_embeddings_cmd(feat_dir: str, model: str, emb_dir: str, copies: int,
 def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: str,
                  unfreeze: bool, model_conf: str | None, train_conf: str | None,
                  conf_path: str | None, overrides: tuple[str, ...], export_all: bool,
-                 emb_dir: str | None, nj: int, device: str, no_progress: bool,
-                 cluster: Cluster, labels: str | None) -> None:
+                 emb_dir: str | None, nj: int, test_data: str | None, test_feats: str | None,
+                 strict_classes: bool, test_emb_dir: str | None, device: str,
+                 no_progress: bool, cluster: Cluster, labels: str | None) -> None:
     """Transfer to emotion on every fold of DATA_DIR/folds; posteriors per fold in EXP_DIR.
 
     Default (paper): the speaker model's trunk frozen, new FC layers trained on its pooled
@@ -494,20 +506,27 @@ def finetune_cmd(feat_dir: str, data_dir: str, exp_dir: str, init: str, fold: st
     TRAINING speakers only. Each fold exports a model bundle (EXP_DIR/fold_K/bundle) for
     `sertool predict`. Finished folds are skipped on rerun. With --cmd slurm the embeddings'
     jobs and then the folds (one array task each) run on Slurm. Then: `sertool score EXP_DIR`.
+
+    With --test-data and --test-feats: a cross-corpus run (train on all of DATA_DIR, model
+    selection on its held-out training speakers, test on all of OTHER_DATA_DIR); `sertool
+    score --matrix` over such runs draws the train x test matrix of UA.
     """
     from sertool.transfer.driver import finetune, resolve_configs  # imports torch
 
     conf, mconf, tconf = resolve_configs(conf_path, model_conf, train_conf, overrides)
     with contextlib.ExitStack() as locks:
         locks.enter_context(dir_lock(exp_dir))
-        if emb_dir is not None:
-            locks.enter_context(dir_lock(emb_dir))
+        for shared_dir in (emb_dir, test_emb_dir):  # dir_lock is re-entrant: they may be one
+            if shared_dir is not None:
+                locks.enter_context(dir_lock(shared_dir))
         summary = finetune(feat_dir, data_dir, exp_dir, init=init, conf=conf,
                            model_conf=mconf, train_conf=tconf, fold=fold, unfreeze=unfreeze,
                            export_all=export_all, emb_dir=emb_dir, nj=nj, device=device,
                            progress=not no_progress,
                            command=shlex.join(["sertool", *sys.argv[1:]]),
-                           labels=labels, cluster=cluster)
+                           labels=labels, cluster=cluster, test_data=test_data,
+                           test_feats=test_feats, strict_classes=strict_classes,
+                           test_emb_dir=test_emb_dir)
     for line in summary.fold_lines():
         click.echo(line, err=True)
     click.echo(summary.summary())
@@ -760,11 +779,16 @@ def _predict_segments(bundle: str, audio: list[str], output: str | None, device:
               "and the chart): their numbers are then of different tasks.")
 @click.option("--no-audio", is_flag=True,
               help="Check only speakers, not identical audio, when re-checking the folds.")
+@click.option("--matrix", is_flag=True,
+              help="Cross-corpus runs (finetune --test-data), and ordinary fold runs for the "
+              "diagonal: the train x test matrix of UA in OUT_DIR/report.md, report.json and "
+              "matrix.png (each run's own report in OUT_DIR/<experiment name>).")
 @long_work_options(network=False)
 def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | None,
               ablation_png: str | None, bootstrap: int, bootstrap_seed: int,
               groups: tuple[str, ...], reference: str | None, allow_different_folds: bool,
-              allow_different_classes: bool, no_audio: bool, no_progress: bool) -> None:
+              allow_different_classes: bool, no_audio: bool, matrix: bool,
+              no_progress: bool) -> None:
     """Score experiments: WA, UA, macro-F1 and confusions per fold, mean ± std over folds and
     a 95 % interval by a bootstrap over test speakers.
 
@@ -776,6 +800,14 @@ def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str |
     """
     if not exp_dirs and not groups:
         fail("score: give at least one EXP_DIR or --group NAME=DIRS")
+    if matrix:
+        if out_dir is None or groups or compare_out or ablation_png:
+            fail("score --matrix needs --out-dir, and takes EXP_DIRS only (no --group, "
+                 "--compare-out, --ablation-png)")
+        with dir_lock(out_dir):
+            _score_matrix(exp_dirs, out_dir, no_audio, progress=not no_progress,
+                          bootstrap=bootstrap, bootstrap_seed=bootstrap_seed)
+        return
     with contextlib.ExitStack() as locks:
         if out_dir is not None:
             locks.enter_context(dir_lock(out_dir))
@@ -783,6 +815,28 @@ def score_cmd(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str |
                allow_different_classes, no_audio, progress=not no_progress,
                bootstrap=bootstrap, bootstrap_seed=bootstrap_seed, groups=groups,
                reference=reference)
+
+
+def _score_matrix(exp_dirs: tuple[str, ...], out_dir: str, no_audio: bool, progress: bool, *,
+                  bootstrap: int, bootstrap_seed: int) -> None:
+    """score --matrix: every run's report in OUT_DIR/<name>, then the matrix in OUT_DIR."""
+    from sertool.crossmatrix import cross_matrix, write_matrix
+
+    scores = [score_experiment(d, audio_check=not no_audio, progress=progress,
+                               bootstrap=bootstrap, bootstrap_seed=bootstrap_seed)
+              for d in dict.fromkeys(exp_dirs)]
+    names = [s.name for s in scores]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        fail(f"two experiments are named {twice[0]}: their reports would overwrite each other "
+             f"in {out_dir}")
+    cross_matrix(scores)  # refused before any report is written
+    for score in scores:
+        write_report(score, Path(out_dir) / score.name)
+        click.echo(f"{score.verdict}\n{score.name}: wrote {Path(out_dir) / score.name}",
+                   err=True)
+    written = write_matrix(scores, out_dir)
+    click.echo(written[0].read_text(encoding="utf-8"))
 
 
 def _score(exp_dirs: tuple[str, ...], out_dir: str | None, compare_out: str | None,

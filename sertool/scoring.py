@@ -157,23 +157,43 @@ def _read_speakers(data_dir: Path) -> tuple[dict[str, str] | None, str]:
         return None, str(err)
 
 
-def score_experiment(exp_dir: str | os.PathLike, *, audio_check: bool = True,
-                     progress: bool = False, bootstrap: int = stats.DEFAULT_RESAMPLES,
-                     bootstrap_seed: int = stats.DEFAULT_SEED) -> ExperimentScore:
-    """Score every fold of an experiment; the folds are re-checked with ``check_folds`` now.
+def _cross_verdict(cross: Mapping, train_dir: Path) -> tuple[str, list[str]]:
+    """Line 1 of a cross-corpus run's report, and its notes: the classes left out, and any
+    speaker id found in both corpora (different corpora, yet the ids may name one person)."""
+    from sertool.datadir import DataDirError, read_table
 
-    ``audio_check`` also compares the audio content of train and test (cached in the data dir).
-    ``bootstrap`` resamples of the test speakers give each metric's interval (0: none).
-    """
+    left = [f"only in {cross[f'{side}_corpus']}: " + ", ".join(
+        f"{c} ({n})" for c, n in sorted(cross[f"only_in_{side}"].items()))
+        for side in ("train", "test") if cross.get(f"only_in_{side}")]
+    verdict = (f"CROSS-CORPUS: trained on {cross['train_corpus']}, tested on "
+               f"{cross['test_corpus']} (every utterance of {cross['test_data_dir']}); classes "
+               f"{' '.join(cross['classes'])}"
+               + (f"; left out, {'; '.join(left)}" if left else ""))
+    notes = [f"cross-corpus run: the model was trained on every utterance of "
+             f"{cross['train_data_dir']} of the shared classes (model selection on held-out "
+             f"training speakers of {cross['train_corpus']}) and scored on every utterance of "
+             f"{cross['test_data_dir']} of those classes; classes present in one corpus only "
+             "are left out on both sides"]
+    try:
+        spk_train = set(read_table(train_dir / "utt2spk").values())
+        spk_test = set(read_table(Path(cross["test_data_dir"]) / "utt2spk").values())
+        both = sorted(spk_train & spk_test)
+        if both:
+            notes.append(f"{len(both)} speaker id(s) occur in both corpora (e.g. {both[0]}): "
+                         "check that they are different people")
+    except (DataDirError, OSError, ValueError) as err:
+        notes.append(f"the two corpora's speakers could not be compared: {err}")
+    return verdict, notes
+
+
+def _checked_folds(exp_dir: Path, meta: Mapping, data_dir: Path, notes: list[str], *,
+                   audio_check: bool, progress: bool
+                   ) -> tuple[str, dict | None, list[str], dict[str, list[str]]]:
+    """(verdict, fold check, fold names, fold -> sorted test list) of an ordinary run, the
+    folds re-checked with ``check_folds`` now; a protocol changed since training is noted."""
     from sertool.datadir import DataDirError, read_folds
     from sertool.folds import check_folds  # lazy: it pulls in the audio hashing
 
-    exp_dir = Path(exp_dir)
-    meta = load_experiment(exp_dir)
-    classes = list(meta["classes"])
-    name = str(meta.get("name") or exp_dir.resolve().name)
-    data_dir = _resolve_data_dir(exp_dir, str(meta["data_dir"]))
-    notes: list[str] = []
     fold_check = None
     try:
         check = check_folds(data_dir, audio=audio_check, progress=progress)
@@ -195,6 +215,32 @@ def score_experiment(exp_dir: str | os.PathLike, *, audio_check: bool = True,
             fold_names = sorted(p.name[len("fold_"):] for p in exp_dir.glob("fold_*")
                                 if (p / POSTERIORS).is_file())
         test_lists = {}
+    return verdict, fold_check, fold_names, test_lists
+
+
+def score_experiment(exp_dir: str | os.PathLike, *, audio_check: bool = True,
+                     progress: bool = False, bootstrap: int = stats.DEFAULT_RESAMPLES,
+                     bootstrap_seed: int = stats.DEFAULT_SEED) -> ExperimentScore:
+    """Score every fold of an experiment; the folds are re-checked with ``check_folds`` now.
+
+    ``audio_check`` also compares the audio content of train and test (cached in the data dir).
+    ``bootstrap`` resamples of the test speakers give each metric's interval (0: none).
+    """
+    exp_dir = Path(exp_dir)
+    meta = load_experiment(exp_dir)
+    classes = list(meta["classes"])
+    name = str(meta.get("name") or exp_dir.resolve().name)
+    data_dir = _resolve_data_dir(exp_dir, str(meta["data_dir"]))
+    notes: list[str] = []
+    fold_check = None
+    cross = meta.get("cross_corpus")
+    if isinstance(cross, Mapping):  # one fold, "cross": the test corpus is another data dir
+        verdict, notes = _cross_verdict(cross, data_dir)
+        data_dir = _resolve_data_dir(exp_dir, str(cross["test_data_dir"]))
+        fold_names, test_lists = [str(f) for f in meta["protocol"].get("folds", [])], {}
+    else:
+        verdict, fold_check, fold_names, test_lists = _checked_folds(
+            exp_dir, meta, data_dir, notes, audio_check=audio_check, progress=progress)
     scored: list[FoldMetrics] = []
     missing: list[str] = []
     decisions: list[tuple[str, list[str], np.ndarray, np.ndarray]] = []
@@ -216,6 +262,9 @@ def score_experiment(exp_dir: str | os.PathLike, *, audio_check: bool = True,
                     + (f" (e.g. {absent[0]})" if absent else ""))
         else:
             test_lists[fold] = sorted(post.utts)
+            if isinstance(cross, Mapping) and len(post.utts) != int(cross["n_test"]):
+                raise ScoringError(f"{path}: {len(post.utts)} rows, but the cross-corpus run "
+                                   f"tested {cross['n_test']} utterances of {data_dir}")
         # The decision column is what is scored; say so when it is not the argmax.
         chosen = post.probs[np.arange(len(post.utts)), post.preds]
         not_argmax = int(np.sum(chosen < post.probs.max(axis=1) - 1e-6))

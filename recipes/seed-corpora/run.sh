@@ -8,6 +8,9 @@
 # says so in its first line. Running both shows how much of the published number is leakage.
 #
 #   0 data dirs   1 MFCC features   2 1D-CNN per fold   3 scores
+#   4 cross-corpus matrix (two or more corpora found): the same system trained on every utterance
+#     of one corpus, tested on every utterance of each other one (their shared classes), and the
+#     train x test matrix of UA with the stage-2 fold runs on its diagonal
 #
 # A corpus whose path does not exist is skipped with a message.
 # Usage: ./run.sh [--split speaker|random] [--corpora "emodb tess"] [--emodb DIR] ...
@@ -15,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=0
-stop_stage=3
+stop_stage=4
 nj=2
 device=cpu
 seed=0                               # seed of the random split and of training
@@ -93,4 +96,26 @@ if run_stage 3 "scores"; then
   for c in "${present[@]}"; do echo "$c: $(head -n 1 exp/cnn1d_$split/$c/report.md)"; done
   cat exp/cnn1d_$split/summary.md
   stage_done 3
+fi
+
+if [ ${#present[@]} -lt 2 ] && [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  echo "$0: stage 4 (cross-corpus matrix) needs two corpora; found ${present[*]}" >&2
+elif run_stage 4 "cross-corpus matrix: ${present[*]}"; then
+  # Off the diagonal: train on all of corpus a (model selection on its held-out training
+  # speakers), test on all of corpus b, on the classes both have (the others are listed in the
+  # report and left out). On the diagonal: stage 2's fold runs.
+  runs=()
+  for a in "${present[@]}"; do
+    runs+=(exp/cnn1d_$split/$a)
+    for b in "${present[@]}"; do
+      [ "$a" != "$b" ] || continue
+      sertool finetune feats/${a}_${split}_mfcc data/${a}_$split exp/cross_$split/${a}_to_$b \
+        --init none --model-conf "$model_conf" --conf "$finetune_conf" \
+        --train-conf "$train_conf" --set augment.policy=none --device "$device" \
+        --test-data data/${b}_$split --test-feats feats/${b}_${split}_mfcc
+      runs+=(exp/cross_$split/${a}_to_$b)
+    done
+  done
+  sertool score "${runs[@]}" --matrix --out-dir exp/cross_$split/matrix --no-progress
+  stage_done 4
 fi

@@ -48,7 +48,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -101,10 +101,11 @@ class FinetuneResult:
     folds: list[FoldOutcome]
     bundle: Path | None = None  # the all-data bundle, with export_all
     description: str = ""  # what the run is (FinetunePlan.description); "" : the mode's
+    notes: list[str] = field(default_factory=list)  # e.g. the classes a cross-corpus run left out
 
     def fold_lines(self) -> list[str]:
         """One line per fold (and the all-data bundle): what the run did."""
-        lines = []
+        lines = list(self.notes)
         for f in self.folds:
             metric = next((m for m in ("valid_ua", "valid_acc") if m in (f.heldout or {})),
                           None)
@@ -130,7 +131,9 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
              export_all: bool = False, emb_dir: str | os.PathLike | None = None, nj: int = 1,
              device: str = "cpu", command: str = "", progress: bool = True,
              labels: str | os.PathLike | None = None,
-             cluster: Cluster | None = None) -> FinetuneResult:
+             cluster: Cluster | None = None, test_data: str | os.PathLike | None = None,
+             test_feats: str | os.PathLike | None = None, strict_classes: bool = False,
+             test_emb_dir: str | os.PathLike | None = None) -> FinetuneResult:
     """Train and score every fold (or ``fold``) of ``data_dir/folds``; see the module docstring.
 
     ``utt2emo`` labels must be class codes (sertool.labels) or names that the ``labels`` file
@@ -142,11 +145,20 @@ def finetune(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     random; ``train_conf`` the sertool.nnet.trainer configuration for the modes that go through
     the trainer (``unfreeze``, ``init=None``). ``nj`` is the embedding extraction's jobs;
     ``cluster`` says where those and the folds run (default: here, folds in this process).
+
+    ``test_data`` and ``test_feats`` (another corpus's data dir and features, made with the same
+    front-end): a cross-corpus run, one fold ``cross`` that trains on every utterance of
+    ``data_dir`` and tests on every utterance of ``test_data``, on the classes both share
+    (sertool.transfer.crosscorpus; ``strict_classes`` refuses corpora whose classes differ).
+    ``test_emb_dir``: where the frozen trunk's embeddings of the test corpus go (default
+    EXP_DIR/embeddings_test).
     """
     return run(resolve(feat_dir, data_dir, exp_dir, init=init, conf=conf,
                        model_conf=model_conf, train_conf=train_conf, fold=fold,
                        unfreeze=unfreeze, export_all=export_all, emb_dir=emb_dir, nj=nj,
-                       device=device, command=command, progress=progress, labels=labels),
+                       device=device, command=command, progress=progress, labels=labels,
+                       test_data=test_data, test_feats=test_feats,
+                       strict_classes=strict_classes, test_emb_dir=test_emb_dir),
                cluster=cluster)
 
 
@@ -168,9 +180,15 @@ def run(plan: FinetunePlan, cluster: Cluster | None = None) -> FinetuneResult:
     if plan.mode is Mode.FROZEN:
         extract_embeddings(plan.features, plan.init, plan.embeddings.path, copies=plan.copies,
                            policy=plan.conf["augment"]["policy"], seed=int(plan.conf["seed"]),
-                           nj=plan.nj, device=plan.device, utts=plan.used,
+                           nj=plan.nj, device=plan.device, utts=plan.train_used,
                            progress=plan.progress, cluster=cluster,
                            all_layers=plan.all_layers)
+        if plan.cross is not None:  # the test corpus: originals only (it is only scored)
+            extract_embeddings(plan.cross.test_features, plan.init, plan.test_embeddings.path,
+                               copies=0, policy="none", seed=int(plan.conf["seed"]),
+                               nj=plan.nj, device=plan.device, utts=plan.cross.test,
+                               progress=plan.progress, cluster=cluster,
+                               all_layers=plan.all_layers)
     bars = plan.progress
     plan.progress = bars and local  # the folds' own bars (a task's would only fill its log)
 
@@ -191,7 +209,11 @@ def run(plan: FinetunePlan, cluster: Cluster | None = None) -> FinetuneResult:
         if not (bundle / "bundle.json").is_file():
             plan.device = resolve_device(plan.device)
             _run_fold(plan, "all", plan.used, [], exp_dir / "final")
-    return FinetuneResult(exp_dir, plan.mode, outcomes, bundle, plan.description)
+    notes = [] if plan.cross is None else [
+        f"cross-corpus: trained on {plan.cross.train_corpus} ({len(plan.cross.train)} "
+        f"utterances), tested on {plan.cross.test_corpus} ({len(plan.cross.test)}), classes "
+        f"{' '.join(plan.classes)}", *plan.cross.left_out_lines()]
+    return FinetuneResult(exp_dir, plan.mode, outcomes, bundle, plan.description, notes)
 
 
 def _adopt_unmarked_folds(exp_dir: Path, jobs: Sequence[Job]) -> None:
@@ -217,6 +239,10 @@ def _fold_job(index: int, names: list[str], plan: FinetunePlan, *, log: TextIO,
     plan.device = resolve_device(plan.device)
     log.write(f"# fold {name}: {len(fold.train)} training and {len(fold.test)} test "
               f"utterances, mode {plan.mode.value}, device {plan.device}\n")
+    if plan.cross is not None:
+        log.write(f"# cross-corpus: train {plan.cross.train_corpus}, test "
+                  f"{plan.cross.test_corpus}, classes {' '.join(plan.classes)}\n")
+        log.writelines(f"# {line}\n" for line in plan.cross.left_out_lines())
     outcome = _run_fold(plan, name, fold.train, fold.test, fold_dir(plan.exp_dir, name))
     log.write(f"# done: held-out {json.dumps(outcome.heldout, default=str)}\n")
     progress(1)
@@ -403,8 +429,9 @@ def _frozen_fold(plan: FinetunePlan, name: str, split: HeldoutSplit, test_utts: 
     atomic_write_json(fold_dir / "train_log.json", log)
     model.eval()
     probs = np.zeros((0, len(plan.classes)))
-    if test_utts:
-        x_test = torch.as_tensor(np.stack([embeddings[u][choice.columns] for u in test_utts]))
+    if test_utts:  # a cross-corpus run's test corpus has embeddings of its own
+        stored = embeddings if plan.test_embeddings is None else plan.test_embeddings.vectors
+        x_test = torch.as_tensor(np.stack([stored[u][choice.columns] for u in test_utts]))
         with torch.no_grad():
             probs = torch.softmax(model.head_forward(x_test), dim=-1).numpy()
     return model, best, probs
@@ -435,8 +462,9 @@ def _trainer_fold(plan: FinetunePlan, name: str, split: HeldoutSplit, test_utts:
         raise FinetuneError(f"fold {name}: the training list has labels {meta['labels']}, "
                             f"the experiment {plan.classes}: every class must be trained")
     probs = np.zeros((len(test_utts), len(plan.classes)))
+    features = plan.features if plan.cross is None else plan.cross.test_features
     for row, utt in enumerate(test_utts):
-        feats = load_feats(plan.features.feats[utt], utt)  # finite, or the utterance named
+        feats = load_feats(features.feats[utt], utt)  # finite, or the utterance named
         probs[row] = class_probabilities(model, feats, plan.device)
     return model, dict(result.best), probs
 

@@ -31,6 +31,10 @@ from sertool.io_utils import ensure_writable
 from sertool.jobs import check_identity
 from sertool.labels import LabelMap, read_label_map, read_utt2emo
 from sertool.nnet.balance import CLASS_WEIGHTS, SAMPLERS, without_defaults
+from sertool.transfer.crosscorpus import FOLD as CROSS_FOLD
+from sertool.transfer.crosscorpus import CrossCorpus
+from sertool.transfer.crosscorpus import read_tables as read_cross_tables
+from sertool.transfer.crosscorpus import settle as settle_cross
 from sertool.transfer.embdir import EmbeddingDir
 
 # The finetune schema with its defaults, the one source (the shipped conf/finetune.toml
@@ -151,20 +155,29 @@ class FinetunePlan:
     nj: int = 1  # the embedding extraction's jobs
     progress: bool = True
     export_all: bool = False
+    cross: CrossCorpus | None = None  # --test-data: a cross-corpus run (one fold, "cross")
+    test_embeddings: EmbeddingDir | None = None  # the test corpus's (frozen trunk, cross)
 
     # ---- read from disk (kept in this process; a Slurm task reads them itself)
 
     @cached_property
     def folds(self) -> list[Fold]:
-        """DATA_DIR/folds, every fold (the job of a fold is its position here)."""
+        """DATA_DIR/folds, every fold (the job of a fold is its position here); a
+        cross-corpus run's one fold."""
+        if self.cross is not None:
+            return [self.cross.fold]
         return read_folds(self.data_dir)[0]
 
     @cached_property
     def utt2label(self) -> dict[str, str]:
+        if self.cross is not None:
+            return read_cross_tables(self.cross, self.label_map)[0]
         return read_utt2emo(self.data_dir, self.label_map)
 
     @cached_property
     def utt2spk(self) -> dict[str, str]:
+        if self.cross is not None:
+            return read_cross_tables(self.cross, self.label_map)[1]
         return read_table(self.data_dir / "utt2spk")
 
     def __getstate__(self) -> dict:
@@ -176,6 +189,12 @@ class FinetunePlan:
     def used(self) -> list[str]:
         """Every utterance of the folds (training and test), sorted."""
         return sorted({u for f in self.folds for u in f.train + f.test})
+
+    @property
+    def train_used(self) -> list[str]:
+        """The utterances whose features are in FEAT_DIR: all of them, but a cross-corpus
+        run's test corpus (its features are the test feature dir's)."""
+        return list(self.cross.train) if self.cross is not None else self.used
 
     @property
     def copies(self) -> int:
@@ -225,7 +244,9 @@ class FinetunePlan:
                     # only with --labels, so experiments made before it keep their identity
                     **({"label_map": {"names": dict(self.label_map.names),
                                       "new_codes": list(self.label_map.new_codes)}}
-                       if self.labels_given else {})}
+                       if self.labels_given else {}),
+                    # only cross-corpus runs have it (the others keep their identity)
+                    **({"cross_corpus": self.cross.identity()} if self.cross else {})}
         return json.loads(json.dumps(identity))  # as it reads back (tuples become lists)
 
     @property
@@ -245,21 +266,47 @@ def resolve(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             fold: str = "all", unfreeze: bool = False, export_all: bool = False,
             emb_dir: str | os.PathLike | None = None, nj: int = 1, device: str = "cpu",
             command: str = "", progress: bool = True,
-            labels: str | os.PathLike | None = None) -> FinetunePlan:
+            labels: str | os.PathLike | None = None,
+            test_data: str | os.PathLike | None = None,
+            test_feats: str | os.PathLike | None = None, strict_classes: bool = False,
+            test_emb_dir: str | os.PathLike | None = None) -> FinetunePlan:
     """The plan of a finetune (see :func:`sertool.transfer.driver.finetune` for the
-    arguments); every refusal is raised here, before anything is written."""
+    arguments); every refusal is raised here, before anything is written. ``test_data`` and
+    ``test_feats``: a cross-corpus run (sertool.transfer.crosscorpus)."""
     feat_dir, data_dir, exp_dir = Path(feat_dir), Path(data_dir), Path(exp_dir)
     conf = dict(conf)
-    folds, protocol = read_folds(data_dir)
-    if fold != "all" and fold not in [f.name for f in folds]:
-        raise FinetuneError(f"{data_dir}/folds: no fold {fold!r} (folds: "
-                            f"{', '.join(f.name for f in folds)})")
-    utt2spk = read_table(data_dir / "utt2spk")  # checked before any fold starts
-    if not (data_dir / "utt2emo").is_file():
-        raise DataDirError(data_dir / "utt2emo", None, "not found (an emotion data directory "
-                           "has one)")
+    cross = None
+    if (test_data is None) != (test_feats is None):
+        raise FinetuneError("--test-data and --test-feats go together (the other corpus's data "
+                            "directory and its features)")
+    if test_data is None and (strict_classes or test_emb_dir is not None):
+        raise FinetuneError("--strict-classes and --test-emb-dir are for a cross-corpus run "
+                            "(--test-data, --test-feats)")
     label_map = read_label_map(labels, data_dir)
-    utt2label = read_utt2emo(data_dir, label_map)
+    features = None
+    if test_data is not None:
+        if fold not in ("all", CROSS_FOLD):
+            raise FinetuneError(f"--fold {fold}: a cross-corpus run has one fold, "
+                                f"{CROSS_FOLD!r} (every utterance of {data_dir})")
+        if export_all:
+            raise FinetuneError("--export-all: a cross-corpus run's model is trained on every "
+                                f"utterance of {data_dir} already; its bundle is "
+                                f"{exp_dir}/fold_{CROSS_FOLD}/bundle")
+        features = FeatDir.open(feat_dir)
+        cross, utt2label, utt2spk = settle_cross(data_dir, features, label_map, test_data,
+                                                 test_feats, labels=labels,
+                                                 strict_classes=strict_classes)
+        folds, protocol = [cross.fold], cross.protocol
+    else:
+        folds, protocol = read_folds(data_dir)
+        if fold != "all" and fold not in [f.name for f in folds]:
+            raise FinetuneError(f"{data_dir}/folds: no fold {fold!r} (folds: "
+                                f"{', '.join(f.name for f in folds)})")
+        utt2spk = read_table(data_dir / "utt2spk")  # checked before any fold starts
+        if not (data_dir / "utt2emo").is_file():
+            raise DataDirError(data_dir / "utt2emo", None, "not found (an emotion data "
+                               "directory has one)")
+        utt2label = read_utt2emo(data_dir, label_map)
     used = sorted({u for f in folds for u in f.train + f.test})
     absent = [u for u in used if u not in utt2label]
     if absent:
@@ -268,9 +315,9 @@ def resolve(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
     classes = sorted({utt2label[u] for u in used})
     _require_every_class(data_dir, [f for f in folds if fold in ("all", f.name)], used,
                          utt2label)
-    features = FeatDir.open(feat_dir)
+    features = features or FeatDir.open(feat_dir)
     frontend = features.frontend
-    absent = features.missing(used)
+    absent = features.missing(used if cross is None else cross.train)
     if absent:  # extract-feats lists the utterances it could not use in FEAT_DIR/failed
         raise FinetuneError(
             f"{feat_dir / FEATS_SCP}: {len(absent)} utterance(s) of the folds are missing, "
@@ -279,6 +326,10 @@ def resolve(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
             f"`sertool fix-data-dir {data_dir} --feat-dir {feat_dir}`)")
 
     mode, init_path, model_conf = _settle_mode(init, unfreeze, model_conf, features, exp_dir)
+    if cross is not None and init_path is not None and not str(init) == "random":
+        from sertool.nnet.checkpoint import load_model  # lazy: torch (loaded already)
+
+        cross.test_features.check_model(load_model(init_path, "cpu")[1], init_path)
     if mode is not Mode.FROZEN and conf["selection"] == "inner_cv":
         raise FinetuneError("selection inner_cv trains inner_folds + 1 heads per fold on the "
                             "frozen trunk's stored embeddings; with --unfreeze or --init none "
@@ -305,7 +356,9 @@ def resolve(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         label_map=label_map, labels_given=labels is not None, feat_dim=features.dim,
         fold=fold, embeddings=None if mode is not Mode.FROZEN else EmbeddingDir(
             emb_dir if emb_dir is not None else exp_dir / "embeddings"),
-        experiment={}, device=device, nj=nj, progress=progress, export_all=export_all)
+        experiment={}, device=device, nj=nj, progress=progress, export_all=export_all,
+        cross=cross, test_embeddings=None if mode is not Mode.FROZEN or cross is None else
+        EmbeddingDir(test_emb_dir if test_emb_dir is not None else exp_dir / "embeddings_test"))
     plan.folds, plan.utt2label, plan.utt2spk = folds, utt2label, utt2spk  # read once
     plan.experiment = {
         "name": exp_dir.resolve().name, "corpus": str(prep.get("corpus") or data_dir.name),
@@ -318,7 +371,12 @@ def resolve(feat_dir: str | os.PathLike, data_dir: str | os.PathLike,
         "unfreeze": mode is Mode.UNFREEZE, "mode": mode.value, "command": command,
         "seed": int(conf["seed"]), "heldout": {"speakers": conf["heldout_speakers"],
                                                "fallback_fraction": conf["heldout_fraction"]},
+        **({"cross_corpus": cross.to_json()} if cross is not None else {}),
     }
+    if cross is not None:
+        plan.experiment["class_map"] = {**class_map, "cross_corpus": (
+            f"classes shared by {cross.train_corpus} and {cross.test_corpus}; "
+            + ("; ".join(cross.left_out_lines()) or "no class left out"))}
     for f in folds:  # before anything is written: no fold folder may lead out of EXP_DIR
         fold_dir(exp_dir, f.name)
     ensure_writable(exp_dir)  # a rerun writes nothing until its first fold is trained

@@ -89,10 +89,24 @@ def test_seed_corpora_recipe_both_splits(tmp_path):
     summary = (recipe / "exp/cnn1d_speaker/summary.md").read_text()
     assert "| emodb |" in summary and "| tess |" in summary and "savee" not in summary
     times = (recipe / "exp/stage_times").read_text().split()
-    assert [times[i + 1] for i in range(0, len(times), 4)] == ["0", "1", "2", "3"]
+    assert [times[i + 1] for i in range(0, len(times), 4)] == ["0", "1", "2", "3", "4"]
+    # stage 4: the cross-corpus matrix, its diagonal the fold runs of stage 2
+    matrix = json.loads((recipe / "exp/cross_speaker/matrix/report.json").read_text())
+    assert matrix["corpora"] == ["emodb", "tess"]
+    ua = {}
+    for name in ("emodb_to_tess", "tess_to_emodb"):
+        report = json.loads((recipe / f"exp/cross_speaker/matrix/{name}/report.json")
+                            .read_text())
+        assert report["experiment_json"]["cross_corpus"]["only_in_train"] == {}
+        assert report["folds"][0]["n"] == (24 if name == "emodb_to_tess" else 27)
+        ua[name] = report["mean"]["ua"]
+    diag = [json.loads((recipe / f"exp/cnn1d_speaker/{c}/report.json").read_text())["mean"]["ua"]
+            for c in ("emodb", "tess")]
+    assert matrix["ua"] == [[diag[0], ua["emodb_to_tess"]], [ua["tess_to_emodb"], diag[1]]]
+    assert (recipe / "exp/cross_speaker/matrix/matrix.png").is_file()
 
     # The paper's own split: one random 80/20 utterance split, speakers on both sides.
-    out = _ok(recipe, *common, "--split", "random")
+    out = _ok(recipe, *common, "--split", "random", "--stop-stage", "3")
     for corpus in ("emodb", "tess"):
         report = json.loads((recipe / f"exp/cnn1d_random/{corpus}/report.json").read_text())
         assert report["speaker_independent"] is False and len(report["folds"]) == 1

@@ -256,3 +256,46 @@ def test_balance_options_are_checked_and_change_the_identity_only_when_set(tmp_p
         _resolve(tmp_path, sets=["head.class_weights=inverse"])
     with pytest.raises(SertoolError, match="--set train.class_weights=balanced"):
         _resolve(tmp_path, init="none", sets=["head.class_weights=balanced"])
+
+
+def _renamed_corpus(tmp_path: Path) -> tuple[Path, Path]:
+    """A second tiny corpus at tmp_path/b: the first's tables with every id prefixed 'b'."""
+    import shutil
+
+    _inputs(tmp_path / "b")
+    for name in ("feats/feats.scp", "data/utt2spk", "data/utt2emo", "data/spk2utt"):
+        path = tmp_path / "b" / name
+        if path.is_file():
+            path.write_text(path.read_text().replace("spk", "bspk"))
+    shutil.rmtree(tmp_path / "b" / "data" / "folds")  # a test corpus needs no folds
+    return tmp_path / "b" / "feats", tmp_path / "b" / "data"
+
+
+def test_cross_corpus_plan_refusals_and_pickled_tables(tmp_path):
+    from sertool.transfer.crosscorpus import CrossCorpusError
+
+    _inputs(tmp_path)
+    feats_b, data_b = _renamed_corpus(tmp_path)
+    with pytest.raises(SertoolError, match="--test-data and --test-feats go together"):
+        _resolve(tmp_path, test_data=data_b)
+    with pytest.raises(SertoolError, match="--strict-classes and --test-emb-dir are for a"):
+        _resolve(tmp_path, strict_classes=True)
+    with pytest.raises(SertoolError, match="--export-all: a cross-corpus run's model"):
+        _resolve(tmp_path, test_data=data_b, test_feats=feats_b, export_all=True)
+    with pytest.raises(SertoolError, match="--fold 0: a cross-corpus run has one fold"):
+        _resolve(tmp_path, test_data=data_b, test_feats=feats_b, fold="0")
+    with pytest.raises(CrossCorpusError, match="is the training data directory"):
+        _resolve(tmp_path, test_data=tmp_path / "data", test_feats=tmp_path / "feats")
+    _inputs(tmp_path / "same_ids")  # another corpus with the first one's utterance ids
+    with pytest.raises(CrossCorpusError, match=r"12 utterance id\(s\) are also in .*spk0-"):
+        _resolve(tmp_path, test_data=tmp_path / "same_ids" / "data",
+                 test_feats=tmp_path / "same_ids" / "feats")
+    plan = _resolve(tmp_path, test_data=data_b, test_feats=feats_b)
+    assert [f.name for f in plan.folds] == ["cross"]
+    assert plan.folds[0].train == sorted(plan.utt2spk)[12:]  # 'spk..' sorts after 'bspk..'
+    assert plan.folds[0].test == [u for u in sorted(plan.utt2spk) if u.startswith("bspk")]
+    assert plan.identity["cross_corpus"]["test_data_dir"] == str(data_b.resolve())
+    assert not (tmp_path / "exp").exists()
+    again = pickle.loads(pickle.dumps(plan))
+    assert again.utt2label == plan.utt2label and again.utt2spk == plan.utt2spk
+    assert again.folds[0] == plan.folds[0] and len(again.utt2label) == 24
