@@ -56,7 +56,7 @@ class OnnxModel:
         # one intra-op thread pool of the asked size; no inter-op threads (one graph at a time)
         options.intra_op_num_threads = int(threads) if threads else 0
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # no warnings about unused initialisers on stderr
+        options.log_severity_level = 4  # nothing on stderr: a failure is raised, and named
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options,
                                             providers=["CPUExecutionProvider"])
