@@ -11,6 +11,8 @@ A model bundle is one self-contained directory; ``predict`` needs nothing else::
     frontend.json  the resolved front-end configuration, copied from the feature directory
                    the model was trained on, so new audio gets the identical front-end
     README.md      what the bundle is and how to run it
+    model.onnx     optional (``sertool export-onnx``, sertool.onnx_bundle): the same network
+                   as ONNX; ``predict`` runs it through onnxruntime without importing torch
 
 A model trained with conversation-level CMVN is given per-file CMVN at prediction time (each
 file is its own conversation: there is no other context to pool statistics over).
@@ -278,10 +280,15 @@ def _onnx_model(path: Path, meta: Mapping, device: str, backend: str,
     number = (capped(threads, f"--threads {threads}") if threads is not None
               else available_cpus().cpus)
     try:
-        return OnnxModel(path / ONNX_FILE, number)
+        model = OnnxModel(path / ONNX_FILE, number)
     except Exception as err:  # noqa: BLE001 - onnxruntime's errors have no common base
         raise BundleError(f"{path / ONNX_FILE}: onnxruntime cannot load it: "
                           f"{str(err).splitlines()[0][:300]}") from err
+    outputs = model.session.get_outputs()[0].shape[-1]
+    if outputs != len(meta["classes"]):  # the check model.pt's labels get on the torch path
+        raise BundleError(f"{path / ONNX_FILE}: gives {outputs} probabilities, but "
+                          f"{BUNDLE_JSON} has {len(meta['classes'])} classes")
+    return model
 
 
 def _load_torch_model(path: Path, meta: Mapping, device: str) -> Any:
