@@ -1,6 +1,7 @@
 """Benchmark `sertool predict` on long recordings (issue 22, item 2): peak memory
 (`/usr/bin/time -v`, maximum resident set size) and wall time of the whole-file mode and of
-`--segments vad` on a 10-minute and a 60-minute file, tiny test ResNet, `--threads 1`.
+`--segments vad` on a 10-minute and a 60-minute file, tiny test ResNet, `--threads 1`; and
+`--segments vad` with the same bundle's model.onnx (onnxruntime, no torch).
 
 The files are RAVDESS utterances (../shared/data/ravdess, 16 kHz FLAC) joined in a fixed
 shuffled order with 0.5-3 s of low noise between them, written as 16 kHz 16-bit WAV to a
@@ -76,12 +77,19 @@ def main() -> dict:
     with tempfile.TemporaryDirectory(prefix="sertool-bench-stream-", dir="/tmp") as tmp:
         root = Path(tmp)
         bundle = _bundle(root)
+        # the same bundle with model.onnx: --segments vad then runs without torch
+        onnx = root / "bundle_onnx"
+        subprocess.run([sys.executable, "-m", "sertool", "export-onnx", str(bundle), "-o",
+                        str(onnx)], check=True, capture_output=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
         for m in minutes:
             wav = root / f"long_{m:g}min.wav"
             seconds = make_long_file(wav, m)
-            for mode, extra in (("whole file", []), ("--segments vad", ["--segments", "vad"])):
+            for mode, model, extra in (("whole file", bundle, []),
+                                       ("--segments vad", bundle, ["--segments", "vad"]),
+                                       ("--segments vad, ONNX", onnx, ["--segments", "vad"])):
                 out = root / "out.csv"
-                run = time_v(["predict", str(bundle), str(wav), "--threads", "1", "-o",
+                run = time_v(["predict", str(model), str(wav), "--threads", "1", "-o",
                               str(out), *extra])
                 run.update(minutes=m, mode=mode,
                            s_per_hour_of_audio=round(run["wall_s"] * 3600 / seconds, 1))

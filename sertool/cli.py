@@ -40,6 +40,7 @@ from sertool.labels import FORMAT as LABELS_FORMAT
 from sertool.lock import dir_lock
 from sertool.nnet.device import DEVICE_NAMES, parse_device
 from sertool.predict import (
+    BACKENDS,
     CHUNK_FRAMES,
     PredictError,
     Prediction,
@@ -49,6 +50,7 @@ from sertool.predict import (
     load_bundle,
     predict_files,
     prediction_csv_row,
+    runs_onnx,
     warning_line,
 )
 from sertool.scoring import (
@@ -166,6 +168,16 @@ def threads_option(command: Callable[..., Any]) -> Callable[..., Any]:
         with torch_threads(threads):  # imports torch, as the command does
             return command(*args, **kwargs)
 
+    return _threads_flag(wrapper)
+
+
+def model_threads_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--threads`` handed to the command itself (predict): an ONNX bundle runs without
+    torch, so torch's threads are set only where its model is loaded (sertool.predict)."""
+    return _threads_flag(command)
+
+
+def _threads_flag(wrapper: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--threads", type=click.IntRange(min=1), default=None, envvar=THREADS_ENV,
         show_envvar=True, help="CPU threads for the model (default: PyTorch's, one per core, "
@@ -591,7 +603,13 @@ def _file_error(file: str, error: str) -> None:
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Write the predictions to this .csv or .json file (default: CSV on stdout).")
 @long_work_options()
-@threads_option
+@model_threads_option
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="How the model runs: onnx = the bundle's model.onnx through onnxruntime "
+              "(no torch import: faster start; `sertool export-onnx BUNDLE` makes it), torch = "
+              "model.pt, auto = onnx when the bundle has it, onnxruntime is installed and the "
+              "device is the CPU (or auto), else torch. Inputs over --chunk-frames frames for "
+              "a trunk that pools in chunks, and files over 60 s, run through torch.")
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=CHUNK_FRAMES,
               show_default=True, help="Frames per pass of the network over a long file "
               "(memory does not grow with the file's length; same result up to rounding).")
@@ -622,7 +640,8 @@ def _file_error(file: str, error: str) -> None:
               help="Flag a prediction (or segment) whose largest class probability is below "
               "P as low_confidence in the warning column; it is kept, not dropped.")
 def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device: str,
-                no_progress: bool, chunk_frames: int, segments_spec: str | None,
+                no_progress: bool, threads: int | None, backend: str, chunk_frames: int,
+                segments_spec: str | None,
                 max_segment: float | None, segment_overlap: float | None,
                 min_pause: float | None, min_segment: float | None, plot: str | None,
                 summary_out: str | None, data_out: str | None,
@@ -657,10 +676,31 @@ def predict_cmd(bundle: str, audio: tuple[str, ...], output: str | None, device:
             fail(f"{', '.join(given)}: options of --segments vad, not {segments_spec}")
         _predict_segments(bundle, list(audio), output, device, no_progress, chunk_frames,
                           segments_spec, max_segment, segment_overlap, min_pause, min_segment,
-                          plot, summary_out, data_out, min_confidence)
+                          plot, summary_out, data_out, threads, backend, min_confidence)
         return
     out_path = check_output(output) if output is not None else None  # before any work
-    loaded = load_bundle(bundle, device)
+    with _loaded_bundle(bundle, device, backend, threads) as loaded:
+        _predict_whole(loaded, audio, output, out_path, no_progress, chunk_frames,
+                       min_confidence)
+
+
+@contextlib.contextmanager
+def _loaded_bundle(bundle: str, device: str, backend: str, threads: int | None) -> Any:
+    """The bundle for predict, torch's threads set while it runs (given back afterwards)."""
+    # torch's threads are set before its model loads; an ONNX bundle never imports torch
+    # (its session gets the threads; a torch model it needs later sets them, Bundle.model)
+    onnx = runs_onnx(bundle, device, backend)
+    with contextlib.nullcontext() if onnx else torch_threads(threads):
+        loaded = load_bundle(bundle, device, backend=backend,
+                             threads=threads if onnx else None)
+        try:
+            yield loaded
+        finally:
+            loaded.close()
+
+
+def _predict_whole(loaded: Any, audio: tuple[str, ...], output: str | None, out_path: Any,
+                   no_progress: bool, chunk_frames: int, min_confidence: float | None) -> None:
     writer = PredictionWriter(out_path, loaded) if out_path is not None else None
 
     def report(p: Prediction) -> None:
@@ -689,8 +729,8 @@ def _predict_segments(bundle: str, audio: list[str], output: str | None, device:
                       no_progress: bool, chunk_frames: int, spec: str,
                       max_segment: float | None, segment_overlap: float | None,
                       min_pause: float | None, min_segment: float | None, plot: str | None,
-                      summary_out: str | None, data_out: str | None,
-                      min_confidence: float | None = None) -> None:
+                      summary_out: str | None, data_out: str | None, threads: int | None,
+                      backend: str, min_confidence: float | None = None) -> None:
     """predict --segments (sertool.segments): every option is checked before any work."""
     from sertool import segments as seg
 
@@ -705,7 +745,16 @@ def _predict_segments(bundle: str, audio: list[str], output: str | None, device:
     pngs = seg.plot_paths(plot, audio) if plot is not None else {}
     data_dir = (seg.check_data_out(data_out, audio, [bundle, *audio])
                 if data_out is not None else None)
-    loaded = load_bundle(bundle, device)
+    with _loaded_bundle(bundle, device, backend, threads) as loaded:
+        _segments_run(loaded, audio, out_path, summary_path, segmentation, pngs, data_dir,
+                      no_progress, chunk_frames, min_confidence)
+
+
+def _segments_run(loaded: Any, audio: list[str], out_path: Any, summary_path: Any,
+                  segmentation: Any, pngs: dict, data_dir: Any, no_progress: bool,
+                  chunk_frames: int, min_confidence: float | None) -> None:
+    from sertool import segments as seg
+
     classes = loaded.classes
     writer = seg.SegmentWriter(out_path, loaded, segmentation) if out_path is not None else None
 
@@ -745,6 +794,24 @@ def _predict_segments(bundle: str, audio: list[str], output: str | None, device:
                f"segments" + (f"; wrote {', '.join(wrote)}" if wrote else ""), err=True)
     if failed == len(results):
         fail("no file could be predicted")
+
+
+@main.command("export-onnx")
+@click.argument("bundle", type=click.Path())
+@click.option("-o", "--out", "out_dir", type=click.Path(), default=None,
+              help="Write the bundle with model.onnx here (default: BUNDLE, replaced).")
+def export_onnx_cmd(bundle: str, out_dir: str | None) -> None:
+    """Add model.onnx to a model BUNDLE, so that `sertool predict` runs it with onnxruntime,
+    without importing torch (a faster start). The graph is checked against the torch model
+    at several input lengths before it is written (needs the onnx extra)."""
+    from sertool.onnx_bundle import export_onnx
+    from sertool.threads import torch_threads
+
+    with torch_threads(None):
+        entry = export_onnx(bundle, out_dir)
+    click.echo(f"wrote {Path(out_dir or bundle) / entry['file']} (opset {entry['opset']}; "
+               f"largest difference from the torch model {entry['max_abs_diff']:.2g} at "
+               f"{', '.join(map(str, entry['checked_frames']))} frames)")
 
 
 # ----------------------------------------------------------------- scoring and reports (issue 5)

@@ -11,6 +11,8 @@ A model bundle is one self-contained directory; ``predict`` needs nothing else::
     frontend.json  the resolved front-end configuration, copied from the feature directory
                    the model was trained on, so new audio gets the identical front-end
     README.md      what the bundle is and how to run it
+    model.onnx     optional (``sertool export-onnx``, sertool.onnx_bundle): the same network
+                   as ONNX; ``predict`` runs it through onnxruntime without importing torch
 
 A model trained with conversation-level CMVN is given per-file CMVN at prediction time (each
 file is its own conversation: there is no other context to pool statistics over).
@@ -57,6 +59,10 @@ from sertool.io_utils import (
 )
 
 BUNDLE_FORMAT = 1
+# Frames (30 s) per pass of the network over a long file: its activations, the largest memory
+# use of predict, then stay bounded (ResNet with statistics pooling: pooled_chunked, exact up to
+# float rounding). Emotion corpora's utterances are shorter and go through in one pass.
+CHUNK_FRAMES = 3000
 BUNDLE_JSON = "bundle.json"
 MODEL_FILE = "model.pt"
 FRONTEND_FILE = "frontend.json"
@@ -137,14 +143,40 @@ def export_bundle(out_dir: str | os.PathLike, model: Any, *, classes: Sequence[s
 # ----------------------------------------------------------------------------- loading
 
 
+BACKENDS = ("auto", "torch", "onnx")
+
+
 @dataclass
 class Bundle:
     path: Path
     meta: dict
     classes: list[str]
     frontend_conf: dict
-    model: Any  # SERModel in eval mode
     device: str
+    onnx: Any = None  # sertool.onnx_bundle.OnnxModel, when predict runs the ONNX graph
+    threads: int | None = None  # an ONNX bundle's --threads, for a torch model loaded later
+    _model: Any = None  # SERModel in eval mode, loaded when first needed
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    @property
+    def backend(self) -> str:
+        return "onnx" if self.onnx is not None else "torch"
+
+    @property
+    def model(self) -> Any:
+        """The torch model (imports torch on first use: an ONNX bundle needs it only for
+        inputs its graph cannot take, sertool.onnx_bundle)."""
+        if self._model is None:
+            self._model = _load_torch_model(self.path, self.meta, self.device)
+            if self.onnx is not None:  # torch imported only now: its threads capped too
+                from sertool.threads import torch_threads
+
+                self._stack.enter_context(torch_threads(self.threads))
+        return self._model
+
+    def close(self) -> None:
+        """Give back torch's thread setting if this bundle changed it."""
+        self._stack.close()
 
     @property
     def provenance(self) -> dict:
@@ -180,20 +212,88 @@ def read_bundle_meta(path: str | os.PathLike) -> dict:
     return meta
 
 
-def load_bundle(path: str | os.PathLike, device: str = "cpu") -> Bundle:
-    """Load a bundle: its checked metadata, front-end configuration and model (eval mode)."""
+def load_bundle(path: str | os.PathLike, device: str = "cpu", *, backend: str = "auto",
+                threads: int | None = None) -> Bundle:
+    """Load a bundle: its checked metadata, front-end configuration and model (eval mode).
+
+    ``backend``: ``onnx`` runs the bundle's model.onnx through onnxruntime (an error if the
+    bundle has none or onnxruntime is missing), ``torch`` the model.pt, ``auto`` ONNX where
+    it can (the bundle has model.onnx, onnxruntime is installed, the device is the CPU or
+    ``auto``) without importing torch, else torch. ``threads``: the model's CPU threads."""
     from sertool.frontend.pipeline import resolve_conf
-    from sertool.nnet.checkpoint import load_model
-    from sertool.nnet.device import resolve_device
 
     path = Path(path)
-    device = resolve_device(device)
+    if backend not in BACKENDS:
+        raise BundleError(f"--backend {backend}: not one of {', '.join(BACKENDS)}")
     meta = read_bundle_meta(path)
     frontend_json = path / FRONTEND_FILE
     # through the front-end's schema, as extract-feats checks it: the error names the key
     frontend_conf = resolve_conf(read_json_object(
         frontend_json, BundleError, "a model bundle holds its front-end configuration"),
         source=str(frontend_json))
+    onnx = _onnx_model(path, meta, device, backend, threads)
+    if onnx is not None:
+        return Bundle(path, meta, list(meta["classes"]), frontend_conf, "cpu", onnx, threads)
+    from sertool.nnet.device import resolve_device
+
+    device = resolve_device(device)
+    bundle = Bundle(path, meta, list(meta["classes"]), frontend_conf, device, None, None)
+    bundle.model  # noqa: B018 - loaded now: a damaged model.pt is refused before any work
+    return bundle
+
+
+def runs_onnx(path: str | os.PathLike, device: str, backend: str) -> bool:
+    """Whether :func:`load_bundle` will run this bundle's ONNX graph (a quick look at its
+    bundle.json, before anything is loaded: the CLI sets torch's threads only otherwise)."""
+    from sertool.onnx_bundle import ONNX_FILE, onnxruntime_available
+
+    if backend != "auto":
+        return backend == "onnx"
+    try:
+        files = json.loads((Path(path) / BUNDLE_JSON).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # load_bundle then names what is wrong
+    return ONNX_FILE in files and device in ("cpu", "auto") and onnxruntime_available()
+
+
+def _onnx_model(path: Path, meta: Mapping, device: str, backend: str,
+                threads: int | None) -> Any:
+    """The ONNX session predict uses, or None for the torch model."""
+    from sertool.onnx_bundle import ONNX_FILE, OnnxModel, onnxruntime_available
+
+    if backend == "torch":
+        return None
+    has_graph = ONNX_FILE in meta["files"]
+    if backend == "onnx":
+        if not has_graph:
+            raise BundleError(f"{path}: --backend onnx, but the bundle has no {ONNX_FILE} "
+                              f"(make it with `sertool export-onnx {path}`)")
+        if not onnxruntime_available():
+            raise BundleError(f"{path}: --backend onnx needs onnxruntime (pip install "
+                              "'sertool[onnx]')")
+        if device not in ("cpu", "auto"):
+            raise BundleError(f"--backend onnx runs on the CPU, not --device {device}")
+    elif not (has_graph and device in ("cpu", "auto") and onnxruntime_available()):
+        return None
+    from sertool.threads import available_cpus, capped
+
+    number = (capped(threads, f"--threads {threads}") if threads is not None
+              else available_cpus().cpus)
+    try:
+        model = OnnxModel(path / ONNX_FILE, number)
+    except Exception as err:  # noqa: BLE001 - onnxruntime's errors have no common base
+        raise BundleError(f"{path / ONNX_FILE}: onnxruntime cannot load it: "
+                          f"{str(err).splitlines()[0][:300]}") from err
+    outputs = model.session.get_outputs()[0].shape[-1]
+    if outputs != len(meta["classes"]):  # the check model.pt's labels get on the torch path
+        raise BundleError(f"{path / ONNX_FILE}: gives {outputs} probabilities, but "
+                          f"{BUNDLE_JSON} has {len(meta['classes'])} classes")
+    return model
+
+
+def _load_torch_model(path: Path, meta: Mapping, device: str) -> Any:
+    from sertool.nnet.checkpoint import load_model
+
     try:
         model, ckpt_meta = load_model(path / MODEL_FILE, device)
     except Exception as err:  # noqa: BLE001 - any failure here means an unusable bundle
@@ -205,15 +305,22 @@ def load_bundle(path: str | os.PathLike, device: str = "cpu") -> Bundle:
         raise BundleError(f"{path}: {MODEL_FILE} labels {labels} differ from {BUNDLE_JSON} "
                           f"classes {meta['classes']}")
     model.eval()
-    return Bundle(path, meta, list(meta["classes"]), frontend_conf, model, device)
+    return model
+
+
+def bundle_probabilities(bundle: Bundle, feats: Any, chunk_frames: int = CHUNK_FRAMES) -> Any:
+    """Class probabilities (C,) of one segment's features by the bundle's backend: the ONNX
+    graph, unless the input is longer than ``chunk_frames`` and the trunk pools in chunks
+    (then the torch model, whose chunked pooling holds one chunk's activations)."""
+    onnx_meta = bundle.meta.get("onnx") or {}
+    if bundle.onnx is not None and (len(feats) <= chunk_frames
+                                    or not onnx_meta.get("chunked_pooling", True)):
+        return bundle.onnx.probabilities(feats)
+    return class_probabilities(bundle.model, feats, bundle.device, chunk_frames)
 
 
 # ----------------------------------------------------------------------------- prediction
 
-# Frames (30 s) per pass of the network over a long file: its activations, the largest memory
-# use of predict, then stay bounded (ResNet with statistics pooling: pooled_chunked, exact up to
-# float rounding). Emotion corpora's utterances are shorter and go through in one pass.
-CHUNK_FRAMES = 3000
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -372,8 +479,8 @@ def wave_features(frontend: Any, wave: np.ndarray, per_file_cmvn: bool) -> tuple
 def classify_features(bundle: Bundle, feats: Any, flags: Mapping[str, str], name: str,
                       duration: float, chunk_frames: int = CHUNK_FRAMES) -> Prediction:
     """The prediction for one waveform's features; a failure is the returned ``error``."""
-    return _checked(bundle, lambda: class_probabilities(
-        bundle.model, feats, bundle.device, chunk_frames).tolist(), flags, name, duration)
+    return _checked(bundle, lambda: bundle_probabilities(bundle, feats, chunk_frames).tolist(),
+                    flags, name, duration)
 
 
 def _checked(bundle: Bundle, probabilities: Callable[[], list[float]],

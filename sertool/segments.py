@@ -721,9 +721,8 @@ def plot_timeline(result: FileSegments, classes: Sequence[str],
     from sertool.scoring import _save_figure  # the figures' one atomic PNG writer
 
     duration = result.duration_s or max((s.segment.end for s in result.segments), default=1)
-    fig = Figure(figsize=(min(24.0, max(8.0, duration / 8)), 4.2))
-    strip, ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 8],
-                                                             "hspace": 0.05})
+    fig = Figure(figsize=(min(24.0, max(9.0, duration / 8)) + 1.2, 4.2), layout="constrained")
+    strip, ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 8]})
     colours = {c: f"C{i % 10}" for i, c in enumerate(classes)}
     for a, b in result.speech or []:
         ax.axvspan(a, b, color="0.88", zorder=0, lw=0)
@@ -731,16 +730,21 @@ def plot_timeline(result: FileSegments, classes: Sequence[str],
     mids = np.array([(s.segment.start + s.segment.end) / 2 for s in done])
     for c in classes:
         probs = np.array([s.prediction.probs[c] for s in done])
-        ax.plot(mids, probs, color=colours[c], lw=1.2, alpha=0.6, zorder=2)
+        ax.plot(mids, probs, color=colours[c], lw=1.0, alpha=0.35, zorder=2)
         ax.hlines(probs, [s.segment.start for s in done], [s.segment.end for s in done],
                   color=colours[c], lw=2.5, zorder=3, label=c)
     for s in done:
         strip.axvspan(s.segment.start, s.segment.end, color=colours[s.pred], lw=0)
+        if s.segment.end - s.segment.start >= duration / 60:  # the name where it fits
+            strip.text((s.segment.start + s.segment.end) / 2, 0.5, s.pred, ha="center",
+                       va="center", fontsize=8, color="white", fontweight="bold",
+                       transform=strip.get_xaxis_transform())
     ax.set_xlim(0, duration)
     ax.set_ylim(0, 1)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("class probability")
-    ax.legend(loc="upper right", ncols=min(len(classes), 8), fontsize=8, framealpha=0.8)
+    # beside the axes, not on them: a probability near 1 is not hidden behind it
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     strip.set_yticks([])
     strip.set_ylabel("pred", rotation=0, ha="right", va="center", fontsize=8)
     summary = result.summary

