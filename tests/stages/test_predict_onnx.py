@@ -111,14 +111,15 @@ def test_onnx_predictions_equal_torch_on_real_files(bundles, ravdess_dir):
         assert result.exit_code == 0, result.output
         rows[backend] = _csv(result.stdout)
     torch_rows, onnx_rows = rows["torch"], rows["onnx"]
-    assert list(torch_rows[0]) == list(onnx_rows[0]) == ["file", "pred", *CLASSES,
-                                                         "duration_s", "error", "warning"]
+    assert list(torch_rows[0]) == list(onnx_rows[0]) == ["file", "pred", *CLASSES, "entropy",
+                                                         "max_prob", "duration_s", "error",
+                                                         "warning"]
     assert len(onnx_rows) == len(files)
     spread = []
     for a, b in zip(torch_rows, onnx_rows, strict=True):
         assert (a["file"], a["pred"], a["duration_s"], a["error"], a["warning"]) == \
             (b["file"], b["pred"], b["duration_s"], b["error"], b["warning"])
-        for c in CLASSES:
+        for c in (*CLASSES, "entropy", "max_prob"):
             assert float(b[c]) == pytest.approx(float(a[c]), abs=1e-5), (a["file"], c)
         spread.append(max(float(a[c]) for c in CLASSES) - min(float(a[c]) for c in CLASSES))
     assert max(spread) > 0.05  # a model that says something, not a uniform answer
